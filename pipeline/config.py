@@ -1,0 +1,285 @@
+"""Configuration: one TOML file, validated with pydantic, overridable from the environment.
+
+Environment overrides use ``TIERS__<SECTION>__<KEY>`` (double underscores separate
+levels), e.g. ``TIERS__WAREHOUSE__URL=postgresql://...`` or
+``TIERS__SEGMENTATION__VIP_SHARE=0.1``. Values are read as TOML literals when they
+parse as such (numbers, booleans, arrays), otherwise as plain strings.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from pipeline.months import parse_month
+
+ENV_PREFIX = "TIERS__"
+CANONICAL_COLUMNS = ("payment_id", "customer_id", "paid_at", "amount", "currency", "units", "cost")
+REQUIRED_COLUMNS = ("payment_id", "customer_id", "paid_at", "amount")
+ALL_METRICS = ("revenue", "payments", "units", "margin")
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+class ConfigError(ValueError):
+    """The configuration file is missing, unreadable or invalid."""
+
+
+def _exact_decimal(value: Any) -> Any:
+    # TOML floats arrive as binary floats: 0.8 must mean exactly 0.80, not 0.8000000000000000444.
+    return Decimal(str(value)) if isinstance(value, float) else value
+
+
+ExactShare = Annotated[Decimal, BeforeValidator(_exact_decimal), Field(ge=0, le=1)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SourceConfig(_Section):
+    kind: Literal["csv", "parquet", "duckdb", "postgres"]
+    path: str | None = None
+    table: str | None = None
+    query: str | None = None
+    dsn: str | None = Field(default=None, repr=False)
+    delimiter: str = ","
+    decimal_separator: Literal[".", ","] = "."
+    columns: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("columns")
+    @classmethod
+    def _known_columns(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value) - set(CANONICAL_COLUMNS))
+        if unknown:
+            raise ValueError(
+                f"unknown canonical column(s) {unknown}; known: {list(CANONICAL_COLUMNS)}"
+            )
+        return value
+
+    @field_validator("table")
+    @classmethod
+    def _safe_table(cls, value: str | None) -> str | None:
+        if value is not None and not all(_IDENTIFIER.match(p) for p in value.split(".")):
+            raise ValueError(f"table {value!r} is not a plain identifier like schema.table")
+        return value
+
+    @model_validator(mode="after")
+    def _kind_needs(self) -> SourceConfig:
+        if self.kind in ("csv", "parquet", "duckdb") and not self.path:
+            raise ValueError(f"source.path is required for kind = {self.kind!r}")
+        if self.kind == "duckdb" and not self.table:
+            raise ValueError("source.table is required for kind = 'duckdb'")
+        if self.kind == "postgres" and not (self.table or self.query):
+            raise ValueError("source.table or source.query is required for kind = 'postgres'")
+        if len(self.delimiter) != 1:
+            raise ValueError("source.delimiter must be a single character")
+        return self
+
+    def source_column(self, canonical: str) -> str:
+        """The source's own name for a canonical column."""
+        return self.columns.get(canonical, canonical)
+
+
+class BusinessConfig(_Section):
+    timezone: str = "UTC"
+    currency: str = "EUR"
+    history_start: date
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(
+                f"unknown time zone {value!r} (use an IANA name such as 'Europe/Oslo')"
+            ) from exc
+        return value
+
+    @field_validator("currency")
+    @classmethod
+    def _iso_currency(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Z]{3}", value):
+            raise ValueError(f"currency {value!r} is not an ISO 4217 code such as 'EUR'")
+        return value
+
+    @field_validator("history_start", mode="before")
+    @classmethod
+    def _month(cls, value: Any) -> date:
+        return parse_month(value)
+
+
+class LakeConfig(_Section):
+    root: Path = Path("lake")
+    quarantine: bool = False
+
+
+class WarehouseConfig(_Section):
+    url: str = "duckdb:///warehouse.duckdb"
+    schema_name: str = Field(default="tiers", alias="schema")
+
+    @field_validator("url")
+    @classmethod
+    def _supported(cls, value: str) -> str:
+        if not value.startswith(("duckdb://", "postgresql://", "postgres://")):
+            raise ValueError("warehouse.url must start with duckdb:/// or postgresql://")
+        return value
+
+    @field_validator("schema_name")
+    @classmethod
+    def _safe_schema(cls, value: str) -> str:
+        if not _IDENTIFIER.match(value):
+            raise ValueError(f"warehouse.schema {value!r} is not a plain identifier")
+        return value
+
+
+class SegmentationConfig(_Section):
+    metrics: list[Literal["revenue", "payments", "units", "margin"]] | None = None
+    windows: list[int] = Field(default_factory=lambda: [1, 3, 6, 12])
+    a_share: ExactShare = Decimal("0.80")
+    b_share: ExactShare = Decimal("0.95")
+    vip_share: ExactShare = Decimal("0.20")
+    good_share: ExactShare = Decimal("0.20")
+    roster_months: int = Field(default=6, ge=1, le=12)
+    period_months: int = Field(default=3, ge=1, le=12)
+    tier_window_months: int = Field(default=3, ge=1, le=12)
+    breakeven_pct: Annotated[Decimal, BeforeValidator(_exact_decimal)] = Decimal("0.05")
+    erosion_points: Annotated[Decimal, BeforeValidator(_exact_decimal)] = Decimal("0.10")
+    erosion_lookback_months: int = Field(default=3, ge=1, le=11)
+    xyz_months: int = Field(default=12, ge=2, le=12)
+    xyz_x_max_cv: Annotated[Decimal, BeforeValidator(_exact_decimal)] = Decimal("0.5")
+    xyz_y_max_cv: Annotated[Decimal, BeforeValidator(_exact_decimal)] = Decimal("1.0")
+
+    @field_validator("windows")
+    @classmethod
+    def _windows(cls, value: list[int]) -> list[int]:
+        if not value or any(not 1 <= w <= 12 for w in value):
+            raise ValueError("windows must be a non-empty list of month counts between 1 and 12")
+        return sorted(set(value))
+
+    @model_validator(mode="after")
+    def _ordered_shares(self) -> SegmentationConfig:
+        if self.a_share > self.b_share:
+            raise ValueError(f"a_share ({self.a_share}) must not exceed b_share ({self.b_share})")
+        if self.xyz_x_max_cv > self.xyz_y_max_cv:
+            raise ValueError("xyz_x_max_cv must not exceed xyz_y_max_cv")
+        return self
+
+    @property
+    def lookback_months(self) -> int:
+        """How many months (M included) the computation of month M reads."""
+        return max(
+            *self.windows,
+            self.roster_months + 1,  # the roster of M-1, for roster changes
+            self.period_months,
+            self.tier_window_months,
+            self.erosion_lookback_months + 1,
+            self.xyz_months,
+            2,  # M-1 for movements and alerts
+        )
+
+
+class ChecksConfig(_Section):
+    enabled: bool = True
+    # check name -> "error" (stop the month, the default) or "warning" (record and go on)
+    severity: dict[str, Literal["error", "warning"]] = Field(default_factory=dict)
+    batch_rows: int = Field(default=500_000, ge=1_000)
+
+
+class RunConfig(_Section):
+    root: Path = Path("runs")
+
+
+class Config(_Section):
+    source: SourceConfig
+    business: BusinessConfig
+    lake: LakeConfig = Field(default_factory=LakeConfig)
+    warehouse: WarehouseConfig = Field(default_factory=WarehouseConfig)
+    segmentation: SegmentationConfig = Field(default_factory=SegmentationConfig)
+    checks: ChecksConfig = Field(default_factory=ChecksConfig)
+    runs: RunConfig = Field(default_factory=RunConfig)
+    base_dir: Path = Field(default=Path("."), exclude=True)
+
+    @model_validator(mode="after")
+    def _resolve_paths(self) -> Config:
+        base = self.base_dir
+        if self.source.path and self.source.kind != "postgres":
+            self.source.path = str(_resolve(base, self.source.path))
+        self.lake.root = _resolve(base, self.lake.root)
+        self.runs.root = _resolve(base, self.runs.root)
+        prefix = "duckdb:///"
+        if self.warehouse.url.startswith(prefix) and self.warehouse.url != prefix + ":memory:":
+            self.warehouse.url = prefix + str(_resolve(base, self.warehouse.url[len(prefix) :]))
+        return self
+
+
+def _resolve(base: Path, path: str | Path) -> Path:
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else (base / path).resolve()
+
+
+def _env_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_env_overrides(data: dict[str, Any], environ: dict[str, str] | None = None) -> dict:
+    environ = os.environ if environ is None else environ
+    for key, text in sorted(environ.items()):
+        if not key.startswith(ENV_PREFIX):
+            continue
+        path = [p.lower() for p in key[len(ENV_PREFIX) :].split("__") if p]
+        node = data
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{key}: {'.'.join(path[:-1])} is not a section")
+        if path:
+            node[path[-1]] = _env_value(text)
+    return data
+
+
+def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Config:
+    """Read, override from the environment and validate the configuration file."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"configuration file not found: {path}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    data = apply_env_overrides(data, environ)
+    data["base_dir"] = path.resolve().parent
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(
+            f"{path}: invalid configuration\n{format_validation_error(exc)}"
+        ) from None
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        key = ".".join(str(p) for p in error["loc"]) or "(top level)"
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"  - {key}: {message}")
+    return "\n".join(lines)

@@ -1,0 +1,145 @@
+"""Sources: where payments come from (CSV, Parquet, a DuckDB table, PostgreSQL).
+
+Each source exposes one month of its rows to a DuckDB connection as the view
+``source_rows`` with the canonical column names (see ``config.CANONICAL_COLUMNS``),
+every value as text, plus ``source_file`` and ``source_row`` so that errors can point
+at the row. Parsing and validation happen once, in ``sql/staging_payments.sql``.
+Rows whose paid_at cannot be placed in a month (missing or unparseable) are always
+included, since they could belong to any month.
+"""
+
+from __future__ import annotations
+
+import glob
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import duckdb
+from duckdb import ColumnExpression, ConstantExpression
+
+from pipeline.config import CANONICAL_COLUMNS, REQUIRED_COLUMNS, SourceConfig
+from pipeline.months import month_bounds
+
+
+class SourceError(RuntimeError):
+    """The source cannot be read as configured (missing file, table or column)."""
+
+
+@dataclass(frozen=True)
+class SourceMonth:
+    """What an extract knows about the rows it reads."""
+
+    label: str  # the file(s) or table, for messages
+    files: tuple[str, ...]
+    columns_present: tuple[str, ...]  # optional canonical columns the source has
+
+
+_TYPED_TIME = ("TIMESTAMP WITH TIME ZONE", "TIMESTAMP", "DATE")
+
+
+def open_month(
+    con: duckdb.DuckDBPyConnection, source: SourceConfig, month: date, timezone: str
+) -> SourceMonth:
+    """Create the view ``source_rows`` holding the source's rows that may belong to ``month``."""
+    if source.kind == "csv":
+        files = _expand(source.path)
+        relation = con.read_csv(
+            list(files),
+            header=True,
+            sep=source.delimiter,
+            all_varchar=True,
+            filename=True,
+            union_by_name=True,
+        )
+        label = ", ".join(files)
+    elif source.kind == "parquet":
+        files = _expand(source.path)
+        relation = con.read_parquet(list(files), filename=True, union_by_name=True)
+        label = ", ".join(files)
+    elif source.kind == "duckdb":
+        db = Path(source.path)
+        if not db.exists():
+            raise SourceError(f"source database not found: {db}")
+        con.execute("ATTACH ? AS source_db (READ_ONLY)", [str(db)])
+        try:
+            relation = con.table(f"source_db.{source.table}")
+        except duckdb.CatalogException as exc:
+            raise SourceError(f"{db}: table {source.table!r} not found") from exc
+        files, label = (str(db),), f"{db}:{source.table}"
+    elif source.kind == "postgres":
+        from pipeline.postgres import read_source_month
+
+        relation, label = read_source_month(con, source, month, timezone)
+        files = (label,)
+    else:  # pragma: no cover - the config model rejects other kinds
+        raise SourceError(f"unknown source kind {source.kind!r}")
+
+    present = _check_columns(relation, source, label)
+    relation = _filter_month(relation, source.source_column("paid_at"), month, timezone)
+    _canonical_view(relation, source, present, label).create_view("source_rows", replace=True)
+    optional = tuple(c for c in present if c not in REQUIRED_COLUMNS)
+    return SourceMonth(label=label, files=tuple(files), columns_present=optional)
+
+
+def _expand(pattern: str) -> tuple[str, ...]:
+    files = tuple(sorted(glob.glob(pattern))) if glob.has_magic(pattern) else (pattern,)
+    missing = [f for f in files if not Path(f).exists()]
+    if not files or missing:
+        raise SourceError(f"source file not found: {missing[0] if missing else pattern}")
+    return files
+
+
+def _check_columns(
+    relation: duckdb.DuckDBPyRelation, source: SourceConfig, label: str
+) -> list[str]:
+    have = set(relation.columns)
+    missing = [c for c in REQUIRED_COLUMNS if source.source_column(c) not in have]
+    if missing:
+        wanted = ", ".join(f"{c} (as {source.source_column(c)!r})" for c in missing)
+        raise SourceError(
+            f"{label}: required column(s) missing: {wanted}; the source has {sorted(have)}. "
+            "Map them under [source.columns]."
+        )
+    mapped_missing = [c for c in source.columns if source.columns[c] not in have]
+    if mapped_missing:
+        raise SourceError(
+            f"{label}: [source.columns] maps {mapped_missing} to columns the source lacks"
+        )
+    return [c for c in CANONICAL_COLUMNS if source.source_column(c) in have]
+
+
+def _filter_month(
+    relation: duckdb.DuckDBPyRelation, paid_at: str, month: date, timezone: str
+) -> duckdb.DuckDBPyRelation:
+    """Push the month filter down where paid_at is typed; text is filtered after parsing."""
+    kind = str(dict(zip(relation.columns, relation.types, strict=True))[paid_at])
+    if kind not in _TYPED_TIME:
+        return relation
+    start, end = month_bounds(month, timezone)
+    if kind == "TIMESTAMP":  # naive values are business-time-zone wall clock
+        start, end = start.replace(tzinfo=None), end.replace(tzinfo=None)
+    elif kind == "DATE":
+        start, end = start.date(), end.date()
+    column = ColumnExpression(paid_at)
+    in_month = (column >= ConstantExpression(start)) & (column < ConstantExpression(end))
+    return relation.filter(in_month | column.isnull())
+
+
+def _canonical_view(
+    relation: duckdb.DuckDBPyRelation, source: SourceConfig, present: list[str], label: str
+) -> duckdb.DuckDBPyRelation:
+    columns = []
+    for canonical in CANONICAL_COLUMNS:
+        if canonical in present:
+            expr = ColumnExpression(source.source_column(canonical)).cast(duckdb.sqltype("VARCHAR"))
+        else:
+            expr = ConstantExpression(None).cast(duckdb.sqltype("VARCHAR"))
+        columns.append(expr.alias(canonical))
+    file_expr = (
+        ColumnExpression("filename")
+        if "filename" in relation.columns
+        else ConstantExpression(label)
+    )
+    columns.append(file_expr.cast(duckdb.sqltype("VARCHAR")).alias("source_file"))
+    return relation.select(*columns)

@@ -1,0 +1,120 @@
+-- staging_payments: one month of source rows, parsed into canonical types and judged.
+--
+-- Reads the view `source_rows` (every canonical column as text, see pipeline/sources.py)
+-- and produces one row per distinct delivered payment of month $month:
+--   * good rows (problem IS NULL) with typed values and `copies`, the number of
+--     identical deliveries (copies - 1 of them are duplicates to drop);
+--   * bad rows (problem names the first rule broken), one per delivered row, with
+--     the raw text kept for error messages and the quarantine.
+-- Rows whose paid_at is missing or unparseable belong to no month and are always kept
+-- (as bad rows): they could belong to this one.
+-- Timestamps without an offset are read in the session time zone, which the pipeline
+-- sets to the business time zone.
+
+with source as (
+    select * from source_rows
+),
+
+parsed as (
+    select
+        nullif(trim(payment_id), '') as payment_id,
+        nullif(trim(customer_id), '') as customer_id,
+        try_cast(nullif(trim(paid_at), '') as timestamptz) as paid_at,
+        try_cast(replace(nullif(trim(amount), ''), $decimal_separator, '.') as decimal(38, 10))
+            as amount_wide,
+        try_cast(replace(nullif(trim(amount), ''), $decimal_separator, '.') as decimal(18, 2))
+            as amount,
+        upper(nullif(trim(currency), '')) as currency,
+        try_cast(nullif(trim(units), '') as bigint) as units,
+        try_cast(replace(nullif(trim(cost), ''), $decimal_separator, '.') as decimal(38, 10))
+            as cost_wide,
+        try_cast(replace(nullif(trim(cost), ''), $decimal_separator, '.') as decimal(18, 2))
+            as cost,
+        source.payment_id as raw_payment_id,
+        source.customer_id as raw_customer_id,
+        source.paid_at as raw_paid_at,
+        source.amount as raw_amount,
+        source.currency as raw_currency,
+        source.units as raw_units,
+        source.cost as raw_cost,
+        source.source_file
+    from source
+),
+
+judged as (
+    select
+        *,
+        cast(date_trunc('month', paid_at) as date) as month,
+        case
+            when payment_id is null then 'missing payment_id'
+            when customer_id is null then 'missing customer_id'
+            when nullif(trim(raw_paid_at), '') is null then 'missing paid_at'
+            when paid_at is null then 'unparseable paid_at'
+            when nullif(trim(raw_amount), '') is null then 'missing amount'
+            when amount_wide is null then 'unparseable amount'
+            when amount is null or amount_wide <> amount then 'amount with more than 2 decimals'
+            when $has_currency and currency is null then 'missing currency'
+            when $has_currency and currency <> $currency then 'other currency'
+            when $has_units and nullif(trim(raw_units), '') is null then 'missing units'
+            when $has_units and units is null then 'unparseable units'
+            when $has_units and units < 0 then 'negative units'
+            when $has_cost and nullif(trim(raw_cost), '') is null then 'missing cost'
+            when $has_cost and cost_wide is null then 'unparseable cost'
+            when $has_cost and (cost is null or cost_wide <> cost) then 'cost with more than 2 decimals'
+            when $has_cost and cost < 0 then 'negative cost'
+        end as problem
+    from parsed
+),
+
+of_this_month as (
+    select * from judged
+    where month = $month or month is null
+),
+
+distinct_good_payments as (
+    select
+        payment_id, customer_id, paid_at, amount, currency, units, cost, month,
+        count(*) as copies,
+        min(source_file) as source_file
+    from of_this_month
+    where problem is null
+    group by all
+),
+
+conflicting_payment_ids as (
+    select payment_id
+    from distinct_good_payments
+    group by payment_id
+    having count(*) > 1
+),
+
+good_payments as (
+    select *
+    from distinct_good_payments
+    where payment_id not in (select payment_id from conflicting_payment_ids)
+),
+
+bad_rows as (
+    select
+        raw_payment_id, raw_customer_id, raw_paid_at, raw_amount, raw_currency, raw_units,
+        raw_cost, source_file,
+        coalesce(problem, 'payment_id repeated with different values') as problem
+    from of_this_month
+    where problem is not null
+       or payment_id in (select payment_id from conflicting_payment_ids)
+),
+
+final as (
+    select
+        payment_id, customer_id, paid_at, amount, currency, units, cost, month, copies,
+        null::varchar as problem,
+        null::varchar as raw_payment_id, null::varchar as raw_customer_id,
+        null::varchar as raw_paid_at, null::varchar as raw_amount,
+        null::varchar as raw_currency, null::varchar as raw_units, null::varchar as raw_cost,
+        source_file
+    from good_payments
+    union all by name
+    select 1 as copies, * from bad_rows
+)
+
+select * from final
