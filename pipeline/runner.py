@@ -1,0 +1,363 @@
+"""The month's pipeline: extract -> raw gate -> compute -> output gates -> load -> publish.
+
+Each step is a function of (configuration, month, run id) that the CLI calls in one
+process and Airflow calls as one task each. Steps hand their results over through
+the run's folder (``<runs.root>/<run_id>/month=YYYY-MM/``): the extract summary, the
+computed tables as Parquet, the gate reports (JSON and HTML) and ``run.json``, the
+record that becomes the month's ``pipeline_run`` row.
+
+A step that fails records the month as failed in ``pipeline_run`` and raises; nothing
+of the month is loaded unless every gate passed.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline import checks, lake
+from pipeline.config import Config, load_config
+from pipeline.months import add_months, format_month, months_between, parse_month
+from pipeline.schema import TABLES
+from pipeline.transform import compute_month
+from pipeline.warehouse import open_warehouse
+
+ConfigLike = Config | str | Path
+
+
+class MonthFailed(RuntimeError):
+    """A month of a run failed; ``month`` and ``step`` say where."""
+
+    def __init__(self, month: date, step: str, error: BaseException) -> None:
+        super().__init__(f"{format_month(month)} failed at {step}: {error}")
+        self.month, self.step, self.error = month, step, error
+
+
+def new_run_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+
+def _config(cfg: ConfigLike) -> Config:
+    return cfg if isinstance(cfg, Config) else load_config(cfg)
+
+
+def run_dir(cfg: Config, month: date, run_id: str) -> Path:
+    return Path(cfg.runs.root) / run_id / f"month={format_month(month)}"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _read_state(folder: Path) -> dict[str, Any]:
+    path = folder / "run.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _update_state(folder: Path, **changes: Any) -> dict[str, Any]:
+    folder.mkdir(parents=True, exist_ok=True)
+    state = _read_state(folder) | changes
+    (folder / "run.json").write_text(json.dumps(state, indent=2, default=str) + "\n")
+    return state
+
+
+def _add_gate(folder: Path, report: checks.GateReport) -> None:
+    state = _read_state(folder)
+    gates = state.get("gates", {}) | {report.gate: report.to_dict()}
+    _update_state(folder, gates=gates)
+
+
+def run_record(state: dict[str, Any], *, status: str, error: str | None = None) -> dict[str, Any]:
+    """The ``pipeline_run`` row of a month from its run state."""
+    gates = state.get("gates", {})
+    extract = state.get("extract", {})
+    return {
+        "run_id": state["run_id"],
+        "month": parse_month(state["month"]),
+        "status": status,
+        "rows_read": extract.get("rows_read"),
+        "rows_duplicate": extract.get("rows_duplicate"),
+        "rows_quarantined": extract.get("rows_quarantined"),
+        "rows_loaded": sum(state.get("counts", {}).values()) if status == "loaded" else 0,
+        "checks_passed": sum(g["n_passed"] for g in gates.values()),
+        "checks_failed": sum(g["n_failed"] for g in gates.values()),
+        "checks_warned": sum(g["n_warned"] for g in gates.values()),
+        "check_results": gates,
+        "error": error,
+        "source_fingerprint": extract.get("fingerprint"),
+        "started_at": datetime.fromisoformat(state.get("started_at") or _now()),
+        "finished_at": datetime.now(UTC),
+    }
+
+
+# Backfill workers leave failure records to the process that owns the warehouse.
+_record_failures = True
+
+
+def _leave_failures_to_parent() -> None:
+    global _record_failures
+    _record_failures = False
+
+
+def record_failure(cfg: Config, month: date, run_id: str) -> None:
+    state = _read_state(run_dir(cfg, month, run_id))
+    error = f"{state.get('failed_step')}: {state.get('error')}"
+    warehouse = open_warehouse(cfg)
+    try:
+        warehouse.ensure_schema()
+        warehouse.record_run(run_record(state, status="failed", error=error))
+    finally:
+        warehouse.close()
+
+
+@contextmanager
+def _step(cfg: Config, month: date, run_id: str, name: str) -> Iterator[Path]:
+    """Run one step; on failure record the month as failed, then re-raise."""
+    folder = run_dir(cfg, month, run_id)
+    state = _read_state(folder)
+    if "started_at" not in state:
+        _update_state(folder, run_id=run_id, month=format_month(month), started_at=_now())
+    try:
+        yield folder
+    except Exception as exc:
+        _update_state(folder, failed_step=name, error=str(exc))
+        if _record_failures:
+            record_failure(cfg, month, run_id)
+        raise
+
+
+def extract_step(cfg: ConfigLike, month: str | date, run_id: str) -> dict[str, Any]:
+    cfg, month = _config(cfg), parse_month(month)
+    with _step(cfg, month, run_id, "extract") as folder:
+        manifest = lake.extract(cfg, month)
+        summary = {
+            k: getattr(manifest, k)
+            for k in (
+                "month",
+                "rows_read",
+                "rows_duplicate",
+                "rows_quarantined",
+                "rows_undated",
+                "rows_written",
+                "amount_sum",
+                "fingerprint",
+                "problems",
+            )
+        }
+        _update_state(folder, extract=summary)
+        return summary
+
+
+def raw_gate_step(cfg: ConfigLike, month: str | date, run_id: str) -> dict[str, Any]:
+    cfg, month = _config(cfg), parse_month(month)
+    with _step(cfg, month, run_id, "raw_gate") as folder:
+        if "extract" not in _read_state(folder):  # a run that reuses the lake as it is
+            manifest = lake.read_manifest(cfg.lake.root, month)
+            _update_state(
+                folder,
+                extract={
+                    "rows_read": manifest.rows_read,
+                    "rows_duplicate": manifest.rows_duplicate,
+                    "rows_quarantined": manifest.rows_quarantined,
+                    "fingerprint": manifest.fingerprint,
+                },
+            )
+        report = checks.gate_raw(cfg, month, folder)
+        _add_gate(folder, report)
+        checks.raise_if_failed(report)
+        return report.to_dict()
+
+
+def compute_step(cfg: ConfigLike, month: str | date, run_id: str) -> dict[str, Any]:
+    cfg, month = _config(cfg), parse_month(month)
+    with _step(cfg, month, run_id, "compute") as folder:
+        tables = compute_month(cfg, month)
+        write_tables(folder, tables)
+        counts = {name: table.num_rows for name, table in tables.items()}
+        _update_state(folder, counts=counts)
+        return counts
+
+
+def output_gates_step(cfg: ConfigLike, month: str | date, run_id: str) -> dict[str, Any]:
+    cfg, month = _config(cfg), parse_month(month)
+    with _step(cfg, month, run_id, "output_gates") as folder:
+        tables = read_tables(folder)
+        reports = [
+            checks.gate_customer_month(cfg, month, tables, folder),
+            checks.gate_outputs(cfg, month, tables, folder),
+        ]
+        for report in reports:
+            _add_gate(folder, report)
+        for report in reports:
+            checks.raise_if_failed(report)
+        return {report.gate: report.to_dict() for report in reports}
+
+
+def load_step(cfg: ConfigLike, month: str | date, run_id: str) -> dict[str, Any]:
+    cfg, month = _config(cfg), parse_month(month)
+    with _step(cfg, month, run_id, "load") as folder:
+        tables = read_tables(folder)
+        state = _read_state(folder)
+        report = checks.gate_before_load(cfg, month, tables, state["counts"], folder)
+        _add_gate(folder, report)
+        checks.raise_if_failed(report)
+        state = _update_state(folder, loaded_at=_now())
+        warehouse = open_warehouse(cfg)
+        try:
+            warehouse.ensure_schema()
+            warehouse.load_month(month, tables, run_record(state, status="loaded"))
+        finally:
+            warehouse.close()
+        return state["counts"]
+
+
+def publish_step(cfg: ConfigLike, month: str | date, run_id: str) -> dict[str, Any]:
+    """The loaded month's summary, for logs and the Airflow Asset event."""
+    cfg, month = _config(cfg), parse_month(month)
+    state = _read_state(run_dir(cfg, month, run_id))
+    return {
+        "month": format_month(month),
+        "run_id": run_id,
+        "rows": state.get("counts", {}),
+        "warehouse": _redacted(cfg.warehouse.url),
+    }
+
+
+def _redacted(url: str) -> str:
+    if "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    credentials, host = rest.rsplit("@", 1)
+    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
+
+
+MONTH_STEPS: tuple[Callable[[ConfigLike, date, str], dict], ...] = (
+    raw_gate_step,
+    compute_step,
+    output_gates_step,
+    load_step,
+)
+
+
+def write_tables(folder: Path, tables: dict[str, pa.Table]) -> None:
+    target = folder / "tables"
+    target.mkdir(parents=True, exist_ok=True)
+    for name, table in tables.items():
+        pq.write_table(table, target / f"{name}.parquet")
+
+
+def read_tables(folder: Path) -> dict[str, pa.Table]:
+    return {
+        name: pq.read_table(folder / "tables" / f"{name}.parquet", schema=table.arrow_schema())
+        for name, table in TABLES.items()
+    }
+
+
+@dataclass
+class MonthResult:
+    month: date
+    run_id: str
+    status: str  # loaded | failed
+    counts: dict[str, int]
+    error: str | None = None
+
+
+def run_month(
+    cfg: ConfigLike, month: str | date, *, run_id: str | None = None, extract: bool = True
+) -> MonthResult:
+    """Extract (optionally), check, compute, check and load one month."""
+    cfg, month = _config(cfg), parse_month(month)
+    run_id = run_id or new_run_id()
+    steps = ((extract_step,) if extract else ()) + MONTH_STEPS
+    for step in steps:
+        step(cfg, month, run_id)
+    counts = _read_state(run_dir(cfg, month, run_id))["counts"]
+    return MonthResult(month, run_id, "loaded", counts)
+
+
+def months_reading(cfg: Config, month: date) -> list[date]:
+    """The extracted months whose computation reads ``month`` (itself included)."""
+    last = add_months(month, cfg.segmentation.lookback_months - 1)
+    extracted = set(lake.extracted_months(cfg.lake.root))
+    return [m for m in months_between(month, last) if m in extracted]
+
+
+def _compute_and_check(cfg: Config, month: date, run_id: str) -> None:
+    for step in MONTH_STEPS[:-1]:
+        step(cfg, month, run_id)
+
+
+def backfill(
+    cfg: ConfigLike,
+    first: str | date,
+    last: str | date,
+    *,
+    jobs: int = 1,
+    extract: bool = True,
+    run_id: str | None = None,
+    on_month: Callable[[MonthResult], None] | None = None,
+) -> list[MonthResult]:
+    """Run every month from ``first`` to ``last``.
+
+    Extracts come first (month M reads M-11 .. M). Checks and computations of
+    different months run in ``jobs`` processes; loads are serialized in this process,
+    since the warehouse has one writer. A failed month is recorded and reported; the
+    other months go on.
+    """
+    cfg = _config(cfg)
+    months = months_between(parse_month(first), parse_month(last))
+    run_id = run_id or new_run_id()
+    results: list[MonthResult] = []
+
+    def finish(month: date, error: BaseException | None) -> None:
+        if error is None:
+            try:
+                counts = load_step(cfg, month, run_id)
+                result = MonthResult(month, run_id, "loaded", counts)
+            except Exception as exc:
+                result = MonthResult(month, run_id, "failed", {}, f"load: {exc}")
+        else:
+            if jobs > 1:
+                record_failure(cfg, month, run_id)
+            result = MonthResult(month, run_id, "failed", {}, str(error))
+        results.append(result)
+        if on_month:
+            on_month(result)
+
+    ready = []
+    for month in months:
+        try:
+            if extract:
+                extract_step(cfg, month, run_id)
+            ready.append(month)
+        except Exception as exc:
+            finish(month, exc)
+
+    if jobs <= 1:
+        for month in ready:
+            try:
+                _compute_and_check(cfg, month, run_id)
+                finish(month, None)
+            except Exception as exc:
+                finish(month, exc)
+    else:
+        with ProcessPoolExecutor(
+            max_workers=jobs,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_leave_failures_to_parent,
+        ) as pool:
+            futures = {pool.submit(_compute_and_check, cfg, m, run_id): m for m in ready}
+            for future in as_completed(futures):
+                finish(futures[future], future.exception())
+    return sorted(results, key=lambda r: r.month)

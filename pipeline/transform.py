@@ -1,0 +1,130 @@
+"""Compute every reporting table of one month from the lake, with the SQL of ``sql/``.
+
+Month M reads the lake partitions of M-L+1 .. M (L = the longest look-back the
+configuration needs, 12 by default); months before ``history_start`` are empty by
+definition, any other missing month is an error. The result is a pure function of
+those partitions and the configuration, so months can be computed in any order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+import pyarrow as pa
+
+from pipeline.config import ALL_METRICS, Config
+from pipeline.lake import month_files, read_manifest
+from pipeline.months import add_months, format_month, months_between, parse_month
+from pipeline.schema import REPORTING_TABLES
+from pipeline.sql import connect, run_sql
+
+# (sql file, the table it creates), in dependency order. Every file is a query;
+# the reporting tables are the rows of month M of the tables named like them.
+STEPS: tuple[tuple[str, str], ...] = (
+    ("customer_month", "customer_month_history"),
+    ("customer_metric", "customer_metric"),
+    ("customer_rank", "customer_rank"),
+    ("customer_xyz", "customer_xyz"),
+    ("customer_abc", "customer_abc"),
+    ("customer_segment", "customer_segment"),
+    ("vip_roster_membership", "vip_roster_membership"),
+    ("vip_roster", "vip_roster"),
+    ("vip_roster_change", "vip_roster_change"),
+    ("customer_alert", "customer_alert"),
+    ("customer_tier", "customer_tier"),
+    ("pareto_summary", "pareto_summary"),
+    ("criteria_overlap", "criteria_overlap"),
+)
+REPORTING_SOURCE = {"customer_month": "customer_month_history"}
+
+
+class ComputeError(ValueError):
+    """The month cannot be computed as configured (too early, metric unavailable)."""
+
+
+@dataclass(frozen=True)
+class MonthPlan:
+    """What the computation of one month reads and computes."""
+
+    month: date
+    months_read: tuple[date, ...]
+    metrics: tuple[str, ...]
+    has_units: bool
+    has_margin: bool
+
+
+def plan_month(cfg: Config, month: date) -> MonthPlan:
+    month = parse_month(month)
+    start = cfg.business.history_start
+    if month < start:
+        raise ComputeError(
+            f"month {format_month(month)} lies before history_start {format_month(start)}"
+        )
+    first = max(start, add_months(month, 1 - cfg.segmentation.lookback_months))
+    months = tuple(months_between(first, month))
+    present = [set(read_manifest(cfg.lake.root, m).columns_present) for m in months]
+    has_units = all("units" in p for p in present)
+    has_margin = all("cost" in p for p in present)
+    available = ["revenue", "payments"] + ["units"] * has_units + ["margin"] * has_margin
+    wanted = cfg.segmentation.metrics or available
+    unavailable = sorted(set(wanted) - set(available))
+    if unavailable:
+        raise ComputeError(
+            f"metric(s) {unavailable} need source columns the lake does not have for "
+            f"{format_month(first)}..{format_month(month)} (units needs units, margin needs cost)"
+        )
+    metrics = tuple(m for m in ALL_METRICS if m in wanted)
+    return MonthPlan(month, months, metrics, has_units, has_margin)
+
+
+def compute_month(cfg: Config, month: date) -> dict[str, pa.Table]:
+    """Every reporting table's rows for ``month``, keyed by table name."""
+    plan = plan_month(cfg, month)
+    seg = cfg.segmentation
+    params = {
+        "month": plan.month,
+        "previous_month": add_months(plan.month, -1),
+        "has_previous_month": plan.month > cfg.business.history_start,
+        "metrics": list(plan.metrics),
+        "windows": seg.windows,
+        "rank_windows": sorted({1, *seg.windows, seg.period_months, seg.tier_window_months}),
+        "has_units": plan.has_units,
+        "has_margin": plan.has_margin,
+        "a_share": seg.a_share,
+        "b_share": seg.b_share,
+        "vip_share": seg.vip_share,
+        "good_share": seg.good_share,
+        "roster_months": seg.roster_months,
+        "period_months": seg.period_months,
+        "tier_window_months": seg.tier_window_months,
+        "breakeven_pct": seg.breakeven_pct,
+        "erosion_points": seg.erosion_points,
+        "erosion_lookback_months": seg.erosion_lookback_months,
+        "xyz_months": seg.xyz_months,
+        "xyz_x_max_cv": seg.xyz_x_max_cv,
+        "xyz_y_max_cv": seg.xyz_y_max_cv,
+    }
+    con = connect(cfg.business.timezone)
+    try:
+        files = [f for m in plan.months_read for f in month_files(cfg.lake.root, m)]
+        con.read_parquet(files).create_view("lake_payments")
+        con.execute(
+            "create temp table history_months as select unnest(?::date[]) as month",
+            [list(plan.months_read)],
+        )
+        for sql_file, table in STEPS:
+            run_sql(con, sql_file, create=table, **params)
+        return {
+            table.name: con.sql(
+                f"select {', '.join(table.column_names)} "
+                f"from {REPORTING_SOURCE.get(table.name, table.name)} "
+                f"where month = ? order by all",
+                params=[plan.month],
+            )
+            .to_arrow_table()
+            .cast(table.arrow_schema())
+            for table in REPORTING_TABLES
+        }
+    finally:
+        con.close()

@@ -1,0 +1,40 @@
+-- customer_month: per business month and customer with at least one payment, the
+-- month's money and counts (spec: "Metrics and windows").
+--
+-- Reads:    lake_payments (the lake partitions of every month the run reads)
+-- Produces: one row per (month, customer_id) for all those months; the reporting
+--           table keeps month $month, later steps read the history.
+-- units and margin are NULL when the source has no units / cost column.
+
+with lake_payments as (
+    select * from lake_payments
+),
+
+money_per_customer_month as (
+    select
+        month,
+        customer_id,
+        sum(amount) as revenue,
+        coalesce(sum(amount) filter (where amount > 0), 0) as gross_revenue,
+        coalesce(-sum(amount) filter (where amount < 0), 0) as refunds,
+        count(*) filter (where amount > 0) as payments,
+        sum(units) as units,
+        sum(amount - cost) as margin
+    from lake_payments
+    group by month, customer_id
+),
+
+final as (
+    select
+        month,
+        customer_id,
+        revenue::decimal(18, 2) as revenue,
+        gross_revenue::decimal(18, 2) as gross_revenue,
+        refunds::decimal(18, 2) as refunds,
+        payments::integer as payments,
+        case when $has_units then units end::bigint as units,
+        case when $has_margin then margin end::decimal(18, 2) as margin
+    from money_per_customer_month
+)
+
+select * from final
