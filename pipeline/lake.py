@@ -100,6 +100,12 @@ def month_files(lake_root: Path, month: date) -> list[str]:
     return [str(folder / name) for name in manifest.data_files]
 
 
+def read_month(lake_root: Path, month: date) -> pa.Table:
+    """The month's payments as one Arrow table (the partition's own files, no discovery)."""
+    tables = [pq.ParquetFile(path).read() for path in month_files(lake_root, month)]
+    return pa.concat_tables(tables) if tables else PAYMENTS_SCHEMA.empty_table()
+
+
 def extracted_months(lake_root: Path) -> list[date]:
     folder = Path(lake_root) / "payments"
     months = []

@@ -108,7 +108,7 @@ def compute_month(cfg: Config, month: date) -> dict[str, pa.Table]:
     con = connect(cfg.business.timezone)
     try:
         files = [f for m in plan.months_read for f in month_files(cfg.lake.root, m)]
-        con.read_parquet(files).create_view("lake_payments")
+        con.read_parquet(files, hive_partitioning=False).create_view("lake_payments")
         con.execute(
             "create temp table history_months as select unnest(?::date[]) as month",
             [list(plan.months_read)],

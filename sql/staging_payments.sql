@@ -97,7 +97,7 @@ good_payments as (
 bad_rows as (
     select
         raw_payment_id, raw_customer_id, raw_paid_at, raw_amount, raw_currency, raw_units,
-        raw_cost, source_file,
+        raw_cost, source_file, month,
         coalesce(problem, 'payment_id repeated with different values') as problem
     from of_this_month
     where problem is not null

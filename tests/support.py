@@ -1,0 +1,71 @@
+"""Helpers for tests: configuration files and small payment files written by hand."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import Config, load_config
+
+PAYMENT_HEADER = ("payment_id", "customer_id", "paid_at", "amount", "currency")
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float | Decimal):
+        return str(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
+
+
+def write_config(folder: Path, sections: Mapping[str, Mapping[str, Any]]) -> Path:
+    """Write ``folder/tiers.toml`` from {section: {key: value}}; lake, warehouse and runs
+    default to folders inside ``folder``."""
+    defaults = {
+        "lake": {"root": str(folder / "lake")},
+        "warehouse": {"url": f"duckdb:///{folder / 'warehouse.duckdb'}"},
+        "runs": {"root": str(folder / "runs")},
+    }
+    merged = {name: dict(values) for name, values in defaults.items()}
+    for name, values in sections.items():
+        merged.setdefault(name, {}).update(values)
+    lines = []
+    for name, values in merged.items():
+        lines.append(f"[{name}]")
+        lines += [f"{key} = {_toml_value(value)}" for key, value in values.items()]
+        lines.append("")
+    path = folder / "tiers.toml"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def csv_config(
+    folder: Path,
+    payments: Path,
+    *,
+    timezone: str = "UTC",
+    history_start: str = "2026-01",
+    **sections: Mapping[str, Any],
+) -> Config:
+    business = {"timezone": timezone, "currency": "EUR", "history_start": history_start}
+    business |= sections.pop("business", {})
+    source = {"kind": "csv", "path": str(payments)} | dict(sections.pop("source", {}))
+    return load_config(write_config(folder, {"source": source, "business": business, **sections}))
+
+
+def write_payments(
+    path: Path, rows: Iterable[Iterable[Any]], header: Iterable[str] = PAYMENT_HEADER
+) -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(list(header))
+        writer.writerows(rows)
+    return path

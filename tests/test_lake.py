@@ -1,0 +1,369 @@
+"""Sources, the month rule, bad input, quarantine and the atomic lake partition."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline import lake
+from pipeline.lake import BadInputError, MissingMonthError, extract
+from pipeline.months import add_months
+from pipeline.sources import SourceError
+from support import csv_config, write_payments
+
+JAN, FEB, MAR = date(2026, 1, 1), date(2026, 2, 1), date(2026, 3, 1)
+
+
+def lake_rows(cfg, month) -> list[dict]:
+    return lake.read_month(cfg.lake.root, month).to_pylist()
+
+
+def ids(cfg, month) -> list[str]:
+    return [r["payment_id"] for r in lake_rows(cfg, month)]
+
+
+# --- the month of a payment -------------------------------------------------------
+
+TZ_CASES = [
+    # (paid_at as delivered, business time zone, expected month)
+    ("2026-01-31T23:30:00Z", "Europe/Oslo", FEB),  # the spec's example
+    ("2026-01-31T23:30:00Z", "UTC", JAN),
+    ("2026-01-31T22:59:59Z", "Europe/Oslo", JAN),
+    ("2026-03-31T21:59:59Z", "Europe/Oslo", MAR),  # summer time: UTC+2
+    ("2026-03-31T22:00:00Z", "Europe/Oslo", date(2026, 4, 1)),
+    ("2026-10-31T23:00:00Z", "Europe/Oslo", date(2026, 11, 1)),  # back to UTC+1
+    ("2028-02-29T23:30:00Z", "Europe/Oslo", date(2028, 3, 1)),  # leap day
+    ("2028-02-29 23:30:00", "Europe/Oslo", date(2028, 2, 1)),  # naive: business wall clock
+    ("2026-02-01", "Europe/Oslo", FEB),  # date only: midnight in the business zone
+    ("2026-02-01T00:30:00+01:00", "UTC", JAN),  # explicit offset wins
+    ("2026-01-31 20:00:00", "America/New_York", JAN),
+]
+
+
+@pytest.mark.parametrize("process_tz", ["UTC", "Asia/Tokyo", "America/Los_Angeles"])
+@pytest.mark.parametrize(("paid_at", "zone", "expected"), TZ_CASES)
+def test_month_is_the_calendar_month_in_the_business_time_zone(
+    tmp_path, monkeypatch, process_tz, paid_at, zone, expected
+) -> None:
+    monkeypatch.setenv("TZ", process_tz)
+    time.tzset()
+    try:
+        source = write_payments(tmp_path / "p.csv", [("p1", "c1", paid_at, "10.00", "EUR")])
+        cfg = csv_config(tmp_path, source, timezone=zone, history_start="2025-01")
+        extract(cfg, expected)
+        assert ids(cfg, expected) == ["p1"]
+        for other in (add_months(expected, -1), add_months(expected, 1)):
+            assert extract(cfg, other).rows_read == 0
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+
+
+def test_paid_at_is_stored_as_utc_instant(tmp_path) -> None:
+    source = write_payments(tmp_path / "p.csv", [("p1", "c1", "2026-02-01 00:30:00", "1.00", "EUR")])
+    cfg = csv_config(tmp_path, source, timezone="Europe/Oslo")
+    extract(cfg, FEB)
+    (row,) = lake_rows(cfg, FEB)
+    assert row["paid_at"] == datetime(2026, 1, 31, 23, 30, tzinfo=UTC)
+    assert row["month"] == FEB
+    assert row["amount"] == Decimal("1.00")
+
+
+# --- sources ----------------------------------------------------------------------
+
+
+def test_csv_with_own_header_names_delimiter_and_decimal_comma(tmp_path) -> None:
+    source = tmp_path / "export.csv"
+    source.write_text(
+        "id;kunde;tidspunkt;total_eur;valuta;antall;kost\n"
+        'a1;k1;2026-01-05T10:00:00Z;"1234,56";EUR;3;"1000,10"\n'
+        "a2;k2;2026-01-06T10:00:00Z;-0,01;EUR;0;0\n"
+    )
+    columns = {
+        "payment_id": "id", "customer_id": "kunde", "paid_at": "tidspunkt",
+        "amount": "total_eur", "currency": "valuta", "units": "antall", "cost": "kost",
+    }
+    cfg = csv_config(
+        tmp_path, source,
+        source={"delimiter": ";", "decimal_separator": ",", "columns": columns},
+    )
+    manifest = extract(cfg, JAN)
+    rows = {r["payment_id"]: r for r in lake_rows(cfg, JAN)}
+    assert rows["a1"]["amount"] == Decimal("1234.56")
+    assert rows["a1"]["cost"] == Decimal("1000.10")
+    assert rows["a1"]["units"] == 3
+    assert rows["a2"]["amount"] == Decimal("-0.01")
+    assert manifest.amount_sum == "1234.55"
+    assert manifest.columns_present == ["currency", "units", "cost"]
+
+
+def test_parquet_source_with_typed_columns(tmp_path) -> None:
+    table = pa.table(
+        {
+            "payment_id": ["p1", "p2", "p3"],
+            "customer_id": ["c1", "c1", "c2"],
+            "paid_at": pa.array(
+                [datetime(2026, 1, 31, 23, 30, tzinfo=UTC), datetime(2026, 1, 10, tzinfo=UTC),
+                 datetime(2026, 2, 10, tzinfo=UTC)],
+                pa.timestamp("us", tz="UTC"),
+            ),
+            "amount": pa.array([Decimal("10.10"), Decimal("0.20"), Decimal("3.00")],
+                               pa.decimal128(12, 2)),
+        }
+    )
+    pq.write_table(table, tmp_path / "payments.parquet")
+    cfg = csv_config(
+        tmp_path, tmp_path / "payments.parquet", timezone="Europe/Oslo",
+        source={"kind": "parquet"},
+    )
+    assert extract(cfg, JAN).amount_sum == "0.20"
+    assert extract(cfg, FEB).amount_sum == "13.10"
+    assert sorted(ids(cfg, FEB)) == ["p1", "p3"]
+
+
+def test_duckdb_table_source_with_naive_timestamps(tmp_path) -> None:
+    db = tmp_path / "ops.duckdb"
+    con = duckdb.connect(str(db))
+    con.execute(
+        "create table sales (ref varchar, who varchar, \"at\" timestamp, eur decimal(10, 2))"
+    )
+    con.execute(
+        "insert into sales values ('s1', 'c1', '2026-01-31 23:30:00', 5.00), "
+        "('s2', 'c2', '2026-02-01 00:10:00', 7.50), ('s3', 'c2', null, 1.00)"
+    )
+    con.close()
+    cfg = csv_config(
+        tmp_path, db, timezone="Europe/Oslo",
+        source={"kind": "duckdb", "table": "sales",
+                "columns": {"payment_id": "ref", "customer_id": "who", "paid_at": "at",
+                            "amount": "eur"}},
+        lake={"quarantine": True},
+    )
+    manifest = extract(cfg, JAN)
+    assert ids(cfg, JAN) == ["s1"]
+    assert manifest.rows_undated == 1  # the row with no paid_at is not silently dropped
+    assert extract(cfg, FEB).amount_sum == "7.50"
+
+
+def test_missing_source_and_missing_required_column(tmp_path) -> None:
+    cfg = csv_config(tmp_path, tmp_path / "nope.csv")
+    with pytest.raises(SourceError, match="nope.csv"):
+        extract(cfg, JAN)
+    source = write_payments(tmp_path / "p.csv", [("p1", "2026-01-01", "1")],
+                            header=("payment_id", "paid_at", "amount"))
+    with pytest.raises(SourceError, match=r"customer_id"):
+        extract(csv_config(tmp_path, source), JAN)
+
+
+# --- duplicates and bad rows ------------------------------------------------------
+
+
+def test_exact_duplicates_are_dropped_and_counted(tmp_path) -> None:
+    row = ("p1", "c1", "2026-01-05T10:00:00Z", "10.00", "EUR")
+    same_value_other_text = ("p1", "c1", "2026-01-05 10:00:00+00", "10.0", "EUR")
+    source = write_payments(tmp_path / "p.csv", [row, row, same_value_other_text,
+                                                 ("p2", "c1", "2026-01-06", "1.00", "EUR")])
+    manifest = extract(csv_config(tmp_path, source), JAN)
+    assert (manifest.rows_read, manifest.rows_duplicate, manifest.rows_written) == (4, 2, 2)
+    assert manifest.amount_sum == "11.00"
+
+
+BAD_ROWS = [
+    (("", "c1", "2026-01-05", "1.00", "EUR"), "missing payment_id"),
+    (("b2", "", "2026-01-05", "1.00", "EUR"), "missing customer_id"),
+    (("b3", "c1", "2026-01-05", "", "EUR"), "missing amount"),
+    (("b4", "c1", "2026-01-05", "12,00", "EUR"), "unparseable amount"),
+    (("b5", "c1", "2026-01-05", "1.005", "EUR"), "amount with more than 2 decimals"),
+    (("b6", "c1", "2026-01-05", "1.00", "USD"), "other currency"),
+    (("b7", "c1", "2026-01-05", "1.00", ""), "missing currency"),
+    (("b8", "c1", "yesterday", "1.00", "EUR"), "unparseable paid_at"),
+    (("b9", "c1", "", "1.00", "EUR"), "missing paid_at"),
+    (("b10", "c1", "2026-02-30", "1.00", "EUR"), "unparseable paid_at"),
+]
+
+
+@pytest.mark.parametrize(("row", "problem"), BAD_ROWS, ids=[p for _, p in BAD_ROWS])
+def test_each_bad_row_class_stops_the_month(tmp_path, row, problem) -> None:
+    good = ("g1", "c1", "2026-01-03T10:00:00Z", "5.00", "EUR")
+    source = write_payments(tmp_path / "p.csv", [good, row])
+    cfg = csv_config(tmp_path, source)
+    with pytest.raises(BadInputError) as error:
+        extract(cfg, JAN)
+    message = str(error.value)
+    assert str(source) in message
+    assert f"{problem}: 1 row(s)" in message
+    assert f"[{problem}]" in message  # an example row is shown
+    assert "nothing of this month was written" in message
+    with pytest.raises(MissingMonthError):
+        lake.read_manifest(cfg.lake.root, JAN)
+
+
+@pytest.mark.parametrize(
+    ("units", "cost", "problem"),
+    [("-1", "1.00", "negative units"), ("2", "-0.01", "negative cost"),
+     ("x", "1.00", "unparseable units"), ("1", "", "missing cost")],
+)
+def test_negative_or_bad_units_and_cost(tmp_path, units, cost, problem) -> None:
+    header = ("payment_id", "customer_id", "paid_at", "amount", "units", "cost")
+    source = write_payments(tmp_path / "p.csv", [("p1", "c1", "2026-01-05", "3.00", units, cost)],
+                            header=header)
+    with pytest.raises(BadInputError, match=f"{problem}: 1 row"):
+        extract(csv_config(tmp_path, source), JAN)
+
+
+def test_same_payment_id_with_different_values_is_an_error(tmp_path) -> None:
+    source = write_payments(tmp_path / "p.csv", [
+        ("p1", "c1", "2026-01-05", "10.00", "EUR"),
+        ("p1", "c1", "2026-01-05", "11.00", "EUR"),
+    ])
+    with pytest.raises(BadInputError, match="payment_id repeated with different values: 2 row"):
+        extract(csv_config(tmp_path, source), JAN)
+
+
+def test_a_failed_re_extract_keeps_the_previous_partition(tmp_path) -> None:
+    source = write_payments(tmp_path / "p.csv", [("p1", "c1", "2026-01-05", "10.00", "EUR")])
+    cfg = csv_config(tmp_path, source)
+    extract(cfg, JAN)
+    write_payments(source, [("p1", "c1", "2026-01-05", "oops", "EUR")])
+    with pytest.raises(BadInputError):
+        extract(cfg, JAN)
+    assert lake.read_manifest(cfg.lake.root, JAN).amount_sum == "10.00"
+
+
+def test_quarantine_sets_bad_rows_aside_and_counts_them(tmp_path) -> None:
+    rows = [("g1", "c1", "2026-01-03T10:00:00Z", "5.00", "EUR")] + [r for r, _ in BAD_ROWS]
+    source = write_payments(tmp_path / "p.csv", rows)
+    cfg = csv_config(tmp_path, source, lake={"quarantine": True})
+    manifest = extract(cfg, JAN)
+    assert ids(cfg, JAN) == ["g1"]
+    assert manifest.rows_written == 1
+    assert manifest.rows_quarantined == 7  # dated bad rows of January
+    assert manifest.rows_undated == 3  # paid_at missing or unparseable
+    assert manifest.rows_read == 11
+    assert sum(manifest.problems.values()) == 10
+    quarantined = pq.read_table(cfg.lake.root / "quarantine" / "month=2026-01" / "bad-rows.parquet")
+    assert sorted(quarantined.column("problem").to_pylist()) == sorted(
+        p for (_, p) in BAD_ROWS if p not in ("unparseable paid_at", "missing paid_at")
+    )
+    undated = pq.read_table(cfg.lake.root / "quarantine" / "undated" / "bad-rows.parquet")
+    assert undated.num_rows == 3
+    assert "b8" in undated.column("payment_id").to_pylist()
+
+
+def test_quarantine_flag_overrides_the_config(tmp_path) -> None:
+    source = write_payments(tmp_path / "p.csv", [("b1", "c1", "2026-01-05", "x", "EUR")])
+    cfg = csv_config(tmp_path, source)
+    assert extract(cfg, JAN, quarantine=True).rows_quarantined == 1
+
+
+# --- atomic, idempotent partitions ------------------------------------------------
+
+
+def _partition_bytes(cfg, month) -> dict[str, bytes]:
+    folder = lake.partition_dir(cfg.lake.root, month)
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_re_extract_is_byte_identical(tmp_path, golden) -> None:
+    cfg = csv_config(tmp_path, golden / "basics" / "payments.csv")
+    extract(cfg, FEB)
+    first = _partition_bytes(cfg, FEB)
+    time.sleep(1.1)  # a different extracted_at
+    extract(cfg, FEB)
+    second = _partition_bytes(cfg, FEB)
+    assert first.keys() == second.keys()
+    for name in first:
+        if name == "manifest.json":
+            a, b = json.loads(first[name]), json.loads(second[name])
+            assert a.pop("extracted_at") != b.pop("extracted_at")
+            assert a == b
+        else:
+            assert first[name] == second[name]
+
+
+def test_re_extract_replaces_its_month_only(tmp_path) -> None:
+    source = write_payments(tmp_path / "p.csv", [
+        ("p1", "c1", "2026-01-05", "10.00", "EUR"), ("p2", "c1", "2026-02-05", "20.00", "EUR"),
+    ])
+    cfg = csv_config(tmp_path, source)
+    extract(cfg, JAN)
+    extract(cfg, FEB)
+    february = _partition_bytes(cfg, FEB)
+    write_payments(source, [("p1", "c1", "2026-01-05", "11.00", "EUR"),
+                            ("p3", "c1", "2026-01-06", "1.00", "EUR")])
+    assert extract(cfg, JAN).amount_sum == "12.00"
+    assert _partition_bytes(cfg, FEB) == february
+    assert len(list(lake.partition_dir(cfg.lake.root, JAN).iterdir())) == 2  # data + manifest
+
+
+KILLER = """
+import os, signal, sys
+import pipeline.lake as lake
+from pipeline.config import load_config
+
+where = sys.argv[2]
+if where == "manifest":  # data file written, manifest not yet swapped
+    real = lake._atomic_write_bytes
+    def die(path, data):
+        os.kill(os.getpid(), signal.SIGKILL)
+    lake._atomic_write_bytes = die
+else:  # in the middle of writing the data file
+    real = lake.pq.write_table
+    def die(table, where_to, **kw):
+        with open(where_to, "wb") as handle:
+            handle.write(b"PAR1 truncated")
+        os.kill(os.getpid(), signal.SIGKILL)
+    lake.pq.write_table = die
+lake.extract(load_config(sys.argv[1]), "2026-01")
+"""
+
+
+@pytest.mark.parametrize("where", ["data", "manifest"])
+def test_extract_killed_midway_leaves_the_partition_intact(tmp_path, where) -> None:
+    source = write_payments(tmp_path / "p.csv", [
+        ("p1", "c1", "2026-01-05", "10.00", "EUR"), ("p2", "c1", "2026-02-05", "20.00", "EUR"),
+    ])
+    cfg = csv_config(tmp_path, source)
+    extract(cfg, JAN)
+    extract(cfg, FEB)
+    before = {m: _partition_bytes(cfg, m) for m in (JAN, FEB)}
+    write_payments(source, [("p1", "c1", "2026-01-05", "99.00", "EUR"),
+                            ("p2", "c1", "2026-02-05", "20.00", "EUR")])
+    script = tmp_path / "killer.py"
+    script.write_text(KILLER)
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "tiers.toml"), where],
+                          cwd=Path(__file__).resolve().parents[1], capture_output=True)
+    assert done.returncode == -signal.SIGKILL, done.stderr.decode()
+    # readers still see the previous January, February is untouched
+    assert lake_rows(cfg, JAN)[0]["amount"] == Decimal("10.00")
+    assert lake.read_manifest(cfg.lake.root, JAN).amount_sum == "10.00"
+    assert _partition_bytes(cfg, FEB) == before[FEB]
+    # a rerun converges and cleans up the orphan
+    assert extract(cfg, JAN).amount_sum == "99.00"
+    assert lake_rows(cfg, JAN)[0]["amount"] == Decimal("99.00")
+    assert not [p for p in lake.partition_dir(cfg.lake.root, JAN).iterdir()
+                if p.name.startswith(".tmp")]
+    assert _partition_bytes(cfg, FEB) == before[FEB]
+
+
+def test_golden_inputs_extract_with_the_counts_their_customer_month_implies(golden, tmp_path):
+    expected = {  # rows read, duplicates (from the inputs and expected/customer_month.csv)
+        ("basics", JAN): 11, ("basics", FEB): 8, ("basics", MAR): 5,
+    }
+    cfg = csv_config(tmp_path, golden / "basics" / "payments.csv")
+    manifests = {m: extract(cfg, m) for m in (JAN, FEB, MAR)}
+    assert {("basics", m): man.rows_written for m, man in manifests.items()} == expected
+    assert [manifests[m].rows_duplicate for m in (JAN, FEB, MAR)] == [0, 1, 0]
+    assert os.path.exists(lake.partition_dir(cfg.lake.root, MAR) / "manifest.json")
