@@ -1,0 +1,240 @@
+"""The `tiers` command line: the pipeline without Airflow, on one laptop."""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import date
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from pipeline.config import Config, ConfigError, load_config
+from pipeline.months import format_month, months_between, parse_month
+
+app = typer.Typer(
+    help="Customer segmentation from raw payments: extract, compute, check and load by month.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+errors = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Path, typer.Option("--config", "-c", help="The pipeline's TOML configuration file.")
+]
+MonthOption = Annotated[str, typer.Option("--month", "-m", help="The business month, YYYY-MM.")]
+
+
+def _month(text: str) -> date:
+    try:
+        return parse_month(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def _load(path: Path) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        _fail(str(exc), code=2)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    errors.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from pipeline.checks import GateFailed
+    from pipeline.lake import BadInputError, MissingMonthError
+    from pipeline.sources import SourceError
+    from pipeline.transform import ComputeError
+
+    return (BadInputError, MissingMonthError, SourceError, ComputeError, GateFailed, ValueError)
+
+
+@app.command()
+def extract(
+    config: ConfigOption,
+    month: MonthOption,
+    quarantine: Annotated[
+        bool | None,
+        typer.Option("--quarantine/--no-quarantine", help="Set bad rows aside instead of stopping."),
+    ] = None,
+) -> None:
+    """Extract one month of payments from the source into the lake."""
+    from pipeline.lake import extract as extract_month
+
+    cfg = _load(config)
+    try:
+        manifest = extract_month(cfg, _month(month), quarantine=quarantine)
+    except _known_errors() as exc:
+        _fail(str(exc))
+    console.print(
+        f"{manifest.month}: {manifest.rows_read} row(s) read, {manifest.rows_duplicate} "
+        f"duplicate(s) dropped, {manifest.rows_quarantined + manifest.rows_undated} quarantined, "
+        f"{manifest.rows_written} written (amount {manifest.amount_sum} {cfg.business.currency})"
+    )
+
+
+@app.command()
+def run(
+    config: ConfigOption,
+    month: MonthOption,
+    cascade: Annotated[
+        bool, typer.Option(help="Also recompute the later months that read this one.")
+    ] = False,
+    do_extract: Annotated[
+        bool, typer.Option("--extract/--no-extract", help="Re-extract the month first.")
+    ] = True,
+) -> None:
+    """Run one month: extract, check, compute, check, load."""
+    from pipeline import runner
+
+    cfg = _load(config)
+    first = _month(month)
+    try:
+        runner.run_month(cfg, first, extract=do_extract)
+        console.print(f"{format_month(first)}: loaded")
+        if cascade:
+            later = runner.months_reading(cfg, first)[1:]
+            if later:
+                results = _backfill(cfg, later[0], later[-1], jobs=1, extract=False)
+                if any(r.status != "loaded" for r in results):
+                    raise typer.Exit(1)
+    except _known_errors() as exc:
+        _fail(str(exc))
+    _summary(cfg, [first])
+
+
+@app.command()
+def backfill(
+    config: ConfigOption,
+    first: Annotated[str, typer.Option("--from", help="First month, YYYY-MM.")],
+    last: Annotated[str, typer.Option("--to", help="Last month, YYYY-MM (included).")],
+    jobs: Annotated[int, typer.Option(min=1, help="Months computed in parallel.")] = 1,
+    do_extract: Annotated[
+        bool, typer.Option("--extract/--no-extract", help="Extract each month first.")
+    ] = True,
+) -> None:
+    """Run every month from --from to --to; loads are serialized, computing is parallel."""
+    cfg = _load(config)
+    results = _backfill(cfg, _month(first), _month(last), jobs=jobs, extract=do_extract)
+    _summary(cfg, [r.month for r in results if r.status == "loaded"])
+    if any(r.status != "loaded" for r in results):
+        raise typer.Exit(1)
+
+
+def _backfill(cfg: Config, first: date, last: date, *, jobs: int, extract: bool):
+    from pipeline import runner
+
+    months = months_between(first, last)
+    failures = []
+    with Progress(
+        TextColumn("[bold]backfill"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task("", total=len(months))
+
+        def advance(result: runner.MonthResult) -> None:
+            if result.status != "loaded":
+                failures.append(result)
+            progress.update(task, advance=1, description=format_month(result.month))
+
+        results = runner.backfill(cfg, first, last, jobs=jobs, extract=extract, on_month=advance)
+    for failure in failures:
+        errors.print(f"[bold red]{format_month(failure.month)} failed:[/] {failure.error}",
+                     highlight=False)
+    return results
+
+
+def _summary(cfg: Config, months: list[date]) -> None:
+    from pipeline.warehouse import open_warehouse
+
+    if not months:
+        return
+    warehouse = open_warehouse(cfg)
+    try:
+        overview = {
+            (r["month"], r["metric"]): r
+            for r in warehouse.read_table("pareto_summary").to_pylist()
+            if r["window_months"] == 1
+        }
+        segments = warehouse.read_table("customer_segment").to_pylist()
+        alerts = warehouse.read_table("customer_alert").to_pylist()
+    finally:
+        warehouse.close()
+    table = Table(title="Monthly summary (metric: revenue, window 1)")
+    for column in ("month", "customers", "VIPs", "A", "B", "C", "alerts", "revenue"):
+        table.add_column(column, justify="right")
+    for month in sorted(months):
+        row = overview.get((month, "revenue"))
+        if row is None:
+            table.add_row(format_month(month), "0", "0", "0", "0", "0", "0", "0")
+            continue
+        vips = sum(1 for s in segments if s["month"] == month and s["metric"] == "revenue"
+                   and s["segment"] == "vip")
+        n_alerts = sum(1 for a in alerts if a["month"] == month and a["metric"] == "revenue")
+        table.add_row(
+            format_month(month), str(row["n_customers"]), str(vips), str(row["n_class_a"]),
+            str(row["n_class_b"]), str(row["n_class_c"]), str(n_alerts),
+            f"{row['total_value']:,}",
+        )
+    console.print(table)
+
+
+@app.command()
+def demo(
+    folder: Annotated[Path, typer.Option("--dir", help="Working folder for the demo.")] = Path(
+        "demo"
+    ),
+    customers: Annotated[int, typer.Option(min=10, help="Number of customers.")] = 3000,
+    jobs: Annotated[int, typer.Option(min=1, help="Months computed in parallel.")] = 2,
+    seed: Annotated[int, typer.Option(help="Random seed of the sample.")] = 20261123,
+) -> None:
+    """Create a realistic sample (24 months) and run the whole pipeline on it."""
+    from pipeline import demo as sample
+    from pipeline.charts import write_charts
+    from pipeline.warehouse import open_warehouse
+
+    started = time.perf_counter()
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = sample.DemoSpec(customers=customers, seed=seed)
+    rows = sample.write_payments(folder / "payments.csv", spec)
+    config_path = sample.write_config(folder, spec)
+    console.print(f"sample: {rows:,} payment rows of {customers:,} customers -> {folder}/payments.csv")
+    cfg = _load(config_path)
+    results = _backfill(cfg, spec.first_month, spec.last_month, jobs=jobs, extract=True)
+    loaded = [r.month for r in results if r.status == "loaded"]
+    _summary(cfg, loaded)
+    warehouse = open_warehouse(cfg)
+    try:
+        charts = write_charts(warehouse, folder / "charts", spec.last_month)
+    finally:
+        warehouse.close()
+    console.print(f"\nconfig:    {config_path}")
+    console.print(f"lake:      {cfg.lake.root}")
+    console.print(f"warehouse: {cfg.warehouse.url}")
+    console.print(f"runs:      {cfg.runs.root}  (gate reports, pipeline_run records)")
+    console.print("charts:    " + ", ".join(str(c) for c in charts))
+    console.print(f"done in {time.perf_counter() - started:.1f} s")
+    if len(loaded) != len(results):
+        raise typer.Exit(1)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    sys.exit(app())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
