@@ -75,7 +75,8 @@ eroding as (
         on baseline.customer_id = vip.customer_id
     where vip.month = $month
       and vip.is_vip
-      and current.margin_pct < baseline.avg_margin_pct - $erosion_points::double
+      -- rounded to 1e-12 so that exactly $erosion_points below is not an alert by float noise
+      and round(baseline.avg_margin_pct - current.margin_pct, 12) > $erosion_points
 ),
 
 final as (

@@ -7,6 +7,9 @@
 --           without payments (including those before the history start) counting
 --           as 0, for customers whose value over those months is > 0; and its class:
 --           X if cv <= $xyz_x_max_cv, Y if cv <= $xyz_y_max_cv, else Z.
+-- The class is decided exactly: with n months, sum s and sum of squares q,
+-- cv <= t  <=>  n * q - s^2 <= t^2 * s^2 (the mean is > 0), so a customer exactly on
+-- a boundary is not moved by floating-point rounding.
 
 with months_of_window as (
     select cast(unnest(generate_series(
@@ -32,7 +35,7 @@ monthly_series as (
         customer.metric,
         customer.customer_id,
         window_month.month,
-        coalesce(metric_value.value, 0)::double as value
+        coalesce(metric_value.value, 0) as value
     from customers_in_window as customer
     cross join months_of_window as window_month
     left join metric_in_window as metric_value
@@ -41,13 +44,26 @@ monthly_series as (
        and metric_value.month = window_month.month
 ),
 
+moments as (
+    select
+        metric,
+        customer_id,
+        count(*) as n_months,
+        sum(value) as total,
+        sum(value * value) as total_of_squares
+    from monthly_series
+    group by metric, customer_id
+),
+
 variation as (
     select
         metric,
         customer_id,
-        stddev_pop(value) / avg(value) as cv
-    from monthly_series
-    group by metric, customer_id
+        n_months * total_of_squares - total * total as spread,
+        total * total as scale,
+        sqrt(greatest(n_months * total_of_squares - total * total, 0)::double)
+            / total::double as cv
+    from moments
 ),
 
 final as (
@@ -57,8 +73,8 @@ final as (
         customer_id,
         cv,
         case
-            when cv <= $xyz_x_max_cv::double then 'X'
-            when cv <= $xyz_y_max_cv::double then 'Y'
+            when spread <= $xyz_x_max_cv * $xyz_x_max_cv * scale then 'X'
+            when spread <= $xyz_y_max_cv * $xyz_y_max_cv * scale then 'Y'
             else 'Z'
         end as xyz_class
     from variation

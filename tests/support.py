@@ -69,3 +69,14 @@ def write_payments(
         writer.writerow(list(header))
         writer.writerows(rows)
     return path
+
+
+def extracted(folder: Path, rows: Iterable[Iterable[Any]], months: Iterable[str], **config):
+    """Write ``rows`` as the CSV source, extract ``months`` and return the configuration."""
+    from pipeline.lake import extract
+
+    source = write_payments(folder / "payments.csv", rows)
+    cfg = csv_config(folder, source, **config)
+    for month in months:
+        extract(cfg, month)
+    return cfg
