@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -27,8 +28,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.config import Config
-from pipeline.months import format_month, month_bounds, parse_month
-from pipeline.sources import open_month
+from pipeline.months import format_month, parse_month
+from pipeline.sources import SourceRows, open_months
 from pipeline.sql import connect, run_sql
 
 SCHEMA_VERSION = 1
@@ -117,65 +118,87 @@ def extracted_months(lake_root: Path) -> list[date]:
 
 def extract(cfg: Config, month: date, *, quarantine: bool | None = None) -> Manifest:
     """Read month ``month`` from the source into its lake partition (atomically)."""
-    month = parse_month(month)
+    ((_, outcome),) = extract_months(cfg, [parse_month(month)], quarantine=quarantine)
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
+
+
+def extract_months(
+    cfg: Config, months: list[date], *, quarantine: bool | None = None
+) -> Iterator[tuple[date, Manifest | BadInputError]]:
+    """Extract several months, reading and parsing the source once.
+
+    Yields each month with its manifest, or with the BadInputError that stopped it
+    (that month's partition is left as it was; the other months go on).
+    """
+    months = sorted(parse_month(m) for m in months)
     quarantine = cfg.lake.quarantine if quarantine is None else quarantine
     con = connect(cfg.business.timezone)
     try:
-        source = open_month(con, cfg.source, month, cfg.business.timezone)
+        source = open_months(con, cfg.source, months[0], months[-1], cfg.business.timezone)
         run_sql(
             con,
             "staging_payments",
-            create="staged_payments",
-            month=month,
+            create="judged_payments",
             currency=cfg.business.currency,
             decimal_separator=cfg.source.decimal_separator,
             has_currency="currency" in source.columns_present,
             has_units="units" in source.columns_present,
             has_cost="cost" in source.columns_present,
         )
-        problems = dict(
-            con.execute(
-                "select problem, count(*) from staged_payments where problem is not null "
-                "group by problem order by problem"
-            ).fetchall()
-        )
-        if problems and not quarantine:
-            raise BadInputError(_bad_input_message(con, source.label, month, problems))
-
-        good = _good_rows(con)
-        _verify(good, con)
-        dated_bad, undated_bad = _bad_rows(con, dated=True), _bad_rows(con, dated=False)
-        stats = con.execute(
-            """
-            select
-                coalesce(sum(copies), 0)::bigint,
-                coalesce(sum(copies - 1), 0)::bigint,
-                coalesce(sum(amount), 0)::decimal(18, 2),
-                min(paid_at), max(paid_at)
-            from staged_payments where problem is null
-            """
-        ).fetchall()[0]
-        good_read, duplicates, amount_sum, first_paid, last_paid = stats
-        manifest = Manifest(
-            month=format_month(month),
-            source_kind=cfg.source.kind,
-            source=source.label,
-            columns_present=list(source.columns_present),
-            rows_read=int(good_read) + dated_bad.num_rows + undated_bad.num_rows,
-            rows_duplicate=int(duplicates),
-            rows_quarantined=dated_bad.num_rows,
-            rows_undated=undated_bad.num_rows,
-            rows_written=good.num_rows,
-            amount_sum=str(amount_sum),
-            paid_at_min=_iso_utc(first_paid),
-            paid_at_max=_iso_utc(last_paid),
-            fingerprint=_fingerprint(con),
-            data_files=[],
-            problems=problems,
-        )
+        for month in months:
+            run_sql(con, "month_payments", create="staged_payments", month=month)
+            try:
+                yield month, _extract_month(cfg, con, source, month, quarantine)
+            except BadInputError as exc:
+                yield month, exc
     finally:
         con.close()
 
+
+def _extract_month(
+    cfg: Config, con: duckdb.DuckDBPyConnection, source: SourceRows, month: date, quarantine: bool
+) -> Manifest:
+    problems = dict(
+        con.execute(
+            "select problem, count(*) from staged_payments where problem is not null "
+            "group by problem order by problem"
+        ).fetchall()
+    )
+    if problems and not quarantine:
+        raise BadInputError(_bad_input_message(con, source.label, month, problems))
+
+    good = _good_rows(con)
+    _verify(good, con)
+    dated_bad, undated_bad = _bad_rows(con, dated=True), _bad_rows(con, dated=False)
+    good_read, duplicates, amount_sum, first_paid, last_paid = con.execute(
+        """
+        select
+            coalesce(sum(copies), 0)::bigint,
+            coalesce(sum(copies - 1), 0)::bigint,
+            coalesce(sum(amount), 0)::decimal(18, 2),
+            min(paid_at), max(paid_at)
+        from staged_payments where problem is null
+        """
+    ).fetchall()[0]
+    manifest = Manifest(
+        month=format_month(month),
+        source_kind=cfg.source.kind,
+        source=source.label,
+        columns_present=list(source.columns_present),
+        rows_read=int(good_read) + dated_bad.num_rows + undated_bad.num_rows,
+        rows_duplicate=int(duplicates),
+        rows_quarantined=dated_bad.num_rows,
+        rows_undated=undated_bad.num_rows,
+        rows_written=good.num_rows,
+        amount_sum=str(amount_sum),
+        paid_at_min=_iso_utc(first_paid),
+        paid_at_max=_iso_utc(last_paid),
+        fingerprint=_fingerprint(con),
+        data_files=[],
+        problems=problems,
+    )
     root = Path(cfg.lake.root)
     if quarantine:
         _publish_table(root / "quarantine" / f"month={format_month(month)}", "bad-rows", dated_bad)
@@ -333,9 +356,3 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def month_boundaries_utc(month: date, timezone: str) -> tuple[str, str]:
-    """The month's [start, end) in UTC, for messages and checks."""
-    start, end = month_bounds(month, timezone)
-    return start.astimezone(UTC).isoformat(), end.astimezone(UTC).isoformat()

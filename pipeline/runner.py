@@ -336,10 +336,14 @@ def backfill(
             on_month(result)
 
     ready = []
-    for month in months:
+    outcomes = lake.extract_months(cfg, months) if extract else ((m, None) for m in months)
+    for month, outcome in outcomes:  # the source is read and parsed once for all months
         try:
-            if extract:
-                extract_step(cfg, month, run_id)
+            with _step(cfg, month, run_id, "extract") as folder:
+                if isinstance(outcome, Exception):
+                    raise outcome
+                if outcome is not None:
+                    _record_extract(folder, outcome)
             ready.append(month)
         except Exception as exc:
             finish(month, exc)

@@ -1,6 +1,6 @@
 """Sources: where payments come from (CSV, Parquet, a DuckDB table, PostgreSQL).
 
-Each source exposes one month of its rows to a DuckDB connection as the view
+Each source exposes the rows of a range of months to a DuckDB connection as the view
 ``source_rows`` with the canonical column names (see ``config.CANONICAL_COLUMNS``),
 every value as text, plus ``source_file`` and ``source_row`` so that errors can point
 at the row. Parsing and validation happen once, in ``sql/staging_payments.sql``.
@@ -27,7 +27,7 @@ class SourceError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class SourceMonth:
+class SourceRows:
     """What an extract knows about the rows it reads."""
 
     label: str  # the file(s) or table, for messages
@@ -38,10 +38,10 @@ class SourceMonth:
 _TYPED_TIME = ("TIMESTAMP WITH TIME ZONE", "TIMESTAMP", "DATE")
 
 
-def open_month(
-    con: duckdb.DuckDBPyConnection, source: SourceConfig, month: date, timezone: str
-) -> SourceMonth:
-    """Create the view ``source_rows`` holding the source's rows that may belong to ``month``."""
+def open_months(
+    con: duckdb.DuckDBPyConnection, source: SourceConfig, first: date, last: date, timezone: str
+) -> SourceRows:
+    """Create the view ``source_rows``: the source's rows that may belong to first..last."""
     if source.kind == "csv":
         files = _expand(source.path)
         relation = con.read_csv(
@@ -70,16 +70,16 @@ def open_month(
     elif source.kind == "postgres":
         from pipeline.postgres import read_source_month
 
-        relation, label = read_source_month(con, source, month, timezone)
+        relation, label = read_source_month(con, source, first, last, timezone)
         files = (label,)
     else:  # pragma: no cover - the config model rejects other kinds
         raise SourceError(f"unknown source kind {source.kind!r}")
 
     present = _check_columns(relation, source, label)
-    relation = _filter_month(relation, source.source_column("paid_at"), month, timezone)
+    relation = _filter_months(relation, source.source_column("paid_at"), first, last, timezone)
     _canonical_view(relation, source, present, label).create_view("source_rows", replace=True)
     optional = tuple(c for c in present if c not in REQUIRED_COLUMNS)
-    return SourceMonth(label=label, files=tuple(files), columns_present=optional)
+    return SourceRows(label=label, files=tuple(files), columns_present=optional)
 
 
 def _expand(pattern: str) -> tuple[str, ...]:
@@ -109,14 +109,14 @@ def _check_columns(
     return [c for c in CANONICAL_COLUMNS if source.source_column(c) in have]
 
 
-def _filter_month(
-    relation: duckdb.DuckDBPyRelation, paid_at: str, month: date, timezone: str
+def _filter_months(
+    relation: duckdb.DuckDBPyRelation, paid_at: str, first: date, last: date, timezone: str
 ) -> duckdb.DuckDBPyRelation:
     """Push the month filter down where paid_at is typed; text is filtered after parsing."""
     kind = str(dict(zip(relation.columns, relation.types, strict=True))[paid_at])
     if kind not in _TYPED_TIME:
         return relation
-    start, end = month_bounds(month, timezone)
+    start, end = month_bounds(first, timezone)[0], month_bounds(last, timezone)[1]
     if kind == "TIMESTAMP":  # naive values are business-time-zone wall clock
         start, end = start.replace(tzinfo=None), end.replace(tzinfo=None)
     elif kind == "DATE":
