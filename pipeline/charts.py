@@ -15,7 +15,9 @@ from pipeline.months import format_month  # noqa: E402
 from pipeline.warehouse import Warehouse  # noqa: E402
 
 
-def write_charts(warehouse: Warehouse, folder: Path, month: date, metric: str = "revenue") -> list[Path]:
+def write_charts(
+    warehouse: Warehouse, folder: Path, month: date, metric: str = "revenue"
+) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     return [
         _pareto_curve(warehouse, folder, month, metric),
@@ -76,8 +78,13 @@ def _tiers_by_month(warehouse: Warehouse, folder: Path) -> Path:
     fig, ax = plt.subplots(figsize=(9, 4.5))
     for tier in (1, 2, 3, 4):
         by_month = {r["month"]: r["customer_id_count"] for r in counts if r["tier"] == tier}
-        ax.plot([format_month(m) for m in months], [by_month.get(m, 0) for m in months],
-                marker="o", markersize=3, label=f"Tier {tier}")
+        ax.plot(
+            [format_month(m) for m in months],
+            [by_month.get(m, 0) for m in months],
+            marker="o",
+            markersize=3,
+            label=f"Tier {tier}",
+        )
     ax.set(title="Customers per profitability tier", ylabel="customers")
     ax.tick_params(axis="x", rotation=60, labelsize=7)
     ax.legend()

@@ -65,15 +65,17 @@ def extract(
     month: MonthOption,
     quarantine: Annotated[
         bool | None,
-        typer.Option("--quarantine/--no-quarantine", help="Set bad rows aside instead of stopping."),
+        typer.Option(
+            "--quarantine/--no-quarantine", help="Set bad rows aside instead of stopping."
+        ),
     ] = None,
 ) -> None:
     """Extract one month of payments from the source into the lake."""
     from pipeline.lake import extract as extract_month
 
-    cfg = _load(config)
+    the_month, cfg = _month(month), _load(config)
     try:
-        manifest = extract_month(cfg, _month(month), quarantine=quarantine)
+        manifest = extract_month(cfg, the_month, quarantine=quarantine)
     except _known_errors() as exc:
         _fail(str(exc))
     console.print(
@@ -97,8 +99,7 @@ def run(
     """Run one month: extract, check, compute, check, load."""
     from pipeline import runner
 
-    cfg = _load(config)
-    first = _month(month)
+    first, cfg = _month(month), _load(config)
     try:
         runner.run_month(cfg, first, extract=do_extract)
         console.print(f"{format_month(first)}: loaded")
@@ -124,8 +125,11 @@ def backfill(
     ] = True,
 ) -> None:
     """Run every month from --from to --to; loads are serialized, computing is parallel."""
-    cfg = _load(config)
-    results = _backfill(cfg, _month(first), _month(last), jobs=jobs, extract=do_extract)
+    first_month, last_month, cfg = _month(first), _month(last), _load(config)
+    try:
+        results = _backfill(cfg, first_month, last_month, jobs=jobs, extract=do_extract)
+    except _known_errors() as exc:
+        _fail(str(exc))
     _summary(cfg, [r.month for r in results if r.status == "loaded"])
     if any(r.status != "loaded" for r in results):
         raise typer.Exit(1)
@@ -153,8 +157,9 @@ def _backfill(cfg: Config, first: date, last: date, *, jobs: int, extract: bool)
 
         results = runner.backfill(cfg, first, last, jobs=jobs, extract=extract, on_month=advance)
     for failure in failures:
-        errors.print(f"[bold red]{format_month(failure.month)} failed:[/] {failure.error}",
-                     highlight=False)
+        errors.print(
+            f"[bold red]{format_month(failure.month)} failed:[/] {failure.error}", highlight=False
+        )
     return results
 
 
@@ -182,12 +187,20 @@ def _summary(cfg: Config, months: list[date]) -> None:
         if row is None:
             table.add_row(format_month(month), "0", "0", "0", "0", "0", "0", "0")
             continue
-        vips = sum(1 for s in segments if s["month"] == month and s["metric"] == "revenue"
-                   and s["segment"] == "vip")
+        vips = sum(
+            1
+            for s in segments
+            if s["month"] == month and s["metric"] == "revenue" and s["segment"] == "vip"
+        )
         n_alerts = sum(1 for a in alerts if a["month"] == month and a["metric"] == "revenue")
         table.add_row(
-            format_month(month), str(row["n_customers"]), str(vips), str(row["n_class_a"]),
-            str(row["n_class_b"]), str(row["n_class_c"]), str(n_alerts),
+            format_month(month),
+            str(row["n_customers"]),
+            str(vips),
+            str(row["n_class_a"]),
+            str(row["n_class_b"]),
+            str(row["n_class_c"]),
+            str(n_alerts),
             f"{row['total_value']:,}",
         )
     console.print(table)
@@ -212,7 +225,9 @@ def demo(
     spec = sample.DemoSpec(customers=customers, seed=seed)
     rows = sample.write_payments(folder / "payments.csv", spec)
     config_path = sample.write_config(folder, spec)
-    console.print(f"sample: {rows:,} payment rows of {customers:,} customers -> {folder}/payments.csv")
+    console.print(
+        f"sample: {rows:,} payment rows of {customers:,} customers -> {folder}/payments.csv"
+    )
     cfg = _load(config_path)
     results = _backfill(cfg, spec.first_month, spec.last_month, jobs=jobs, extract=True)
     loaded = [r.month for r in results if r.status == "loaded"]

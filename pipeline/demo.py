@@ -69,8 +69,9 @@ def write_payments(path: Path, spec: DemoSpec) -> int:
     rows.sort(key=lambda r: r[2])
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["payment_id", "customer_id", "paid_at", "amount", "currency", "units",
-                         "cost"])
+        writer.writerow(
+            ["payment_id", "customer_id", "paid_at", "amount", "currency", "units", "cost"]
+        )
         writer.writerows(rows)
     return len(rows)
 

@@ -140,23 +140,26 @@ def _step(cfg: Config, month: date, run_id: str, name: str) -> Iterator[Path]:
 def extract_step(cfg: ConfigLike, month: str | date, run_id: str) -> dict[str, Any]:
     cfg, month = _config(cfg), parse_month(month)
     with _step(cfg, month, run_id, "extract") as folder:
-        manifest = lake.extract(cfg, month)
-        summary = {
-            k: getattr(manifest, k)
-            for k in (
-                "month",
-                "rows_read",
-                "rows_duplicate",
-                "rows_quarantined",
-                "rows_undated",
-                "rows_written",
-                "amount_sum",
-                "fingerprint",
-                "problems",
-            )
-        }
-        _update_state(folder, extract=summary)
-        return summary
+        return _record_extract(folder, lake.extract(cfg, month))
+
+
+_EXTRACT_SUMMARY = (
+    "month",
+    "rows_read",
+    "rows_duplicate",
+    "rows_quarantined",
+    "rows_undated",
+    "rows_written",
+    "amount_sum",
+    "fingerprint",
+    "problems",
+)
+
+
+def _record_extract(folder: Path, manifest: lake.Manifest) -> dict[str, Any]:
+    summary = {key: getattr(manifest, key) for key in _EXTRACT_SUMMARY}
+    _update_state(folder, extract=summary)
+    return summary
 
 
 def raw_gate_step(cfg: ConfigLike, month: str | date, run_id: str) -> dict[str, Any]:

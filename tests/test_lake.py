@@ -21,6 +21,7 @@ from pipeline import lake
 from pipeline.lake import BadInputError, MissingMonthError, extract
 from pipeline.months import add_months
 from pipeline.sources import SourceError
+
 from support import csv_config, write_payments
 
 JAN, FEB, MAR = date(2026, 1, 1), date(2026, 2, 1), date(2026, 3, 1)
@@ -72,7 +73,9 @@ def test_month_is_the_calendar_month_in_the_business_time_zone(
 
 
 def test_paid_at_is_stored_as_utc_instant(tmp_path) -> None:
-    source = write_payments(tmp_path / "p.csv", [("p1", "c1", "2026-02-01 00:30:00", "1.00", "EUR")])
+    source = write_payments(
+        tmp_path / "p.csv", [("p1", "c1", "2026-02-01 00:30:00", "1.00", "EUR")]
+    )
     cfg = csv_config(tmp_path, source, timezone="Europe/Oslo")
     extract(cfg, FEB)
     (row,) = lake_rows(cfg, FEB)
@@ -92,11 +95,17 @@ def test_csv_with_own_header_names_delimiter_and_decimal_comma(tmp_path) -> None
         "a2;k2;2026-01-06T10:00:00Z;-0,01;EUR;0;0\n"
     )
     columns = {
-        "payment_id": "id", "customer_id": "kunde", "paid_at": "tidspunkt",
-        "amount": "total_eur", "currency": "valuta", "units": "antall", "cost": "kost",
+        "payment_id": "id",
+        "customer_id": "kunde",
+        "paid_at": "tidspunkt",
+        "amount": "total_eur",
+        "currency": "valuta",
+        "units": "antall",
+        "cost": "kost",
     }
     cfg = csv_config(
-        tmp_path, source,
+        tmp_path,
+        source,
         source={"delimiter": ";", "decimal_separator": ",", "columns": columns},
     )
     manifest = extract(cfg, JAN)
@@ -115,17 +124,23 @@ def test_parquet_source_with_typed_columns(tmp_path) -> None:
             "payment_id": ["p1", "p2", "p3"],
             "customer_id": ["c1", "c1", "c2"],
             "paid_at": pa.array(
-                [datetime(2026, 1, 31, 23, 30, tzinfo=UTC), datetime(2026, 1, 10, tzinfo=UTC),
-                 datetime(2026, 2, 10, tzinfo=UTC)],
+                [
+                    datetime(2026, 1, 31, 23, 30, tzinfo=UTC),
+                    datetime(2026, 1, 10, tzinfo=UTC),
+                    datetime(2026, 2, 10, tzinfo=UTC),
+                ],
                 pa.timestamp("us", tz="UTC"),
             ),
-            "amount": pa.array([Decimal("10.10"), Decimal("0.20"), Decimal("3.00")],
-                               pa.decimal128(12, 2)),
+            "amount": pa.array(
+                [Decimal("10.10"), Decimal("0.20"), Decimal("3.00")], pa.decimal128(12, 2)
+            ),
         }
     )
     pq.write_table(table, tmp_path / "payments.parquet")
     cfg = csv_config(
-        tmp_path, tmp_path / "payments.parquet", timezone="Europe/Oslo",
+        tmp_path,
+        tmp_path / "payments.parquet",
+        timezone="Europe/Oslo",
         source={"kind": "parquet"},
     )
     assert extract(cfg, JAN).amount_sum == "0.20"
@@ -136,19 +151,26 @@ def test_parquet_source_with_typed_columns(tmp_path) -> None:
 def test_duckdb_table_source_with_naive_timestamps(tmp_path) -> None:
     db = tmp_path / "ops.duckdb"
     con = duckdb.connect(str(db))
-    con.execute(
-        "create table sales (ref varchar, who varchar, \"at\" timestamp, eur decimal(10, 2))"
-    )
+    con.execute('create table sales (ref varchar, who varchar, "at" timestamp, eur decimal(10, 2))')
     con.execute(
         "insert into sales values ('s1', 'c1', '2026-01-31 23:30:00', 5.00), "
         "('s2', 'c2', '2026-02-01 00:10:00', 7.50), ('s3', 'c2', null, 1.00)"
     )
     con.close()
     cfg = csv_config(
-        tmp_path, db, timezone="Europe/Oslo",
-        source={"kind": "duckdb", "table": "sales",
-                "columns": {"payment_id": "ref", "customer_id": "who", "paid_at": "at",
-                            "amount": "eur"}},
+        tmp_path,
+        db,
+        timezone="Europe/Oslo",
+        source={
+            "kind": "duckdb",
+            "table": "sales",
+            "columns": {
+                "payment_id": "ref",
+                "customer_id": "who",
+                "paid_at": "at",
+                "amount": "eur",
+            },
+        },
         lake={"quarantine": True},
     )
     manifest = extract(cfg, JAN)
@@ -161,8 +183,9 @@ def test_missing_source_and_missing_required_column(tmp_path) -> None:
     cfg = csv_config(tmp_path, tmp_path / "nope.csv")
     with pytest.raises(SourceError, match="nope.csv"):
         extract(cfg, JAN)
-    source = write_payments(tmp_path / "p.csv", [("p1", "2026-01-01", "1")],
-                            header=("payment_id", "paid_at", "amount"))
+    source = write_payments(
+        tmp_path / "p.csv", [("p1", "2026-01-01", "1")], header=("payment_id", "paid_at", "amount")
+    )
     with pytest.raises(SourceError, match=r"customer_id"):
         extract(csv_config(tmp_path, source), JAN)
 
@@ -173,8 +196,10 @@ def test_missing_source_and_missing_required_column(tmp_path) -> None:
 def test_exact_duplicates_are_dropped_and_counted(tmp_path) -> None:
     row = ("p1", "c1", "2026-01-05T10:00:00Z", "10.00", "EUR")
     same_value_other_text = ("p1", "c1", "2026-01-05 10:00:00+00", "10.0", "EUR")
-    source = write_payments(tmp_path / "p.csv", [row, row, same_value_other_text,
-                                                 ("p2", "c1", "2026-01-06", "1.00", "EUR")])
+    source = write_payments(
+        tmp_path / "p.csv",
+        [row, row, same_value_other_text, ("p2", "c1", "2026-01-06", "1.00", "EUR")],
+    )
     manifest = extract(csv_config(tmp_path, source), JAN)
     assert (manifest.rows_read, manifest.rows_duplicate, manifest.rows_written) == (4, 2, 2)
     assert manifest.amount_sum == "11.00"
@@ -212,22 +237,30 @@ def test_each_bad_row_class_stops_the_month(tmp_path, row, problem) -> None:
 
 @pytest.mark.parametrize(
     ("units", "cost", "problem"),
-    [("-1", "1.00", "negative units"), ("2", "-0.01", "negative cost"),
-     ("x", "1.00", "unparseable units"), ("1", "", "missing cost")],
+    [
+        ("-1", "1.00", "negative units"),
+        ("2", "-0.01", "negative cost"),
+        ("x", "1.00", "unparseable units"),
+        ("1", "", "missing cost"),
+    ],
 )
 def test_negative_or_bad_units_and_cost(tmp_path, units, cost, problem) -> None:
     header = ("payment_id", "customer_id", "paid_at", "amount", "units", "cost")
-    source = write_payments(tmp_path / "p.csv", [("p1", "c1", "2026-01-05", "3.00", units, cost)],
-                            header=header)
+    source = write_payments(
+        tmp_path / "p.csv", [("p1", "c1", "2026-01-05", "3.00", units, cost)], header=header
+    )
     with pytest.raises(BadInputError, match=f"{problem}: 1 row"):
         extract(csv_config(tmp_path, source), JAN)
 
 
 def test_same_payment_id_with_different_values_is_an_error(tmp_path) -> None:
-    source = write_payments(tmp_path / "p.csv", [
-        ("p1", "c1", "2026-01-05", "10.00", "EUR"),
-        ("p1", "c1", "2026-01-05", "11.00", "EUR"),
-    ])
+    source = write_payments(
+        tmp_path / "p.csv",
+        [
+            ("p1", "c1", "2026-01-05", "10.00", "EUR"),
+            ("p1", "c1", "2026-01-05", "11.00", "EUR"),
+        ],
+    )
     with pytest.raises(BadInputError, match="payment_id repeated with different values: 2 row"):
         extract(csv_config(tmp_path, source), JAN)
 
@@ -294,15 +327,21 @@ def test_re_extract_is_byte_identical(tmp_path, golden) -> None:
 
 
 def test_re_extract_replaces_its_month_only(tmp_path) -> None:
-    source = write_payments(tmp_path / "p.csv", [
-        ("p1", "c1", "2026-01-05", "10.00", "EUR"), ("p2", "c1", "2026-02-05", "20.00", "EUR"),
-    ])
+    source = write_payments(
+        tmp_path / "p.csv",
+        [
+            ("p1", "c1", "2026-01-05", "10.00", "EUR"),
+            ("p2", "c1", "2026-02-05", "20.00", "EUR"),
+        ],
+    )
     cfg = csv_config(tmp_path, source)
     extract(cfg, JAN)
     extract(cfg, FEB)
     february = _partition_bytes(cfg, FEB)
-    write_payments(source, [("p1", "c1", "2026-01-05", "11.00", "EUR"),
-                            ("p3", "c1", "2026-01-06", "1.00", "EUR")])
+    write_payments(
+        source,
+        [("p1", "c1", "2026-01-05", "11.00", "EUR"), ("p3", "c1", "2026-01-06", "1.00", "EUR")],
+    )
     assert extract(cfg, JAN).amount_sum == "12.00"
     assert _partition_bytes(cfg, FEB) == february
     assert len(list(lake.partition_dir(cfg.lake.root, JAN).iterdir())) == 2  # data + manifest
@@ -332,19 +371,28 @@ lake.extract(load_config(sys.argv[1]), "2026-01")
 
 @pytest.mark.parametrize("where", ["data", "manifest"])
 def test_extract_killed_midway_leaves_the_partition_intact(tmp_path, where) -> None:
-    source = write_payments(tmp_path / "p.csv", [
-        ("p1", "c1", "2026-01-05", "10.00", "EUR"), ("p2", "c1", "2026-02-05", "20.00", "EUR"),
-    ])
+    source = write_payments(
+        tmp_path / "p.csv",
+        [
+            ("p1", "c1", "2026-01-05", "10.00", "EUR"),
+            ("p2", "c1", "2026-02-05", "20.00", "EUR"),
+        ],
+    )
     cfg = csv_config(tmp_path, source)
     extract(cfg, JAN)
     extract(cfg, FEB)
     before = {m: _partition_bytes(cfg, m) for m in (JAN, FEB)}
-    write_payments(source, [("p1", "c1", "2026-01-05", "99.00", "EUR"),
-                            ("p2", "c1", "2026-02-05", "20.00", "EUR")])
+    write_payments(
+        source,
+        [("p1", "c1", "2026-01-05", "99.00", "EUR"), ("p2", "c1", "2026-02-05", "20.00", "EUR")],
+    )
     script = tmp_path / "killer.py"
     script.write_text(KILLER)
-    done = subprocess.run([sys.executable, str(script), str(tmp_path / "tiers.toml"), where],
-                          cwd=Path(__file__).resolve().parents[1], capture_output=True)
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "tiers.toml"), where],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+    )
     assert done.returncode == -signal.SIGKILL, done.stderr.decode()
     # readers still see the previous January, February is untouched
     assert lake_rows(cfg, JAN)[0]["amount"] == Decimal("10.00")
@@ -353,14 +401,17 @@ def test_extract_killed_midway_leaves_the_partition_intact(tmp_path, where) -> N
     # a rerun converges and cleans up the orphan
     assert extract(cfg, JAN).amount_sum == "99.00"
     assert lake_rows(cfg, JAN)[0]["amount"] == Decimal("99.00")
-    assert not [p for p in lake.partition_dir(cfg.lake.root, JAN).iterdir()
-                if p.name.startswith(".tmp")]
+    assert not [
+        p for p in lake.partition_dir(cfg.lake.root, JAN).iterdir() if p.name.startswith(".tmp")
+    ]
     assert _partition_bytes(cfg, FEB) == before[FEB]
 
 
 def test_golden_inputs_extract_with_the_counts_their_customer_month_implies(golden, tmp_path):
     expected = {  # rows read, duplicates (from the inputs and expected/customer_month.csv)
-        ("basics", JAN): 11, ("basics", FEB): 8, ("basics", MAR): 5,
+        ("basics", JAN): 11,
+        ("basics", FEB): 8,
+        ("basics", MAR): 5,
     }
     cfg = csv_config(tmp_path, golden / "basics" / "payments.csv")
     manifests = {m: extract(cfg, m) for m in (JAN, FEB, MAR)}

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.transform import compute_month
+
 from support import extracted
 
 MONTHS = ["2026-01", "2026-02", "2026-03"]
@@ -65,13 +66,17 @@ def test_segmentation_invariants(payments) -> None:
         assert classes == sorted(classes)  # A before B before C along the ranking
         values = [r["value"] for r in rows]
         assert values == sorted(values, reverse=True)
-        summary = [s for s in tables["pareto_summary"].to_pylist()
-                   if (s["metric"], s["window_months"]) == (metric, window)]
+        summary = [
+            s
+            for s in tables["pareto_summary"].to_pylist()
+            if (s["metric"], s["window_months"]) == (metric, window)
+        ]
         assert len(summary) == 1
         assert summary[0]["total_value"] == sum(values)  # exact
         assert 0 <= summary[0]["gini"] < 1
-        assert (summary[0]["n_class_a"] + summary[0]["n_class_b"] + summary[0]["n_class_c"]
-                == len(rows))
+        assert summary[0]["n_class_a"] + summary[0]["n_class_b"] + summary[0]["n_class_c"] == len(
+            rows
+        )
 
     month_rows = tables["customer_month"].to_pylist()
     positive_revenue = sum(r["revenue"] for r in month_rows if r["revenue"] > 0)
@@ -86,7 +91,8 @@ def test_segmentation_invariants(payments) -> None:
         segmented = [s for s in segments if s["metric"] == metric]
         # every customer of the population has exactly one segment
         assert sorted(s["customer_id"] for s in segmented) == sorted(
-            r["customer_id"] for r in population)
+            r["customer_id"] for r in population
+        )
         n = len(population)
         vips = [s for s in segmented if s["segment"] == "vip"]
         assert len(vips) == math.ceil(Decimal("0.20") * n)

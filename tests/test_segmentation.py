@@ -7,17 +7,16 @@ from decimal import Decimal
 
 import pytest
 
-from pipeline.lake import MissingMonthError
+from pipeline.lake import MissingMonthError, extract
 from pipeline.transform import ComputeError, compute_month
-from support import extracted
+
+from support import csv_config, extracted, write_payments
 
 JAN, FEB, MAR = date(2026, 1, 1), date(2026, 2, 1), date(2026, 3, 1)
 
 
 def rows_of(tables, name, **where):
-    return [
-        r for r in tables[name].to_pylist() if all(r[k] == v for k, v in where.items())
-    ]
+    return [r for r in tables[name].to_pylist() if all(r[k] == v for k, v in where.items())]
 
 
 def by_customer(rows):
@@ -38,7 +37,11 @@ def test_a_month_with_one_paying_customer(tmp_path) -> None:
     assert summary["n_customers"] == 1
     assert summary["total_value"] == Decimal("42.00")
     assert (summary["gini"], summary["hhi"], summary["top1_share"], summary["top20_share"]) == (
-        0.0, 1.0, 1.0, 1.0)
+        0.0,
+        1.0,
+        1.0,
+        1.0,
+    )
     assert (summary["n_class_a"], summary["n_class_b"], summary["n_class_c"]) == (1, 0, 0)
     assert rows_of(tables, "customer_alert") == []
     assert rows_of(tables, "vip_roster_change") == []
@@ -55,7 +58,12 @@ def test_all_customers_tied(tmp_path) -> None:
     segments = by_customer(rows_of(tables, "customer_segment", metric="revenue"))
     # k_vip = ceil(0.2 x 5) = 1, k_good = ceil(0.2 x 4) = 1
     assert [segments[f"c{i}"]["segment"] for i in range(1, 6)] == [
-        "vip", "good", "regular", "regular", "regular"]
+        "vip",
+        "good",
+        "regular",
+        "regular",
+        "regular",
+    ]
     (summary,) = rows_of(tables, "pareto_summary", metric="revenue", window_months=1)
     assert summary["gini"] == pytest.approx(0.0, abs=1e-12)
     assert summary["hhi"] == pytest.approx(0.2, abs=1e-12)
@@ -73,11 +81,17 @@ def test_a_month_that_nets_to_zero_and_a_refund_larger_than_the_payments(tmp_pat
     cfg = extracted(tmp_path, rows, ["2026-01"])
     tables = compute_month(cfg, JAN)
     month = by_customer(rows_of(tables, "customer_month"))
-    assert (month["zero"]["revenue"], month["zero"]["gross_revenue"], month["zero"]["refunds"],
-            month["zero"]["payments"]) == (Decimal("0.00"), Decimal("10.00"), Decimal("10.00"), 1)
-    assert (month["refunded"]["revenue"], month["refunded"]["gross_revenue"],
-            month["refunded"]["refunds"]) == (Decimal("-15.00"), Decimal("5.00"),
-                                              Decimal("20.00"))
+    assert (
+        month["zero"]["revenue"],
+        month["zero"]["gross_revenue"],
+        month["zero"]["refunds"],
+        month["zero"]["payments"],
+    ) == (Decimal("0.00"), Decimal("10.00"), Decimal("10.00"), 1)
+    assert (
+        month["refunded"]["revenue"],
+        month["refunded"]["gross_revenue"],
+        month["refunded"]["refunds"],
+    ) == (Decimal("-15.00"), Decimal("5.00"), Decimal("20.00"))
     assert month["zero"]["units"] is None and month["zero"]["margin"] is None
     # by revenue only the payer is ranked; by payments all three paid once
     assert list(by_customer(rows_of(tables, "customer_segment", metric="revenue"))) == ["payer"]
@@ -97,7 +111,9 @@ def test_an_empty_month_inside_the_history(tmp_path) -> None:
     assert len(rows_of(february, "pareto_summary", window_months=3)) == 2
     stopped = rows_of(february, "customer_alert", metric="revenue")
     assert [(a["customer_id"], a["alert"]) for a in stopped] == [
-        ("c0", "vip_stopped_paying"), ("c1", "vip_stopped_paying")]
+        ("c0", "vip_stopped_paying"),
+        ("c1", "vip_stopped_paying"),
+    ]
     roster = by_customer(rows_of(february, "vip_roster", metric="revenue"))
     assert sorted(roster) == ["c0", "c1"]
     assert not roster["c0"]["is_vip_this_month"]
@@ -105,14 +121,20 @@ def test_an_empty_month_inside_the_history(tmp_path) -> None:
     segments = by_customer(rows_of(march, "customer_segment", metric="revenue"))
     assert (segments["c9"]["segment"], segments["c9"]["movement"]) == ("vip", "new_vip")
     assert segments["c0"]["movement"] is None  # not VIP in February (nobody was)
-    (three,) = [r for r in rows_of(march, "customer_abc", metric="revenue", window_months=3)
-                if r["customer_id"] == "c0"]
+    (three,) = [
+        r
+        for r in rows_of(march, "customer_abc", metric="revenue", window_months=3)
+        if r["customer_id"] == "c0"
+    ]
     assert three["value"] == Decimal("110.00")  # January's 100 + March's 10
 
 
 def test_history_shorter_than_twelve_months(tmp_path) -> None:
-    rows = [("p1", "a", "2026-01-10", "10.00", "EUR"), ("p2", "a", "2026-02-10", "10.00", "EUR"),
-            ("p3", "b", "2026-02-10", "30.00", "EUR")]
+    rows = [
+        ("p1", "a", "2026-01-10", "10.00", "EUR"),
+        ("p2", "a", "2026-02-10", "10.00", "EUR"),
+        ("p3", "b", "2026-02-10", "30.00", "EUR"),
+    ]
     cfg = extracted(tmp_path, rows, ["2026-01", "2026-02"])
     tables = compute_month(cfg, FEB)
     twelve = by_customer(rows_of(tables, "customer_abc", metric="revenue", window_months=12))
@@ -127,18 +149,23 @@ def test_xyz_classes_over_a_full_year(tmp_path) -> None:
     rows = []
     for index, month in enumerate(months):
         rows.append((f"s{index}", "steady", f"{month}-15", "100.00", "EUR"))
-        rows.append((f"w{index}", "wobbly", f"{month}-15", "50.00" if index % 2 else "150.00",
-                     "EUR"))
+        rows.append(
+            (f"w{index}", "wobbly", f"{month}-15", "50.00" if index % 2 else "150.00", "EUR")
+        )
         if index % 3 == 0:
             rows.append((f"r{index}", "rare", f"{month}-15", "100.00", "EUR"))
     cfg = extracted(tmp_path, rows, months, history_start="2025-01")
     tables = compute_month(cfg, date(2025, 12, 1))
-    xyz = {r["customer_id"]: r["xyz_class"]
-           for r in rows_of(tables, "customer_abc", metric="revenue", window_months=12)}
+    xyz = {
+        r["customer_id"]: r["xyz_class"]
+        for r in rows_of(tables, "customer_abc", metric="revenue", window_months=12)
+    }
     # steady: cv 0 -> X; wobbly: cv 0.5 -> X (<= 0.5); rare: 4 of 12 months -> cv sqrt(2) -> Z
     assert xyz == {"steady": "X", "wobbly": "X", "rare": "Z"}
-    xyz_3 = {r["customer_id"]: r["xyz_class"]
-             for r in rows_of(tables, "customer_abc", metric="revenue", window_months=3)}
+    xyz_3 = {
+        r["customer_id"]: r["xyz_class"]
+        for r in rows_of(tables, "customer_abc", metric="revenue", window_months=3)
+    }
     assert set(xyz_3.values()) == {None}
 
 
@@ -166,8 +193,12 @@ def test_metrics_follow_the_source_columns_and_the_config(tmp_path) -> None:
 
 
 def test_asking_for_an_unavailable_metric_fails(tmp_path) -> None:
-    cfg = extracted(tmp_path, [("p1", "a", "2026-01-10", "10.00", "EUR")], ["2026-01"],
-                    segmentation={"metrics": ["revenue", "margin"]})
+    cfg = extracted(
+        tmp_path,
+        [("p1", "a", "2026-01-10", "10.00", "EUR")],
+        ["2026-01"],
+        segmentation={"metrics": ["revenue", "margin"]},
+    )
     with pytest.raises(ComputeError, match="margin"):
         compute_month(cfg, JAN)
 
@@ -186,25 +217,31 @@ def test_tiers_and_margin_erosion(tmp_path) -> None:
         ("n1", "netzero", "2026-03-10", "10.00", "EUR", "1", "0.00"),  # revenue 0, margin 0:
         ("n2", "netzero", "2026-03-11", "-10.00", "EUR", "0", "0.00"),  # tier 3
     ]
-    from support import csv_config, write_payments
-
     source = write_payments(tmp_path / "p.csv", rows, header=header)
     cfg = csv_config(tmp_path, source)
-    from pipeline.lake import extract
-
     for month in ("2026-01", "2026-02", "2026-03"):
         extract(cfg, month)
     tables = compute_month(cfg, MAR)
     tiers = {r["customer_id"]: r for r in rows_of(tables, "customer_tier")}
     assert {c: t["tier"] for c, t in tiers.items()} == {
-        "big": 1, "loser": 4, "thin": 3, "edge": 2, "refund": 4, "netzero": 3}
+        "big": 1,
+        "loser": 4,
+        "thin": 3,
+        "edge": 2,
+        "refund": 4,
+        "netzero": 3,
+    }
     assert tiers["big"]["margin"] == Decimal("1000.00")  # 400 + 400 + 200 over 3 months
     assert tiers["big"]["margin_pct"] == pytest.approx(1000 / 3000)
     assert tiers["netzero"]["margin_pct"] is None
     erosion = [a for a in rows_of(tables, "customer_alert") if a["alert"] == "margin_erosion"]
     # big is VIP by every metric in March (by payments and units it wins the tie on its id)
     assert sorted((a["metric"], a["customer_id"]) for a in erosion) == [
-        ("margin", "big"), ("payments", "big"), ("revenue", "big"), ("units", "big")]
+        ("margin", "big"),
+        ("payments", "big"),
+        ("revenue", "big"),
+        ("units", "big"),
+    ]
     assert all("20.0 %" in a["detail"] and "40.0 %" in a["detail"] for a in erosion)
 
 
@@ -216,12 +253,12 @@ def test_margin_erosion_needs_strictly_more_than_the_threshold(tmp_path, march_c
         ("a2", "vip", "2026-02-10", "100.00", "EUR", "1", "60.00"),  # 40 %
         ("a3", "vip", "2026-03-10", "100.00", "EUR", "1", march_cost),  # 30 % or 29.99 %
     ]
-    from pipeline.lake import extract
-    from support import csv_config, write_payments
-
     cfg = csv_config(tmp_path, write_payments(tmp_path / "p.csv", rows, header=header))
     for month in ("2026-01", "2026-02", "2026-03"):
         extract(cfg, month)
-    erosion = [a for a in compute_month(cfg, MAR)["customer_alert"].to_pylist()
-               if a["alert"] == "margin_erosion"]
+    erosion = [
+        a
+        for a in compute_month(cfg, MAR)["customer_alert"].to_pylist()
+        if a["alert"] == "margin_erosion"
+    ]
     assert bool(erosion) is alert

@@ -1,0 +1,61 @@
+"""The `tiers` command line: help, readable errors, run and backfill."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+
+from support import csv_config, write_payments
+
+cli = CliRunner()
+
+
+@pytest.mark.parametrize("command", [[], ["extract"], ["run"], ["backfill"], ["demo"]])
+def test_help_is_clean(command) -> None:
+    result = cli.invoke(app, [*command, "--help"])
+    assert result.exit_code == 0
+    assert "Usage" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_bad_input_is_a_readable_error_not_a_traceback(tmp_path: Path) -> None:
+    source = write_payments(tmp_path / "p.csv", [("p1", "c1", "2026-01-05", "1,00.0", "EUR")])
+    csv_config(tmp_path, source)
+    result = cli.invoke(app, ["extract", "-c", str(tmp_path / "tiers.toml"), "-m", "2026-01"])
+    assert result.exit_code == 1
+    assert "unparseable amount: 1 row(s)" in result.output
+    assert "Traceback" not in result.output
+    quarantined = cli.invoke(
+        app, ["extract", "-c", str(tmp_path / "tiers.toml"), "-m", "2026-01", "--quarantine"]
+    )
+    assert quarantined.exit_code == 0, quarantined.output
+    assert "1 quarantined" in quarantined.output
+
+
+def test_config_errors_name_the_key(tmp_path: Path) -> None:
+    (tmp_path / "tiers.toml").write_text('[source]\nkind = "csv"\n[business]\n')
+    result = cli.invoke(app, ["run", "-c", str(tmp_path / "tiers.toml"), "-m", "2026-01"])
+    assert result.exit_code == 2
+    assert "source.path is required" in result.output
+    assert "business.history_start" in result.output
+
+
+def test_bad_month_argument(tmp_path: Path) -> None:
+    result = cli.invoke(app, ["run", "-c", "x.toml", "-m", "March"])
+    assert result.exit_code == 2
+    assert "not a month" in result.output
+
+
+def test_backfill_and_run_with_cascade(golden, tmp_path: Path) -> None:
+    csv_config(tmp_path, golden / "basics" / "payments.csv")
+    config = str(tmp_path / "tiers.toml")
+    result = cli.invoke(app, ["backfill", "-c", config, "--from", "2026-01", "--to", "2026-03"])
+    assert result.exit_code == 0, result.output
+    assert "2026-03" in result.output and "Monthly summary" in result.output
+    cascade = cli.invoke(app, ["run", "-c", config, "-m", "2026-02", "--cascade"])
+    assert cascade.exit_code == 0, cascade.output
+    assert "2026-02: loaded" in cascade.output

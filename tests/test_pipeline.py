@@ -1,0 +1,160 @@
+"""The whole pipeline: source file -> lake -> SQL -> gates -> warehouse."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from pipeline import runner
+from pipeline.schema import TABLES
+from pipeline.warehouse import open_warehouse
+
+from golden import table_differences
+from support import csv_config
+
+GOLDEN_CASES = {
+    # case: (business time zone, history_start, last month)
+    "basics": ("UTC", "2026-01", "2026-03"),
+    "full": ("Europe/Oslo", "2025-01", "2026-03"),
+}
+
+
+def warehouse_rows(cfg, name):
+    warehouse = open_warehouse(cfg)
+    try:
+        return warehouse.read_table(name)
+    finally:
+        warehouse.close()
+
+
+@pytest.mark.parametrize("case", sorted(GOLDEN_CASES))
+def test_golden_case_through_the_pipeline(golden, tmp_path, case) -> None:
+    zone, start, last = GOLDEN_CASES[case]
+    cfg = csv_config(tmp_path, golden / case / "payments.csv", timezone=zone, history_start=start)
+    results = runner.backfill(cfg, start, last)
+    assert {r.status for r in results} == {"loaded"}, [r.error for r in results]
+    problems = []
+    for name in TABLES:
+        problems += table_differences(case, name, warehouse_rows(cfg, name))
+    assert problems == []
+    runs = warehouse_rows(cfg, "pipeline_run").to_pylist()
+    assert len(runs) == len(results)
+    assert {r["status"] for r in runs} == {"loaded"}
+    assert all(r["checks_failed"] == 0 and r["checks_passed"] > 0 for r in runs)
+
+
+def _snapshot(cfg) -> dict[str, list]:
+    return {name: sorted(warehouse_rows(cfg, name).to_pylist(), key=repr) for name in TABLES}
+
+
+def test_backfill_in_parallel_gives_the_same_warehouse(golden, tmp_path) -> None:
+    source = golden / "full" / "payments.csv"
+    configs = []
+    for name in ("serial", "parallel"):
+        (tmp_path / name).mkdir()
+        configs.append(
+            csv_config(tmp_path / name, source, timezone="Europe/Oslo", history_start="2025-01")
+        )
+    serial, parallel = configs
+    runner.backfill(serial, "2025-01", "2025-08", jobs=1)
+    results = runner.backfill(parallel, "2025-01", "2025-08", jobs=2)
+    assert [r.status for r in results] == ["loaded"] * 8
+    assert _snapshot(serial) == _snapshot(parallel)
+
+
+def test_running_a_month_twice_gives_identical_tables(golden, tmp_path) -> None:
+    cfg = csv_config(tmp_path, golden / "basics" / "payments.csv")
+    runner.backfill(cfg, "2026-01", "2026-03")
+    before = _snapshot(cfg)
+    runner.run_month(cfg, "2026-02")
+    assert _snapshot(cfg) == before
+    runs = warehouse_rows(cfg, "pipeline_run").to_pylist()
+    assert [r["month"] for r in runs].count(date(2026, 2, 1)) == 2  # both runs are recorded
+
+
+def test_a_bad_month_loads_nothing_and_is_recorded(tmp_path) -> None:
+    source = tmp_path / "p.csv"
+    source.write_text(
+        "payment_id,customer_id,paid_at,amount,currency\n"
+        "p1,c1,2026-01-05,10.00,EUR\np2,c1,2026-02-05,ten,EUR\n"
+    )
+    cfg = csv_config(tmp_path, source)
+    results = runner.backfill(cfg, "2026-01", "2026-02")
+    assert [r.status for r in results] == ["loaded", "failed"]
+    assert "unparseable amount" in results[1].error
+    months = set(warehouse_rows(cfg, "customer_month").column("month").to_pylist())
+    assert months == {date(2026, 1, 1)}
+    runs = {r["month"]: r for r in warehouse_rows(cfg, "pipeline_run").to_pylist()}
+    assert runs[date(2026, 2, 1)]["status"] == "failed"
+    assert "extract" in runs[date(2026, 2, 1)]["error"]
+
+
+def test_cascade_recomputes_the_months_that_read_a_restated_month(golden, tmp_path) -> None:
+    source = tmp_path / "p.csv"
+    source.write_text((golden / "basics" / "payments.csv").read_text())
+    cfg = csv_config(tmp_path, source)
+    runner.backfill(cfg, "2026-01", "2026-03")
+    assert runner.months_reading(cfg, date(2026, 1, 1)) == [
+        date(2026, 1, 1),
+        date(2026, 2, 1),
+        date(2026, 3, 1),
+    ]
+    # a late payment of January makes c07 the biggest customer of the quarter
+    source.write_text(source.read_text() + "p999,c07,2026-01-28T10:00:00Z,5000.00,EUR\n")
+    runner.run_month(cfg, "2026-01")
+    for month in runner.months_reading(cfg, date(2026, 1, 1))[1:]:
+        runner.run_month(cfg, month, extract=False)
+    rows = warehouse_rows(cfg, "customer_abc").to_pylist()
+    march = [
+        r
+        for r in rows
+        if r["month"] == date(2026, 3, 1)
+        and r["metric"] == "revenue"
+        and r["window_months"] == 3
+        and r["rank"] == 1
+    ]
+    assert march[0]["customer_id"] == "c07"
+
+
+LOAD_KILLER = """
+import os, signal, sys
+from pipeline import runner
+from pipeline.warehouse import DuckDBWarehouse
+
+real = DuckDBWarehouse._insert_run
+def die(self, run):  # every table of the month deleted and inserted, not committed
+    os.kill(os.getpid(), signal.SIGKILL)
+DuckDBWarehouse._insert_run = die
+runner.run_month(sys.argv[1], "2026-02", extract=False)
+"""
+
+
+def test_a_load_killed_mid_transaction_leaves_the_previous_month(golden, tmp_path) -> None:
+    source = tmp_path / "p.csv"
+    source.write_text((golden / "basics" / "payments.csv").read_text())
+    cfg = csv_config(tmp_path, source)
+    runner.backfill(cfg, "2026-01", "2026-03")
+    before = _snapshot(cfg)
+    source.write_text(source.read_text() + "p999,c07,2026-02-28T10:00:00Z,5000.00,EUR\n")
+    runner.extract_step(cfg, "2026-02", "restatement")
+    script = tmp_path / "kill_load.py"
+    script.write_text(LOAD_KILLER)
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "tiers.toml")],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr.decode()
+    assert _snapshot(cfg) == before
+    runner.run_month(cfg, "2026-02", extract=False)
+    february = [
+        r
+        for r in warehouse_rows(cfg, "customer_month").to_pylist()
+        if r["month"] == date(2026, 2, 1) and r["customer_id"] == "c07"
+    ]
+    assert str(february[0]["revenue"]) == "5060.00"
