@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import ConfigError, load_config
+
 from support import write_config
 
 MINIMAL = {

@@ -1,0 +1,441 @@
+"""The Airflow DAG ``tiers_monthly``: parsing, schedule -> month mapping, and real runs.
+
+Three tiers, as in the project's examples: integrity of the DAG file (parsed in a fresh
+interpreter, timed, with the modules it pulls in), the month of every kind of run (with
+the intervals Airflow's own timetable code produces), and ``dag.test()`` runs against a
+throw-away SQLite metadata DB that load the golden ``basics`` case into a warehouse.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta, timezone
+
+import pytest
+
+from pipeline.months import parse_month
+from pipeline.schedule import (
+    CONFIG_ENV,
+    ScheduleError,
+    backfill_window,
+    check_business_timezone,
+    config_path,
+    month_for_interval,
+    pipeline_run_id,
+    schedule_timezone,
+)
+from pipeline.schema import TABLES
+
+import airflow_support as af
+from golden import expected_rows, table_differences
+from support import write_config
+
+PROBE_ZONE = "Europe/Oslo"  # the DAG is parsed with TIERS_TIMEZONE set to it
+TASK_CHAIN = ["extract", "raw_gate", "compute", "output_gates", "load", "publish"]
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+# --- the DAG file ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def probe(tmp_path_factory) -> dict:
+    return af.probe(tmp_path_factory.mktemp("probe"), env={"TIERS_TIMEZONE": PROBE_ZONE})
+
+
+def test_dag_file_parses_fast_without_heavy_imports(probe):
+    assert probe["parse_seconds"] < 2.0
+    assert all(seconds < 2.0 for seconds in probe["dagbag"]["file_seconds"])
+    watched = {"duckdb", "pyarrow", "great_expectations", "pandas", "pipeline.lake"}
+    assert watched | {"pipeline.transform", "pipeline.runner"} <= set(af.HEAVY_MODULES)
+    assert probe["heavy_modules"] == []  # none of them is in sys.modules after parsing
+    # from the project, only the pure scheduling helpers are imported at parse time
+    assert set(probe["pipeline_modules"]) <= {"pipeline", "pipeline.months", "pipeline.schedule"}
+
+
+def test_dagbag_imports_the_dag_without_errors_or_warnings(probe):
+    assert probe["dagbag"]["dag_ids"] == ["tiers_monthly"]
+    assert probe["dagbag"]["import_errors"] == {}
+    assert probe["dagbag"]["warnings"] == {}  # DagBag warns on unknown pools, among others
+
+
+def test_tasks_form_the_monthly_chain(probe):
+    tasks = probe["dag"]["tasks"]
+    assert set(tasks) == set(TASK_CHAIN)
+    for task_id, next_id in zip(TASK_CHAIN, TASK_CHAIN[1:], strict=False):
+        assert tasks[task_id]["downstream"] == [next_id]
+    assert tasks["publish"]["downstream"] == []
+
+
+def test_retries_back_off_exponentially(probe):
+    for task_id, task in probe["dag"]["tasks"].items():
+        assert task["retries"] >= 2, task_id
+        assert task["retry_delay"] > 0, task_id
+        assert task["retry_exponential_backoff"] >= 2.0, task_id
+        assert task["max_retry_delay"] and task["max_retry_delay"] > task["retry_delay"], task_id
+
+
+def test_only_load_holds_the_single_warehouse_slot(probe):
+    tasks = probe["dag"]["tasks"]
+    assert tasks["load"]["pool"] == "tiers_warehouse" and tasks["load"]["pool_slots"] == 1
+    assert {t["pool"] for name, t in tasks.items() if name != "load"} == {"default_pool"}
+    assert 1 < probe["dag"]["max_active_runs"] <= 8  # months compute in parallel, boundedly
+    assert probe["dag"]["catchup"] is False
+
+
+def test_publish_updates_the_reporting_asset(probe):
+    tasks = probe["dag"]["tasks"]
+    assert tasks["publish"]["outlets"] == [
+        {"name": "tiers_reporting_tables", "uri": "x-tiers://warehouse/reporting_tables"}
+    ]
+    assert all(not t["outlets"] for name, t in tasks.items() if name != "publish")
+
+
+def test_schedule_is_monthly_in_the_business_zone(probe):
+    dag = probe["dag"]
+    assert dag["timetable"] == "CronDataIntervalTimetable"
+    assert dag["expression"] == "0 0 1 * *"
+    assert dag["timezone"] == PROBE_ZONE
+
+
+# --- which month a run processes ---------------------------------------------------------
+
+
+def test_scheduled_runs_process_the_month_that_just_ended(probe):
+    zone = probe["intervals"]["timezone"]
+    runs = probe["intervals"]["scheduled"]
+    months = [
+        month_for_interval(at(r["start"]), at(r["end"]), at(r["logical_date"]), timezone=zone)
+        for r in runs
+    ]
+    assert months == ["2026-01", "2026-02", "2026-03", "2026-04"]
+    # each run starts at midnight of the 1st of the next month, business time
+    starts = [at(r["run_after"]).astimezone(_zone(zone)) for r in runs]
+    assert [(s.month, s.day, s.hour) for s in starts] == [
+        (2, 1, 0),
+        (3, 1, 0),
+        (4, 1, 0),
+        (5, 1, 0),
+    ]
+
+
+def test_manual_runs_process_the_month_before_their_logical_date(probe):
+    zone = probe["intervals"]["timezone"]
+    manual = probe["intervals"]["manual"]
+    months = [
+        month_for_interval(at(r["start"]), at(r["end"]), at(r["logical_date"]), timezone=zone)
+        for r in manual
+    ]
+    # 2026-02-01T00:00Z and 02-17 -> January; 2026-03-01 Oslo -> February;
+    # 2026-03-31T23:30Z is already April 1st in Oslo -> March
+    assert months == ["2026-01", "2026-01", "2026-02", "2026-03"]
+    # a zero-width interval at the same logical date maps to the same month
+    zero_width = [
+        month_for_interval(
+            at(r["logical_date"]), at(r["logical_date"]), at(r["logical_date"]), timezone=zone
+        )
+        for r in manual
+    ]
+    assert zero_width == months
+
+
+def test_backfill_window_creates_exactly_the_requested_months(probe):
+    zone = probe["intervals"]["timezone"]
+    backfill = probe["intervals"]["backfill"]
+    assert (backfill["from_date"], backfill["to_date"]) == (
+        "2026-01-01T00:00:00+01:00",
+        "2026-03-01T00:00:00+01:00",
+    )
+    months = [
+        month_for_interval(at(r["start"]), at(r["end"]), at(r["logical_date"]), timezone=zone)
+        for r in backfill["runs"]
+    ]
+    assert months == ["2026-01", "2026-02", "2026-03"]
+
+
+def _zone(name: str):
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo(name)
+
+
+def test_month_mapping_follows_the_business_zone_across_dst():
+    oslo = _zone("Europe/Oslo")
+    # summer time starts on 2026-03-29: the interval is one hour short of 31 days
+    start, end = datetime(2026, 3, 1, tzinfo=oslo), datetime(2026, 4, 1, tzinfo=oslo)
+    assert month_for_interval(start, end, start, timezone="Europe/Oslo") == "2026-03"
+    # the same instants in UTC are what the scheduler stores
+    assert (
+        month_for_interval(start.astimezone(UTC), end.astimezone(UTC), None, timezone="Europe/Oslo")
+        == "2026-03"
+    )
+
+
+def test_interval_that_is_not_a_business_month_is_refused():
+    utc_jan = (datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC))
+    with pytest.raises(ScheduleError, match="not one calendar month in Europe/Oslo"):
+        month_for_interval(*utc_jan, utc_jan[0], timezone="Europe/Oslo")
+    two_months = (datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 3, 1, tzinfo=UTC))
+    with pytest.raises(ScheduleError, match="not one calendar month"):
+        month_for_interval(*two_months, two_months[0])
+    with pytest.raises(ScheduleError, match="ends before it starts"):
+        month_for_interval(utc_jan[1], utc_jan[0], None)
+
+
+def test_runs_without_interval_use_logical_date_then_run_after():
+    feb_2nd = datetime(2026, 2, 2, 9, 0, tzinfo=UTC)
+    assert month_for_interval(None, None, feb_2nd) == "2026-01"
+    assert month_for_interval(None, None, None, run_after=feb_2nd) == "2026-01"
+    assert month_for_interval(None, None, datetime(2026, 1, 1, tzinfo=UTC)) == "2025-12"
+    eastern = timezone(timedelta(hours=-5))
+    # 2026-02-01 03:00 UTC is still January in New York: the month before is December
+    assert (
+        month_for_interval(
+            None, None, datetime(2026, 1, 31, 22, 0, tzinfo=eastern), timezone="America/New_York"
+        )
+        == "2025-12"
+    )
+    with pytest.raises(ScheduleError, match="neither"):
+        month_for_interval(None, None, None)
+    with pytest.raises(ScheduleError, match="no time zone"):
+        month_for_interval(None, None, datetime(2026, 2, 2))
+
+
+def test_backfill_window_is_midnight_of_the_first_in_the_business_zone():
+    assert backfill_window(date(2026, 1, 1), date(2026, 7, 1), "Europe/Oslo") == (
+        "2026-01-01T00:00:00+01:00",
+        "2026-07-01T00:00:00+02:00",
+    )
+    assert backfill_window(date(2026, 1, 1), date(2026, 3, 1), "UTC") == (
+        "2026-01-01T00:00:00+00:00",
+        "2026-03-01T00:00:00+00:00",
+    )
+
+
+def test_schedule_timezone_comes_from_the_environment():
+    assert schedule_timezone({}) == "UTC"
+    assert schedule_timezone({"TIERS_TIMEZONE": "Europe/Oslo"}) == "Europe/Oslo"
+    with pytest.raises(ScheduleError, match="not an IANA time zone"):
+        schedule_timezone({"TIERS_TIMEZONE": "Mars/Olympus"})
+
+
+def test_business_zone_must_match_the_schedule():
+    check_business_timezone("Europe/Oslo", "Europe/Oslo")
+    with pytest.raises(ScheduleError, match="TIERS_TIMEZONE=Europe/Oslo"):
+        check_business_timezone("UTC", "Europe/Oslo")
+
+
+def test_configuration_path_prefers_the_variable_over_the_environment():
+    assert config_path("/srv/a.toml", {CONFIG_ENV: "/srv/b.toml"}) == "/srv/a.toml"
+    assert config_path(None, {CONFIG_ENV: "/srv/b.toml"}) == "/srv/b.toml"
+    assert config_path("  ", {CONFIG_ENV: "/srv/b.toml"}) == "/srv/b.toml"
+    with pytest.raises(ScheduleError, match="tiers_config.*TIERS_CONFIG"):
+        config_path(None, {})
+
+
+def test_pipeline_run_id_is_a_safe_folder_name():
+    assert pipeline_run_id("scheduled__2026-02-01T00:00:00+00:00") == (
+        "scheduled__2026-02-01T00_00_00_00_00"
+    )
+    assert pipeline_run_id("manual__2026-02-03T10:11:12.123456+00:00") == (
+        "manual__2026-02-03T10_11_12.123456_00_00"
+    )
+    assert "/" not in pipeline_run_id("../../etc/passwd") and not pipeline_run_id(
+        "../../etc/passwd"
+    ).startswith(".")
+    with pytest.raises(ScheduleError):
+        pipeline_run_id("///")
+
+
+# --- real runs with dag.test() -----------------------------------------------------------
+
+JAN, FEB = parse_month("2026-01"), parse_month("2026-02")
+# dag.test() runs are manual: logical date 2026-02-01 processes January (see pipeline/schedule.py)
+RUN_JANUARY, RUN_FEBRUARY = "2026-02-01T00:00:00+00:00", "2026-03-01T00:00:00+00:00"
+
+
+@pytest.fixture(scope="module")
+def airflow_home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("airflow-home")
+    af.migrate(home)
+    return home
+
+
+def basics_config(folder, golden, payments=None, **sections):
+    folder.mkdir(parents=True, exist_ok=True)
+    return write_config(
+        folder,
+        {
+            "source": {"kind": "csv", "path": str(payments or golden / "basics" / "payments.csv")},
+            "business": {"timezone": "UTC", "currency": "EUR", "history_start": "2026-01"},
+            **sections,
+        },
+    )
+
+
+def warehouse_table(config_file, name):
+    from pipeline.config import load_config
+    from pipeline.warehouse import open_warehouse
+
+    warehouse = open_warehouse(load_config(config_file))
+    try:
+        return warehouse.read_table(name)
+    finally:
+        warehouse.close()
+
+
+def task_states(run) -> dict[str, str]:
+    return {task_id: ti["state"] for task_id, ti in run["tasks"].items()}
+
+
+@pytest.mark.slow
+def test_two_months_through_airflow_match_the_golden_case_and_the_cli(
+    airflow_home, golden, tmp_path
+):
+    config_file = basics_config(tmp_path / "airflow", golden)
+    result, output = af.dag_test(
+        airflow_home, [RUN_JANUARY, RUN_FEBRUARY], config_variable=str(config_file)
+    )
+    runs = result["runs"]
+
+    assert [r["state"] for r in runs] == ["success", "success"], output[-6000:]
+    for run in runs:
+        assert task_states(run) == dict.fromkeys(TASK_CHAIN, "success")
+        assert {ti["try_number"] for ti in run["tasks"].values()} == {1}
+    assert [(r["data_interval_start"], r["data_interval_end"]) for r in runs] == [
+        ("2026-01-01T00:00:00+00:00", "2026-02-01T00:00:00+00:00"),
+        ("2026-02-01T00:00:00+00:00", "2026-03-01T00:00:00+00:00"),
+    ]
+
+    problems = []
+    for name in TABLES:
+        loaded = warehouse_table(config_file, name)
+        assert set(loaded.column("month").to_pylist()) <= {JAN, FEB}, name
+        problems += table_differences("basics", name, loaded, months={JAN, FEB})
+    assert problems == []
+
+    pipeline_runs = warehouse_table(config_file, "pipeline_run").to_pylist()
+    assert sorted((r["month"], r["status"]) for r in pipeline_runs) == [
+        (JAN, "loaded"),
+        (FEB, "loaded"),
+    ]
+    assert {r["run_id"] for r in pipeline_runs} == {pipeline_run_id(r["run_id"]) for r in runs}
+
+    # the task logs state the counts and the checks
+    assert "extract 2026-01: 11 row(s) read, 0 duplicate(s) dropped" in output
+    assert "extract 2026-02: 9 row(s) read, 1 duplicate(s) dropped" in output
+    for step in ("raw_gate", "output_gates", "load"):
+        assert f"{step} 2026-02: " in output
+    assert "passed, 0 failed" in output
+
+    events = [
+        e for e in result["asset_events"] if e["source_run_id"] in {r["run_id"] for r in runs}
+    ]
+    assert [(e["name"], e["uri"], e["extra"]["month"]) for e in events] == [
+        ("tiers_reporting_tables", "x-tiers://warehouse/reporting_tables", "2026-01"),
+        ("tiers_reporting_tables", "x-tiers://warehouse/reporting_tables", "2026-02"),
+    ]
+    february_customers = len(expected_rows("basics", "customer_month", {FEB}))
+    assert events[1]["extra"]["rows"]["customer_month"] == february_customers
+
+    # the same months through the CLI's backfill give the same reporting tables
+    from pipeline import runner
+    from pipeline.config import load_config
+
+    cli_config = basics_config(tmp_path / "cli", golden)
+    assert [r.status for r in runner.backfill(load_config(cli_config), "2026-01", "2026-02")] == [
+        "loaded",
+        "loaded",
+    ]
+    for name in TABLES:
+        assert _rows(warehouse_table(config_file, name)) == _rows(
+            warehouse_table(cli_config, name)
+        ), name
+
+
+def _rows(table) -> list:
+    return sorted(table.to_pylist(), key=repr)
+
+
+@pytest.mark.slow
+def test_bad_row_fails_extract_at_once_and_loads_nothing(airflow_home, golden, tmp_path):
+    payments = tmp_path / "payments.csv"
+    payments.write_text(
+        (golden / "basics" / "payments.csv").read_text()
+        + "p900,c01,2026-01-12T10:00:00Z,twelve,EUR\n"
+    )
+    config_file = basics_config(tmp_path, golden, payments, lake={"quarantine": False})
+    # no Variable this time: the path comes from TIERS_CONFIG; one retry is allowed
+    result, output = af.dag_test(
+        airflow_home, [RUN_JANUARY], env={CONFIG_ENV: str(config_file)}, retries=1
+    )
+    (run,) = result["runs"]
+
+    assert run["state"] == "failed"
+    assert task_states(run) == {
+        "extract": "failed",
+        **dict.fromkeys(TASK_CHAIN[1:], "upstream_failed"),
+    }
+    assert run["tasks"]["extract"]["try_number"] == 1  # bad data is not retried
+    assert "unparseable amount" in output
+    assert not (tmp_path / "lake" / "payments" / "month=2026-01").exists()
+    for name in TABLES:
+        assert warehouse_table(config_file, name).num_rows == 0, name
+    (record,) = warehouse_table(config_file, "pipeline_run").to_pylist()
+    assert (record["month"], record["status"]) == (JAN, "failed")
+    assert record["run_id"] == pipeline_run_id(run["run_id"])
+    assert not [e for e in result["asset_events"] if e["source_run_id"] == run["run_id"]]
+
+
+@pytest.mark.slow
+def test_month_whose_history_is_missing_is_retried_then_fails(airflow_home, golden, tmp_path):
+    config_file = basics_config(tmp_path, golden)
+    # February alone: its computation reads January, which no run has extracted. In a
+    # parallel backfill that is a matter of time, so the task retries before failing.
+    result, output = af.dag_test(
+        airflow_home, [RUN_FEBRUARY], config_variable=str(config_file), retries=1
+    )
+    (run,) = result["runs"]
+
+    assert run["state"] == "failed"
+    failed = [task for task, state in task_states(run).items() if state == "failed"]
+    assert failed == ["compute"], task_states(run)
+    assert run["tasks"]["compute"]["try_number"] == 2
+    assert "month 2026-01 is not in the lake" in output
+    assert (tmp_path / "lake" / "payments" / "month=2026-02" / "manifest.json").exists()
+    for name in TABLES:
+        assert warehouse_table(config_file, name).num_rows == 0, name
+
+
+@pytest.mark.slow
+def test_failing_gate_fails_the_run_at_once_and_loads_nothing(airflow_home, golden, tmp_path):
+    from pipeline import runner
+
+    config_file = basics_config(tmp_path, golden)
+    runner.extract_step(str(config_file), "2026-01", "earlier-extract")  # the lake as it stands
+    # The operator overrides the currency and clears the run from raw_gate on, keeping the
+    # extract: the raw gate finds EUR rows in a lake that should hold USD.
+    result, output = af.dag_test(
+        airflow_home,
+        [RUN_JANUARY],
+        config_variable=str(config_file),
+        env={"TIERS__BUSINESS__CURRENCY": "USD"},
+        retries=1,
+        mark_success="extract",
+    )
+    (run,) = result["runs"]
+
+    assert run["state"] == "failed"
+    assert task_states(run) == {
+        "extract": "success",
+        "raw_gate": "failed",
+        **dict.fromkeys(TASK_CHAIN[2:], "upstream_failed"),
+    }
+    assert run["tasks"]["raw_gate"]["try_number"] == 1  # a failed gate is not retried
+    assert "raw.currency_is_configured" in output
+    for name in TABLES:
+        assert warehouse_table(config_file, name).num_rows == 0, name
+    (record,) = warehouse_table(config_file, "pipeline_run").to_pylist()
+    assert (record["month"], record["status"], record["checks_failed"]) == (JAN, "failed", 1)
