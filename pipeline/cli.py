@@ -247,6 +247,48 @@ def demo(
         raise typer.Exit(1)
 
 
+warehouse_app = typer.Typer(help="Warehouse administration.", no_args_is_help=True)
+app.add_typer(warehouse_app, name="warehouse")
+
+
+@warehouse_app.command("init")
+def warehouse_init(config: ConfigOption) -> None:
+    """Create or migrate the warehouse's tables and BI views."""
+    from pipeline.warehouse import open_warehouse
+
+    cfg = _load(config)
+    warehouse = open_warehouse(cfg)
+    try:
+        warehouse.ensure_schema()
+    finally:
+        warehouse.close()
+    console.print("warehouse schema is up to date")
+
+
+@warehouse_app.command("grant-reader")
+def grant_reader(
+    config: ConfigOption,
+    role: Annotated[str, typer.Option(help="The role BI tools log in with.")] = "bi_reader",
+    password: Annotated[
+        str | None,
+        typer.Option(envvar="TIERS_BI_PASSWORD", help="Its password (or TIERS_BI_PASSWORD)."),
+    ] = None,
+) -> None:
+    """Create a read-only login role for BI tools (PostgreSQL warehouse only)."""
+    cfg = _load(config)
+    if not cfg.warehouse.url.startswith(("postgresql://", "postgres://")):
+        _fail("grant-reader needs a PostgreSQL warehouse (warehouse.url = postgresql://...)")
+    from pipeline.postgres import create_readonly_role
+
+    try:
+        create_readonly_role(cfg.warehouse.url, cfg.warehouse.schema_name, role, password)
+    except ValueError as exc:
+        _fail(str(exc))
+    console.print(
+        f"role {role!r} can read schema {cfg.warehouse.schema_name!r} and nothing more"
+    )
+
+
 def main() -> None:  # pragma: no cover - console entry point
     sys.exit(app())
 

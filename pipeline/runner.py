@@ -36,14 +36,6 @@ from pipeline.warehouse import open_warehouse
 ConfigLike = Config | str | Path
 
 
-class MonthFailed(RuntimeError):
-    """A month of a run failed; ``month`` and ``step`` say where."""
-
-    def __init__(self, month: date, step: str, error: BaseException) -> None:
-        super().__init__(f"{format_month(month)} failed at {step}: {error}")
-        self.month, self.step, self.error = month, step, error
-
-
 def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
@@ -238,11 +230,11 @@ def publish_step(cfg: ConfigLike, month: str | date, run_id: str) -> dict[str, A
 
 
 def _redacted(url: str) -> str:
-    if "@" not in url:
+    if url.startswith("duckdb://"):
         return url
-    scheme, rest = url.split("://", 1)
-    credentials, host = rest.rsplit("@", 1)
-    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
+    from pipeline.postgres import redact_dsn
+
+    return redact_dsn(url)
 
 
 MONTH_STEPS: tuple[Callable[[ConfigLike, date, str], dict], ...] = (

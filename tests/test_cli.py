@@ -59,3 +59,13 @@ def test_backfill_and_run_with_cascade(golden, tmp_path: Path) -> None:
     cascade = cli.invoke(app, ["run", "-c", config, "-m", "2026-02", "--cascade"])
     assert cascade.exit_code == 0, cascade.output
     assert "2026-02: loaded" in cascade.output
+
+
+def test_warehouse_init_and_grant_reader_needs_postgres(tmp_path: Path) -> None:
+    source = write_payments(tmp_path / "p.csv", [("p1", "c1", "2026-01-05", "1.00", "EUR")])
+    csv_config(tmp_path, source)
+    config = str(tmp_path / "tiers.toml")
+    assert cli.invoke(app, ["warehouse", "init", "-c", config]).exit_code == 0
+    refused = cli.invoke(app, ["warehouse", "grant-reader", "-c", config])
+    assert refused.exit_code == 1
+    assert "needs a PostgreSQL warehouse" in refused.output

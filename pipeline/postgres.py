@@ -1,0 +1,712 @@
+"""PostgreSQL: a payments source read one month at a time, and a warehouse for BI tools.
+
+Source (``[source] kind = "postgres"``): the month's rows, and the rows without a
+paid_at, are selected with the month's business-time-zone boundaries as bound
+parameters, through a server-side cursor fetched in Arrow batches (ADBC), and handed
+to DuckDB as a stream: memory holds a batch, never the month.
+
+Warehouse (``[warehouse] url = "postgresql://..."``): the reporting tables in one
+schema, with typed columns, primary keys on each table's grain and indexes for
+dashboards. Each month is bulk-loaded into temporary staging tables and then swapped
+in by one transaction (delete the month, insert it, record the run), serialized per
+month by an advisory lock: readers see the old month or the new one, never a mix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Iterator, Mapping
+from datetime import UTC, date
+from typing import Any
+
+import adbc_driver_postgresql
+import adbc_driver_postgresql.dbapi as adbc
+import duckdb
+import psycopg
+import pyarrow as pa
+from psycopg import sql
+
+from pipeline.config import SourceConfig
+from pipeline.months import month_bounds
+from pipeline.schema import PIPELINE_RUN, REPORTING_TABLES, TABLES, Table
+from pipeline.sources import SourceError
+from pipeline.sql import sql_text
+from pipeline.warehouse import conform, create_table_sql, run_row
+
+log = logging.getLogger(__name__)
+
+_PLAIN_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+class WarehouseSchemaError(RuntimeError):
+    """The warehouse schema exists but does not match the reporting tables' contract."""
+
+
+# --- names and connection strings ------------------------------------------------------
+
+
+def quote_ident(name: str) -> str:
+    """``name`` as a PostgreSQL quoted identifier (any text a column can be named)."""
+    if not name or "\x00" in name or len(name.encode()) > 63:
+        raise ValueError(f"{name!r} cannot be a PostgreSQL identifier")
+    return '"' + name.replace('"', '""') + '"'
+
+
+def plain_identifier(name: str, what: str) -> str:
+    """``name`` if it is a plain identifier (letters, digits, underscores), else an error."""
+    if not isinstance(name, str) or not _PLAIN_IDENTIFIER.match(name):
+        raise ValueError(f"{what} {name!r} is not a plain identifier (letters, digits, _)")
+    return name
+
+
+def qualified_table(name: str) -> str:
+    """``table`` or ``schema.table`` from the configuration, each part checked and quoted."""
+    parts = name.split(".")
+    if len(parts) > 2:
+        raise ValueError(f"table {name!r} is not a name like schema.table")
+    return ".".join(quote_ident(plain_identifier(p, "table name part")) for p in parts)
+
+
+_URL_PASSWORD = re.compile(
+    r"^(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:@/?#]*:)(?P<password>[^@/?#]*)@"
+)
+_QUERY_PASSWORD = re.compile(r"(?i)(?P<head>[?&]password=)(?P<password>[^&#]*)")
+_KEYWORD_PASSWORD = re.compile(
+    r"(?i)\b(?P<head>password\s*=\s*)(?P<password>'(?:[^'\\]|\\.)*'|[^\s]*)"
+)
+
+
+def _password_patterns(dsn: str) -> tuple[re.Pattern[str], ...]:
+    return (_URL_PASSWORD, _QUERY_PASSWORD) if "://" in dsn else (_KEYWORD_PASSWORD,)
+
+
+def redact_dsn(dsn: str | None) -> str:
+    """The connection string with any password replaced by ``***``, safe for logs."""
+    if not dsn:
+        return ""
+    for pattern in _password_patterns(dsn):
+        tail = "@" if pattern is _URL_PASSWORD else ""
+        dsn = pattern.sub(rf"\g<head>***{tail}", dsn)
+    return dsn
+
+
+def _redact_message(message: str, dsn: str) -> str:
+    """An error message from a driver, without the DSN's password if it echoes it."""
+    message = message.replace(dsn, redact_dsn(dsn))
+    for pattern in _password_patterns(dsn):
+        for match in pattern.finditer(dsn):
+            password = match.group("password").strip("'")
+            if password:
+                message = message.replace(password, "***")
+    return message
+
+
+def _advisory_key(*parts: str) -> int:
+    """A stable signed 64-bit key for pg_advisory_xact_lock from the given parts."""
+    digest = hashlib.blake2b("\x1f".join(("tiers", *parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+# --- source ------------------------------------------------------------------------------
+
+# Rows per FETCH from the server-side cursor: the unit of memory of an extract.
+_FETCH_ROWS = 50_000
+_CURSOR = "month_rows"
+_FETCH = f"FETCH FORWARD {_FETCH_ROWS} FROM {_CURSOR}"
+_USE_COPY = adbc_driver_postgresql.StatementOptions.USE_COPY.value
+# PostgreSQL types read as they come; any other type is read as its text form (exact).
+_NATIVE_TYPES = {
+    "text",
+    "varchar",
+    "bpchar",
+    "char",
+    "name",
+    "int2",
+    "int4",
+    "int8",
+    "numeric",
+    "float4",
+    "float8",
+    "bool",
+    "date",
+    "timestamp",
+    "timestamptz",
+}
+_FLOAT_TYPES = {"float4", "float8"}
+
+
+def source_dsn(source: SourceConfig) -> str:
+    if not source.dsn:
+        raise SourceError(
+            "source.dsn is not set: give the PostgreSQL connection string in [source] dsn "
+            "or in the environment variable TIERS__SOURCE__DSN"
+        )
+    return source.dsn
+
+
+def source_label(source: SourceConfig) -> str:
+    what = f"table {source.table}" if source.table else "query"
+    return f"postgres {what} at {redact_dsn(source.dsn)}"
+
+
+def source_relation_sql(source: SourceConfig) -> str:
+    """The FROM item of the source, aliased ``q``: the table, or the query as a subquery."""
+    if source.table:
+        try:
+            return f"{qualified_table(source.table)} AS q"
+        except ValueError as exc:
+            raise SourceError(f"source.table: {exc}") from None
+    query = (source.query or "").strip().rstrip(";").strip()
+    if not query:
+        raise SourceError("source.query is empty")
+    # The newline ends a trailing line comment of the user's query.
+    return f"(\n{query}\n) AS q"
+
+
+def read_source_month(
+    con: duckdb.DuckDBPyConnection, source: SourceConfig, first: date, last: date, timezone: str
+) -> tuple[duckdb.DuckDBPyRelation, str]:
+    """The source rows that may belong to months ``first``..``last``, as a DuckDB relation.
+
+    Rows with paid_at in [start of ``first``, end of ``last``) in the business time zone,
+    plus rows whose paid_at is NULL. A paid_at of type timestamptz is compared with the
+    aware boundaries, a timestamp (naive, business wall clock) with naive ones, a date
+    with dates; any other type (text) cannot be compared in PostgreSQL, so every row is
+    read and the staging SQL places it. The relation streams: it can be scanned once.
+    """
+    dsn, label = source_dsn(source), source_label(source)
+    relation = source_relation_sql(source)
+    schema = _probe(dsn, relation, label)
+    paid_at = source.source_column("paid_at")
+    if paid_at not in schema.names:  # the caller names the missing column
+        return con.from_arrow(schema.empty_table()), label
+
+    columns = ", ".join(_select_expression(field) for field in schema)
+    query = f"SELECT {columns} FROM {relation}"
+    bounds = _typed_bounds(schema.field(paid_at).type, first, last, timezone)
+    if bounds is None:
+        log.warning(
+            "%s: paid_at column %r is %s, not a date or timestamp: reading every row",
+            label,
+            paid_at,
+            schema.field(paid_at).type,
+        )
+    else:
+        column = f"q.{quote_ident(paid_at)}"
+        query += f" WHERE ({column} >= $1 AND {column} < $2) OR {column} IS NULL"
+    for canonical in ("amount", "cost"):
+        name = source.source_column(canonical)
+        if name in schema.names and _pg_type(schema.field(name)) in _FLOAT_TYPES:
+            log.warning(
+                "%s: %s column %r is floating point; values that are not exact cents "
+                "will be reported as bad rows",
+                label,
+                canonical,
+                name,
+            )
+    read_schema = pa.schema([_read_field(field) for field in schema])
+    log.info("%s: reading %s..%s", label, first, last)
+    batches = _month_batches(dsn, query, bounds, read_schema, label)
+    return con.from_arrow(pa.RecordBatchReader.from_batches(read_schema, batches)), label
+
+
+def _connect_source(dsn: str, label: str, *, autocommit: bool) -> adbc.Connection:
+    try:
+        return adbc.connect(dsn, autocommit=autocommit)
+    except adbc.Error as exc:
+        raise SourceError(f"{label}: cannot connect: {_redact_message(str(exc), dsn)}") from None
+
+
+def _probe(dsn: str, relation: str, label: str) -> pa.Schema:
+    """The source's columns and their Arrow types, from a query that returns no row."""
+    connection = _connect_source(dsn, label, autocommit=True)
+    try:
+        cursor = connection.cursor()
+        cursor.execute(f"SELECT * FROM {relation} LIMIT 0")
+        return cursor.fetch_arrow_table().schema
+    except adbc.Error as exc:
+        raise SourceError(f"{label}: cannot read: {_redact_message(str(exc), dsn)}") from None
+    finally:
+        connection.close()
+
+
+def _pg_type(field: pa.Field) -> str | None:
+    metadata = field.metadata or {}
+    value = metadata.get(b"POSTGRESQL:type")
+    return value.decode() if value else None
+
+
+def _select_expression(field: pa.Field) -> str:
+    name = quote_ident(field.name)
+    pg_type = _pg_type(field)
+    if pg_type == "money":  # ADBC reads money as integer cents; numeric keeps the value
+        return f"q.{name}::numeric AS {name}"
+    if pg_type is not None and pg_type not in _NATIVE_TYPES:
+        return f"q.{name}::text AS {name}"
+    return f"q.{name}"
+
+
+def _read_field(field: pa.Field) -> pa.Field:
+    """The Arrow field the extract hands to DuckDB for a probed source column."""
+    pg_type = _pg_type(field)
+    if pg_type in ("money", "numeric"):  # exact decimal text, never a float
+        return pa.field(field.name, pa.string())
+    if pg_type is not None and pg_type not in _NATIVE_TYPES:
+        return pa.field(field.name, pa.string())
+    kind = field.type
+    if isinstance(kind, pa.BaseExtensionType):
+        kind = kind.storage_type
+    return pa.field(field.name, kind)
+
+
+def _typed_bounds(kind: pa.DataType, first: date, last: date, timezone: str) -> tuple | None:
+    start, end = month_bounds(first, timezone)[0], month_bounds(last, timezone)[1]
+    if pa.types.is_timestamp(kind) and kind.tz is not None:
+        return start.astimezone(UTC), end.astimezone(UTC)
+    if pa.types.is_timestamp(kind):  # naive values are business-time-zone wall clock
+        return start.replace(tzinfo=None), end.replace(tzinfo=None)
+    if pa.types.is_date(kind):
+        return start.date(), end.date()
+    return None
+
+
+def _month_batches(
+    dsn: str, query: str, bounds: tuple | None, schema: pa.Schema, label: str
+) -> Iterator[pa.RecordBatch]:
+    """Batches of the query's rows, fetched from a server-side cursor as DuckDB pulls.
+
+    The connection opens when the first batch is wanted and closes when the stream is
+    exhausted, fails or is dropped.
+    """
+    connection = _connect_source(dsn, label, autocommit=False)
+    try:
+        declare = connection.cursor()
+        # A query with bound parameters is not streamed by ADBC (no COPY); a cursor is.
+        declare.execute(f"DECLARE {_CURSOR} NO SCROLL CURSOR FOR {query}", parameters=bounds)
+        fetch = connection.cursor()
+        fetch.adbc_statement.set_options(**{_USE_COPY: "false"})  # FETCH cannot be COPYed
+        while True:
+            fetch.execute(_FETCH)
+            chunk = fetch.fetch_arrow_table()
+            if chunk.num_rows == 0:
+                return
+            yield from _as_read_schema(chunk, schema, label).to_batches()
+    except adbc.Error as exc:
+        raise SourceError(f"{label}: read failed: {_redact_message(str(exc), dsn)}") from None
+    finally:
+        connection.close()
+
+
+def _as_read_schema(chunk: pa.Table, schema: pa.Schema, label: str) -> pa.Table:
+    columns = []
+    for field, column in zip(schema, chunk.columns, strict=True):
+        if isinstance(column.type, pa.BaseExtensionType):
+            column = pa.chunked_array([c.storage for c in column.chunks], column.type.storage_type)
+        if column.type != field.type:
+            raise SourceError(
+                f"{label}: column {field.name!r} changed type while reading "
+                f"({field.type} -> {column.type})"
+            )
+        columns.append(column)
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+# --- warehouse ---------------------------------------------------------------------------
+
+# Logical types as PostgreSQL names them (and format_type() writes them).
+POSTGRES_TYPES = {
+    "date": "date",
+    "text": "text",
+    "int": "integer",
+    "bigint": "bigint",
+    "money": "numeric(18,2)",
+    "float": "double precision",
+    "bool": "boolean",
+    "timestamp": "timestamp with time zone",
+    "json": "jsonb",
+}
+# Staging tables take the Arrow data as ADBC writes it; json arrives as text.
+_STAGING_TYPES = POSTGRES_TYPES | {"json": "text"}
+# How read_table selects a column so that ADBC returns plain Arrow types.
+_READ_CAST = {"money": "::text", "json": "::text"}
+_LOCK_TIMEOUT = "60s"
+_VIEWS = "warehouse_views"
+
+
+def _ddl_sync(warehouse: PostgresWarehouse, cur: psycopg.Cursor) -> None:
+    """Create every contract table, column and index that is missing, and only those.
+
+    DDL on an existing table would wait for (and block) its readers and loads.
+    """
+    columns = warehouse.columns(cur)
+    indexes = warehouse.indexes(cur)
+    for table in (*REPORTING_TABLES, PIPELINE_RUN):
+        target = warehouse.qualified(table.name)
+        if not any(t == table.name for t, _ in columns):
+            cur.execute(create_table_sql(table, POSTGRES_TYPES, target))
+        else:
+            for name, kind in table.columns:
+                if (table.name, name) not in columns:
+                    column = f"{quote_ident(name)} {POSTGRES_TYPES[kind]}"
+                    cur.execute(f"ALTER TABLE {target} ADD COLUMN {column}")
+        for column in _indexed_columns(table):
+            index = f"{table.name}_{column}_idx"
+            if index not in indexes:
+                cur.execute(
+                    f"CREATE INDEX {quote_ident(index)} ON {target} ({quote_ident(column)})"
+                )
+
+
+def _indexed_columns(table: Table) -> list[str]:
+    # The primary key of a reporting table starts with month, so it already serves
+    # month filters; pipeline_run's key starts with run_id and needs its own.
+    month = [] if table.key[0] == "month" else ["month"]
+    return month + [c for c in table.indexes if c != table.key[0]]
+
+
+def _type_mismatches(columns: Mapping[tuple[str, str], str]) -> list[str]:
+    """Contract columns whose PostgreSQL type is not the contract's."""
+    return [
+        f"{table.name}.{name} is {columns[(table.name, name)]}, expected {POSTGRES_TYPES[kind]}"
+        for table in (*REPORTING_TABLES, PIPELINE_RUN)
+        for name, kind in table.columns
+        if columns.get((table.name, name)) not in (None, POSTGRES_TYPES[kind])
+    ]
+
+
+# Ordered migrations: (version, description, function). Append, never edit or reorder.
+MIGRATIONS = ((1, "reporting tables, pipeline_run, keys and indexes", _ddl_sync),)
+
+
+class PostgresWarehouse:
+    """The reporting tables in one schema of a PostgreSQL database."""
+
+    def __init__(self, url: str, schema: str) -> None:
+        self.url = url
+        self.schema = plain_identifier(schema, "warehouse.schema")
+        self._adbc: adbc.Connection | None = None
+
+    def __repr__(self) -> str:
+        return f"PostgresWarehouse({redact_dsn(self.url)!r}, {self.schema!r})"
+
+    def qualified(self, table: str) -> str:
+        return f"{quote_ident(self.schema)}.{quote_ident(table)}"
+
+    # schema ---------------------------------------------------------------------------
+
+    def ensure_schema(self) -> None:
+        """Create or migrate the schema, tables, indexes and BI views; idempotent.
+
+        Does nothing (and takes no lock) when everything is in place, so that loads do
+        not wait for BI sessions that hold the views.
+        """
+        views = sql_text(_VIEWS)
+        views_digest = hashlib.sha256(views.encode()).hexdigest()
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            if not self._schema_problems(conn, views_digest):
+                return
+            with conn.transaction(), conn.cursor() as cur:
+                cur.execute("SELECT set_config('lock_timeout', %s, true)", [_LOCK_TIMEOUT])
+                cur.execute("SELECT pg_advisory_xact_lock(%s)", [_advisory_key(self.schema, "ddl")])
+                cur.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", [self.schema])
+                if cur.fetchone() is None:  # CREATE SCHEMA needs CREATE on the database
+                    cur.execute(f"CREATE SCHEMA {quote_ident(self.schema)}")
+                cur.execute(
+                    f"CREATE TABLE IF NOT EXISTS {self.qualified('schema_version')} ("
+                    "version integer PRIMARY KEY, description text NOT NULL, "
+                    "applied_at timestamp with time zone NOT NULL DEFAULT now())"
+                )
+                cur.execute(
+                    f"CREATE TABLE IF NOT EXISTS {self.qualified('schema_views')} ("
+                    "digest text PRIMARY KEY, "
+                    "created_at timestamp with time zone NOT NULL DEFAULT now())"
+                )
+                cur.execute(f"SELECT version FROM {self.qualified('schema_version')}")
+                applied = {row[0] for row in cur.fetchall()}
+                for version, description, migrate in MIGRATIONS:
+                    if version in applied:
+                        continue
+                    log.info("warehouse %s: migration %d (%s)", self.schema, version, description)
+                    migrate(self, cur)
+                    cur.execute(
+                        f"INSERT INTO {self.qualified('schema_version')} (version, description) "
+                        "VALUES (%s, %s)",
+                        [version, description],
+                    )
+                _ddl_sync(self, cur)  # the contract may have gained tables or columns since
+                mismatches = _type_mismatches(self.columns(cur))
+                if mismatches:
+                    raise WarehouseSchemaError(
+                        f"warehouse schema {self.schema!r} does not match the contract: "
+                        + "; ".join(mismatches)
+                    )
+                cur.execute(
+                    f"SELECT 1 FROM {self.qualified('schema_views')} WHERE digest = %s",
+                    [views_digest],
+                )
+                if cur.fetchone() is None:
+                    cur.execute(
+                        "SELECT set_config('search_path', %s, true)", [quote_ident(self.schema)]
+                    )
+                    cur.execute(views)
+                    cur.execute(f"DELETE FROM {self.qualified('schema_views')}")
+                    cur.execute(
+                        f"INSERT INTO {self.qualified('schema_views')} (digest) VALUES (%s)",
+                        [views_digest],
+                    )
+
+    def _schema_problems(self, conn: psycopg.Connection, views_digest: str) -> list[str]:
+        """What ensure_schema has to do (empty when the schema is up to date)."""
+        problems = []
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = %s AND c.relkind IN ('r', 'p')",
+                [self.schema],
+            )
+            existing = {row[0] for row in cur.fetchall()}
+            if not {"schema_version", "schema_views"} <= existing:
+                return ["schema not created"]
+            cur.execute(f"SELECT version FROM {self.qualified('schema_version')}")
+            applied = {row[0] for row in cur.fetchall()}
+            problems += [f"migration {v}" for v, _, _ in MIGRATIONS if v not in applied]
+            cur.execute(f"SELECT digest FROM {self.qualified('schema_views')}")
+            if [row[0] for row in cur.fetchall()] != [views_digest]:
+                problems.append("views")
+            columns = self.columns(cur)
+            for table in (*REPORTING_TABLES, PIPELINE_RUN):
+                missing = [c for c in table.column_names if (table.name, c) not in columns]
+                problems += [f"{table.name}.{c} missing" for c in missing]
+            problems += _type_mismatches(columns)
+            indexes = self.indexes(cur)
+            for table in (*REPORTING_TABLES, PIPELINE_RUN):
+                problems += [
+                    f"index {table.name}_{c}_idx"
+                    for c in _indexed_columns(table)
+                    if f"{table.name}_{c}_idx" not in indexes
+                ]
+        return problems
+
+    def columns(self, cur: psycopg.Cursor) -> dict[tuple[str, str], str]:
+        """(table, column) -> the column's type as PostgreSQL formats it."""
+        cur.execute(
+            "SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod) "
+            "FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relkind IN ('r', 'p') "
+            "AND a.attnum > 0 AND NOT a.attisdropped",
+            [self.schema],
+        )
+        return {(table, column): kind for table, column, kind in cur.fetchall()}
+
+    def indexes(self, cur: psycopg.Cursor) -> set[str]:
+        cur.execute("SELECT indexname FROM pg_indexes WHERE schemaname = %s", [self.schema])
+        return {row[0] for row in cur.fetchall()}
+
+    # loading --------------------------------------------------------------------------
+
+    def _connection(self) -> adbc.Connection:
+        if self._adbc is None:
+            self._adbc = adbc.connect(self.url, autocommit=False)
+        return self._adbc
+
+    def load_month(self, month: date, tables: Mapping[str, pa.Table], run: dict[str, Any]) -> None:
+        """Replace every reporting table's rows of ``month`` and record the run, atomically."""
+        missing = set(TABLES) - set(tables)
+        if missing:
+            raise ValueError(f"load of {month}: missing table(s) {sorted(missing)}")
+        incoming = {name: conform(table, tables[name]) for name, table in TABLES.items()}
+        for name, rows in incoming.items():
+            months = set(rows.column("month").unique().to_pylist())
+            if months - {month}:
+                raise ValueError(f"load of {month}: {name} has rows of {sorted(months - {month})}")
+        connection = self._connection()
+        cur = connection.cursor()
+        try:
+            # Staging first, outside the lock: the lock is held for the swap only.
+            for name, rows in incoming.items():
+                self._stage(cur, TABLES[name], rows)
+            self._stage(cur, PIPELINE_RUN, _run_table(run))
+            cur.execute(
+                "SELECT pg_advisory_xact_lock($1)",
+                parameters=(_advisory_key(self.schema, month.isoformat()),),
+            )
+            for name, table in TABLES.items():
+                cur.execute(
+                    f"DELETE FROM {self.qualified(name)} WHERE month = $1", parameters=(month,)
+                )
+                columns = ", ".join(quote_ident(c) for c in table.column_names)
+                cur.execute(
+                    f"INSERT INTO {self.qualified(name)} ({columns}) "
+                    f"SELECT {columns} FROM {_staging_name(table)}"
+                )
+            self._upsert_run(cur)
+            connection.commit()
+        except BaseException:
+            connection.rollback()
+            raise
+        finally:
+            cur.close()
+
+    def record_run(self, run: dict[str, Any]) -> None:
+        connection = self._connection()
+        cur = connection.cursor()
+        try:
+            self._stage(cur, PIPELINE_RUN, _run_table(run))
+            self._upsert_run(cur)
+            connection.commit()
+        except BaseException:
+            connection.rollback()
+            raise
+        finally:
+            cur.close()
+
+    def _stage(self, cur: adbc.Cursor, table: Table, rows: pa.Table) -> None:
+        """Bulk-load ``rows`` into a temporary table that the transaction's end drops."""
+        columns = ", ".join(f"{quote_ident(n)} {_STAGING_TYPES[k]}" for n, k in table.columns)
+        cur.execute(f"CREATE TEMPORARY TABLE {_staging_name(table)} ({columns}) ON COMMIT DROP")
+        if rows.num_rows:
+            cur.adbc_ingest(_staging_name(table, quoted=False), rows, mode="append", temporary=True)
+
+    def _upsert_run(self, cur: adbc.Cursor) -> None:
+        columns = PIPELINE_RUN.column_names
+        names = ", ".join(quote_ident(c) for c in columns)
+        values = ", ".join(
+            f"{quote_ident(c)}::jsonb" if kind == "json" else quote_ident(c)
+            for c, kind in PIPELINE_RUN.columns
+        )
+        updates = ", ".join(
+            f"{quote_ident(c)} = EXCLUDED.{quote_ident(c)}"
+            for c in columns
+            if c not in PIPELINE_RUN.key
+        )
+        key = ", ".join(quote_ident(c) for c in PIPELINE_RUN.key)
+        cur.execute(
+            f"INSERT INTO {self.qualified(PIPELINE_RUN.name)} ({names}) "
+            f"SELECT {values} FROM {_staging_name(PIPELINE_RUN)} "
+            f"ON CONFLICT ({key}) DO UPDATE SET {updates}"
+        )
+
+    # reading --------------------------------------------------------------------------
+
+    def read_table(self, name: str, month: date | None = None) -> pa.Table:
+        table = TABLES.get(name) or (PIPELINE_RUN if name == PIPELINE_RUN.name else None)
+        if table is None:
+            raise ValueError(f"unknown table {name!r}")
+        columns = ", ".join(
+            f"{quote_ident(c)}{_READ_CAST.get(kind, '')} AS {quote_ident(c)}"
+            for c, kind in table.columns
+        )
+        order = ", ".join(quote_ident(c) for c in table.key)
+        query = f"SELECT {columns} FROM {self.qualified(name)}"
+        connection = self._connection()
+        cur = connection.cursor()
+        try:
+            if month is None:
+                cur.execute(f"{query} ORDER BY {order}")
+            else:
+                cur.execute(f"{query} WHERE month = $1 ORDER BY {order}", parameters=(month,))
+            data = cur.fetch_arrow_table()
+        finally:
+            cur.close()
+            connection.rollback()  # end the read transaction: no snapshot is kept open
+        plain = pa.table(
+            [_plain_column(c) for c in data.columns],
+            names=data.column_names,
+        )
+        return plain.cast(table.arrow_schema())
+
+    def close(self) -> None:
+        if self._adbc is not None:
+            self._adbc.close()
+            self._adbc = None
+
+
+def _staging_name(table: Table, *, quoted: bool = True) -> str:
+    name = f"staging_{table.name}"
+    return quote_ident(name) if quoted else name
+
+
+def _run_table(run: Mapping[str, Any]) -> pa.Table:
+    return pa.Table.from_pylist([run_row(run)], PIPELINE_RUN.arrow_schema())
+
+
+def _plain_column(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    if isinstance(column.type, pa.BaseExtensionType):
+        return pa.chunked_array([c.storage for c in column.chunks], column.type.storage_type)
+    return column
+
+
+# --- BI access ---------------------------------------------------------------------------
+
+
+def create_readonly_role(url: str, schema: str, role: str, password: str | None = None) -> None:
+    """A login role for BI tools that can read the warehouse schema and nothing more.
+
+    USAGE on the schema, SELECT on its tables and views, SELECT on the tables and views
+    the pipeline creates there later (default privileges of the connecting user), and
+    read-only transactions by default. No CREATE, no writes. Re-running it re-applies
+    the grants and, when ``password`` is given, sets the password (sent to the server
+    only as a SCRAM verifier). Creates the warehouse schema first if needed.
+    """
+    plain_identifier(schema, "warehouse.schema")
+    plain_identifier(role, "role")
+    warehouse = PostgresWarehouse(url, schema)
+    try:
+        warehouse.ensure_schema()
+    finally:
+        warehouse.close()
+    role_id, schema_id = sql.Identifier(role), sql.Identifier(schema)
+    with psycopg.connect(url, autocommit=True) as conn, conn.transaction(), conn.cursor() as cur:
+        cur.execute(
+            "SELECT rolsuper OR rolcreaterole OR rolcreatedb OR rolbypassrls OR rolreplication "
+            "FROM pg_roles WHERE rolname = %s",
+            [role],
+        )
+        found = cur.fetchone()
+        if found is None:
+            cur.execute(
+                sql.SQL(
+                    "CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE "
+                    "NOREPLICATION NOBYPASSRLS"
+                ).format(role_id)
+            )
+        else:
+            extra = ["role attributes"] if found[0] else _rights_beyond_reading(cur, schema, role)
+            if extra:
+                raise ValueError(
+                    f"role {role!r} exists with more than read rights ({', '.join(extra)}); "
+                    "not changed"
+                )
+        cur.execute("SELECT has_database_privilege(%s, current_database(), 'CONNECT')", [role])
+        if not cur.fetchone()[0]:
+            cur.execute("SELECT current_database()")
+            database = sql.Identifier(cur.fetchone()[0])
+            cur.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(database, role_id))
+        for statement in (
+            "GRANT USAGE ON SCHEMA {schema} TO {role}",
+            "GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {role}",
+            "ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT SELECT ON TABLES TO {role}",
+            "ALTER ROLE {role} SET default_transaction_read_only = on",
+        ):
+            cur.execute(sql.SQL(statement).format(schema=schema_id, role=role_id))
+        if password is not None:
+            # libpq hashes the password (SCRAM) and sends only the verifier.
+            conn.pgconn.change_password(role.encode(), password.encode())
+
+
+def _rights_beyond_reading(cur: psycopg.Cursor, schema: str, role: str) -> list[str]:
+    """What an existing role may do in the schema besides reading."""
+    cur.execute("SELECT has_schema_privilege(%s, %s, 'CREATE')", [role, schema])
+    extra = ["CREATE on the schema"] if cur.fetchone()[0] else []
+    cur.execute(
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'v', 'm') "
+        "AND has_table_privilege(%s, c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE') "
+        "ORDER BY c.relname",
+        [schema, role],
+    )
+    extra += [f"writes to {row[0]}" for row in cur.fetchall()]
+    return extra
