@@ -43,9 +43,16 @@ good_payments as (
 ),
 
 bad_rows as (
+    -- rows that broke a rule kept their raw text; conflicting good rows show their values
     select
-        raw_payment_id, raw_customer_id, raw_paid_at, raw_amount, raw_currency, raw_units,
-        raw_cost, source_file, month,
+        coalesce(raw_payment_id, payment_id) as raw_payment_id,
+        coalesce(raw_customer_id, customer_id) as raw_customer_id,
+        coalesce(raw_paid_at, paid_at::varchar) as raw_paid_at,
+        coalesce(raw_amount, amount::varchar) as raw_amount,
+        coalesce(raw_currency, currency) as raw_currency,
+        coalesce(raw_units, units::varchar) as raw_units,
+        coalesce(raw_cost, cost::varchar) as raw_cost,
+        source_file, month,
         coalesce(problem, 'payment_id repeated with different values') as problem
     from of_this_month
     where problem is not null

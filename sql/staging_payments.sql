@@ -61,6 +61,22 @@ judged as (
             when $has_cost and cost < 0 then 'negative cost'
         end as problem
     from parsed
+),
+
+final as (
+    -- the raw text is kept for bad rows only (messages and quarantine): a big month's
+    -- good rows would otherwise be held twice
+    select
+        payment_id, customer_id, paid_at, amount, currency, units, cost, month, problem,
+        source_file,
+        case when problem is not null then raw_payment_id end as raw_payment_id,
+        case when problem is not null then raw_customer_id end as raw_customer_id,
+        case when problem is not null then raw_paid_at end as raw_paid_at,
+        case when problem is not null then raw_amount end as raw_amount,
+        case when problem is not null then raw_currency end as raw_currency,
+        case when problem is not null then raw_units end as raw_units,
+        case when problem is not null then raw_cost end as raw_cost
+    from judged
 )
 
-select * from judged
+select * from final

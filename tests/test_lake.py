@@ -261,8 +261,11 @@ def test_same_payment_id_with_different_values_is_an_error(tmp_path) -> None:
             ("p1", "c1", "2026-01-05", "11.00", "EUR"),
         ],
     )
-    with pytest.raises(BadInputError, match="payment_id repeated with different values: 2 row"):
+    with pytest.raises(
+        BadInputError, match="payment_id repeated with different values: 2 row"
+    ) as e:
         extract(csv_config(tmp_path, source), JAN)
+    assert "amount='11.00'" in str(e.value) and "amount='10.00'" in str(e.value)
 
 
 def test_a_failed_re_extract_keeps_the_previous_partition(tmp_path) -> None:
