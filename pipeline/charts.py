@@ -67,7 +67,7 @@ def _segments_by_month(warehouse: Warehouse, folder: Path, metric: str) -> Path:
         bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
     ax.set(title=f"Customers per monthly segment (by {metric})", ylabel="customers")
     ax.tick_params(axis="x", rotation=60, labelsize=7)
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return _save(fig, folder / f"segments_{metric}.png")
 
 

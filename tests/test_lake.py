@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import csv
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -410,14 +410,34 @@ def test_extract_killed_midway_leaves_the_partition_intact(tmp_path, where) -> N
     assert _partition_bytes(cfg, FEB) == before[FEB]
 
 
-def test_golden_inputs_extract_with_the_counts_their_customer_month_implies(golden, tmp_path):
-    expected = {  # rows read, duplicates (from the inputs and expected/customer_month.csv)
-        ("basics", JAN): 11,
-        ("basics", FEB): 8,
-        ("basics", MAR): 5,
-    }
-    cfg = csv_config(tmp_path, golden / "basics" / "payments.csv")
-    manifests = {m: extract(cfg, m) for m in (JAN, FEB, MAR)}
-    assert {("basics", m): man.rows_written for m, man in manifests.items()} == expected
-    assert [manifests[m].rows_duplicate for m in (JAN, FEB, MAR)] == [0, 1, 0]
-    assert os.path.exists(lake.partition_dir(cfg.lake.root, MAR) / "manifest.json")
+GOLDEN_SETUP = {"basics": ("UTC", "2026-01"), "full": ("Europe/Oslo", "2025-01")}
+
+
+@pytest.mark.parametrize("case", sorted(GOLDEN_SETUP))
+def test_golden_inputs_extract_with_the_counts_their_customer_month_implies(
+    golden, tmp_path, case
+) -> None:
+    zone, start = GOLDEN_SETUP[case]
+    source = golden / case / "payments.csv"
+    lines = source.read_text().splitlines()[1:]
+    expected_duplicates = len(lines) - len(set(lines))
+    expected = {}  # month -> (sum of revenue, sum of payments) from expected/customer_month
+    for row in csv.DictReader((golden / case / "expected" / "customer_month.csv").open()):
+        revenue, payments = expected.get(row["month"], (Decimal(0), 0))
+        expected[row["month"]] = (
+            revenue + Decimal(row["revenue"]),
+            payments + int(row["payments"]),
+        )
+    cfg = csv_config(tmp_path, source, timezone=zone, history_start=start)
+    months = [date.fromisoformat(m) for m in sorted(expected)]
+    manifests = dict(lake.extract_months(cfg, months))
+    duplicates = 0
+    for month, manifest in manifests.items():
+        revenue, payments = expected[month.isoformat()]
+        rows = lake_rows(cfg, month)
+        assert Decimal(manifest.amount_sum) == revenue, month
+        assert sum(1 for r in rows if r["amount"] > 0) == payments, month
+        assert manifest.rows_read == manifest.rows_written + manifest.rows_duplicate
+        duplicates += manifest.rows_duplicate
+    assert duplicates == expected_duplicates
+    assert sum(m.rows_read for m in manifests.values()) == len(lines)
