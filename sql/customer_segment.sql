@@ -22,13 +22,19 @@ vips_of_previous_month as (
     where month = $previous_month and is_vip and $has_previous_month
 ),
 
+vip_counts as (
+    select metric, count(*) filter (where is_vip) as n_vip
+    from this_month
+    group by metric
+),
+
 with_previous as (
     select
         this_month.*,
         vips_of_previous_month.customer_id is not null as was_vip,
-        count(*) filter (where this_month.is_vip)
-            over (partition by this_month.metric) as n_vip
+        vip_counts.n_vip
     from this_month
+    join vip_counts using (metric)
     left join vips_of_previous_month using (metric, customer_id)
 ),
 
