@@ -117,7 +117,7 @@ def main() -> None:
             f"{total:.2f}",
             f"{100 * gates / total:.0f} %",
         )
-    console = Console()
+    console = Console(width=160)
     console.print(table)
     console.print(f"demo backfill of {spec.months} months (jobs=1): {backfill_seconds:.1f} s")
 

@@ -125,7 +125,13 @@ def _step(cfg: Config, month: date, run_id: str, name: str) -> Iterator[Path]:
     except Exception as exc:
         _update_state(folder, failed_step=name, error=str(exc))
         if _record_failures:
-            record_failure(cfg, month, run_id)
+            try:
+                record_failure(cfg, month, run_id)
+            except Exception as record_error:  # e.g. another process holds the DuckDB file
+                exc.add_note(
+                    f"(the failure could not be recorded in pipeline_run: {record_error};"
+                    f" it is in {folder / 'run.json'})"
+                )
         raise
 
 
