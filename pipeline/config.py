@@ -201,6 +201,19 @@ class ChecksConfig(_Section):
     severity: dict[str, Literal["error", "warning"]] = Field(default_factory=dict)
     batch_rows: int = Field(default=500_000, ge=1_000)
 
+    @field_validator("severity")
+    @classmethod
+    def _check_names(cls, value: dict[str, str]) -> dict[str, str]:
+        # a misspelt name would silently leave its check at "error"
+        pattern = re.compile(r"^(raw|customer_month|outputs|before_load)\.[a-z0-9_.]+$")
+        unknown = sorted(name for name in value if not pattern.match(name))
+        if unknown:
+            raise ValueError(
+                f"{unknown} are not check names (raw.*, customer_month.*, outputs.*, "
+                "before_load.*: see a gate report for the exact names)"
+            )
+        return value
+
 
 class RunConfig(_Section):
     root: Path = Path("runs")

@@ -60,6 +60,8 @@ def test_float_shares_are_read_as_exact_decimals(tmp_path: Path) -> None:
         ({"segmentation": {"windows": [0, 3]}}, "segmentation.windows"),
         ({"segmentation": {"vip_shar": 0.2}}, "segmentation.vip_shar"),
         ({"warehouse": {"url": "mysql://x"}}, "warehouse.url"),
+        ({"checks": {"severity": {"currency_is_configured": "warning"}}}, "not check names"),
+        ({"checks": {"severity": {"raw.currency_is_configured": "ignore"}}}, "checks.severity"),
     ],
 )
 def test_invalid_keys_are_named(tmp_path: Path, sections: dict, message: str) -> None:
