@@ -30,8 +30,7 @@ class SourceError(RuntimeError):
 class SourceRows:
     """What an extract knows about the rows it reads."""
 
-    label: str  # the file(s) or table, for messages
-    files: tuple[str, ...]
+    label: str  # the file(s) or table, for messages and the manifest
     columns_present: tuple[str, ...]  # optional canonical columns the source has
 
 
@@ -66,12 +65,11 @@ def open_months(
             relation = con.table(f"source_db.{source.table}")
         except duckdb.CatalogException as exc:
             raise SourceError(f"{db}: table {source.table!r} not found") from exc
-        files, label = (str(db),), f"{db}:{source.table}"
+        label = f"{db}:{source.table}"
     elif source.kind == "postgres":
         from pipeline.postgres import read_source_month
 
         relation, label = read_source_month(con, source, first, last, timezone)
-        files = (label,)
     else:  # pragma: no cover - the config model rejects other kinds
         raise SourceError(f"unknown source kind {source.kind!r}")
 
@@ -79,7 +77,7 @@ def open_months(
     relation = _filter_months(relation, source.source_column("paid_at"), first, last, timezone)
     _canonical_view(relation, source, present, label).create_view("source_rows", replace=True)
     optional = tuple(c for c in present if c not in REQUIRED_COLUMNS)
-    return SourceRows(label=label, files=tuple(files), columns_present=optional)
+    return SourceRows(label=label, columns_present=optional)
 
 
 def _expand(pattern: str) -> tuple[str, ...]:
