@@ -128,6 +128,8 @@ class BusinessConfig(_Section):
 class LakeConfig(_Section):
     root: Path = Path("lake")
     quarantine: bool = False
+    # DuckDB's memory for an extract; beyond it DuckDB spills to <root>/.spill
+    memory_limit: str = "512MB"
 
 
 class WarehouseConfig(_Section):

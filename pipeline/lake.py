@@ -134,7 +134,10 @@ def extract_months(
     """
     months = sorted(parse_month(m) for m in months)
     quarantine = cfg.lake.quarantine if quarantine is None else quarantine
-    con = connect(cfg.business.timezone)
+    spill = Path(cfg.lake.root) / ".spill"
+    con = connect(
+        cfg.business.timezone, memory_limit=cfg.lake.memory_limit, temp_directory=str(spill)
+    )
     try:
         source = open_months(con, cfg.source, months[0], months[-1], cfg.business.timezone)
         run_sql(
@@ -237,10 +240,15 @@ def _bad_rows(con: duckdb.DuckDBPyConnection, *, dated: bool) -> pa.Table:
 
 
 def _fingerprint(con: duckdb.DuckDBPyConnection) -> str:
-    """A hash of the month's delivered rows (typed good rows with copies, raw bad rows)."""
+    """A hash of the month's delivered rows (typed good rows with copies, raw bad rows).
+
+    Order-independent and streaming: the sums of each row's MD5 halves, not one string
+    of the whole month, so a month of any size fits in bounded memory.
+    """
     row = con.execute(
         """
-        select md5(coalesce(string_agg(line, chr(10) order by line), ''))
+        select md5(concat_ws('|', count(*), coalesce(sum(md5_number_lower(line)::hugeint), 0),
+                             coalesce(sum(md5_number_upper(line)::hugeint), 0)))
         from (
             select concat_ws('|', coalesce(payment_id, '\\N'), coalesce(customer_id, '\\N'),
                 coalesce(epoch_us(paid_at)::varchar, '\\N'), coalesce(amount::varchar, '\\N'),

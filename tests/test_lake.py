@@ -338,14 +338,16 @@ def test_re_extract_replaces_its_month_only(tmp_path) -> None:
         ],
     )
     cfg = csv_config(tmp_path, source)
-    extract(cfg, JAN)
+    january = extract(cfg, JAN).fingerprint
     extract(cfg, FEB)
     february = _partition_bytes(cfg, FEB)
     write_payments(
         source,
         [("p1", "c1", "2026-01-05", "11.00", "EUR"), ("p3", "c1", "2026-01-06", "1.00", "EUR")],
     )
-    assert extract(cfg, JAN).amount_sum == "12.00"
+    restated = extract(cfg, JAN)
+    assert restated.amount_sum == "12.00"
+    assert restated.fingerprint != january  # the source data of January changed
     assert _partition_bytes(cfg, FEB) == february
     assert len(list(lake.partition_dir(cfg.lake.root, JAN).iterdir())) == 2  # data + manifest
 
