@@ -18,6 +18,7 @@ import hashlib
 import logging
 import re
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, date
 from typing import Any
 
@@ -33,7 +34,7 @@ from pipeline.months import month_bounds
 from pipeline.schema import PIPELINE_RUN, REPORTING_TABLES, TABLES, Table
 from pipeline.sources import SourceError
 from pipeline.sql import sql_text
-from pipeline.warehouse import conform, create_table_sql, run_row
+from pipeline.warehouse import create_table_sql, month_tables, run_row
 
 log = logging.getLogger(__name__)
 
@@ -512,19 +513,23 @@ class PostgresWarehouse:
             self._adbc = adbc.connect(self.url, autocommit=False)
         return self._adbc
 
-    def load_month(self, month: date, tables: Mapping[str, pa.Table], run: dict[str, Any]) -> None:
-        """Replace every reporting table's rows of ``month`` and record the run, atomically."""
-        missing = set(TABLES) - set(tables)
-        if missing:
-            raise ValueError(f"load of {month}: missing table(s) {sorted(missing)}")
-        incoming = {name: conform(table, tables[name]) for name, table in TABLES.items()}
-        for name, rows in incoming.items():
-            months = set(rows.column("month").unique().to_pylist())
-            if months - {month}:
-                raise ValueError(f"load of {month}: {name} has rows of {sorted(months - {month})}")
+    @contextmanager
+    def _transaction(self) -> Iterator[adbc.Cursor]:
         connection = self._connection()
         cur = connection.cursor()
         try:
+            yield cur
+            connection.commit()
+        except BaseException:
+            connection.rollback()
+            raise
+        finally:
+            cur.close()
+
+    def load_month(self, month: date, tables: Mapping[str, pa.Table], run: dict[str, Any]) -> None:
+        """Replace every reporting table's rows of ``month`` and record the run, atomically."""
+        incoming = month_tables(month, tables)
+        with self._transaction() as cur:
             # Staging first, outside the lock: the lock is held for the swap only.
             for name, rows in incoming.items():
                 self._stage(cur, TABLES[name], rows)
@@ -543,25 +548,11 @@ class PostgresWarehouse:
                     f"SELECT {columns} FROM {_staging_name(table)}"
                 )
             self._upsert_run(cur)
-            connection.commit()
-        except BaseException:
-            connection.rollback()
-            raise
-        finally:
-            cur.close()
 
     def record_run(self, run: dict[str, Any]) -> None:
-        connection = self._connection()
-        cur = connection.cursor()
-        try:
+        with self._transaction() as cur:
             self._stage(cur, PIPELINE_RUN, _run_table(run))
             self._upsert_run(cur)
-            connection.commit()
-        except BaseException:
-            connection.rollback()
-            raise
-        finally:
-            cur.close()
 
     def _stage(self, cur: adbc.Cursor, table: Table, rows: pa.Table) -> None:
         """Bulk-load ``rows`` into a temporary table that the transaction's end drops."""

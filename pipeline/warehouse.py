@@ -14,7 +14,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 from typing import Any, Protocol
@@ -76,6 +77,20 @@ def create_table_sql(table: Table, types: Mapping[str, str], qualified: str) -> 
     return f"CREATE TABLE IF NOT EXISTS {qualified} (\n    {columns},\n    PRIMARY KEY ({key})\n)"
 
 
+def month_tables(month: date, tables: Mapping[str, pa.Table]) -> dict[str, pa.Table]:
+    """Every reporting table of a month's load, conformed to the contract; a missing table
+    or a row of another month is an error (nothing is loaded)."""
+    missing = set(TABLES) - set(tables)
+    if missing:
+        raise ValueError(f"load of {month}: missing table(s) {sorted(missing)}")
+    incoming = {name: conform(table, tables[name]) for name, table in TABLES.items()}
+    for name, rows in incoming.items():
+        others = set(rows.column("month").unique().to_pylist()) - {month}
+        if others:
+            raise ValueError(f"load of {month}: {name} has rows of {sorted(others)}")
+    return incoming
+
+
 def conform(table: Table, data: pa.Table) -> pa.Table:
     """The table's columns in contract order and types (extra columns are an error)."""
     extra = set(data.column_names) - set(table.column_names)
@@ -99,33 +114,29 @@ class DuckDBWarehouse:
             self.con.execute(create_table_sql(table, DUCKDB_TYPES, table.name))
         self.con.execute(sql_text("warehouse_views"))
 
-    def load_month(self, month: date, tables: Mapping[str, pa.Table], run: dict[str, Any]) -> None:
-        missing = set(TABLES) - set(tables)
-        if missing:
-            raise ValueError(f"load of {month}: missing table(s) {sorted(missing)}")
-        con = self.con
-        con.execute("BEGIN TRANSACTION")
+    @contextmanager
+    def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        self.con.execute("BEGIN TRANSACTION")
         try:
-            for name, table in TABLES.items():
-                rows = conform(table, tables[name])
+            yield self.con
+            self.con.execute("COMMIT")
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+
+    def load_month(self, month: date, tables: Mapping[str, pa.Table], run: dict[str, Any]) -> None:
+        incoming = month_tables(month, tables)
+        with self._transaction() as con:
+            for name, rows in incoming.items():
                 con.execute(f"DELETE FROM {name} WHERE month = ?", [month])
                 con.register("incoming_rows", rows)
                 con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM incoming_rows")
                 con.unregister("incoming_rows")
             self._insert_run(run)
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
 
     def record_run(self, run: dict[str, Any]) -> None:
-        self.con.execute("BEGIN TRANSACTION")
-        try:
+        with self._transaction():
             self._insert_run(run)
-            self.con.execute("COMMIT")
-        except BaseException:
-            self.con.execute("ROLLBACK")
-            raise
 
     def _insert_run(self, run: Mapping[str, Any]) -> None:
         row = run_row(run)
