@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import Counter
 from datetime import date
 from pathlib import Path
 from typing import Annotated
@@ -175,8 +176,17 @@ def _summary(cfg: Config, months: list[date]) -> None:
             for r in warehouse.read_table("pareto_summary").to_pylist()
             if r["window_months"] == 1
         }
-        segments = warehouse.read_table("customer_segment").to_pylist()
-        alerts = warehouse.read_table("customer_alert").to_pylist()
+        # one pass over each table, counting the revenue rows per month
+        vips = Counter(
+            r["month"]
+            for r in warehouse.read_table("customer_segment").to_pylist()
+            if r["metric"] == "revenue" and r["segment"] == "vip"
+        )
+        alerts = Counter(
+            r["month"]
+            for r in warehouse.read_table("customer_alert").to_pylist()
+            if r["metric"] == "revenue"
+        )
     finally:
         warehouse.close()
     table = Table(title="Monthly summary (metric: revenue, window 1)")
@@ -187,16 +197,11 @@ def _summary(cfg: Config, months: list[date]) -> None:
         if row is None:
             table.add_row(format_month(month), "0", "0", "0", "0", "0", "0", "0")
             continue
-        vips = sum(
-            1
-            for s in segments
-            if s["month"] == month and s["metric"] == "revenue" and s["segment"] == "vip"
-        )
-        n_alerts = sum(1 for a in alerts if a["month"] == month and a["metric"] == "revenue")
+        n_alerts, n_vips = alerts[month], vips[month]
         table.add_row(
             format_month(month),
             str(row["n_customers"]),
-            str(vips),
+            str(n_vips),
             str(row["n_class_a"]),
             str(row["n_class_b"]),
             str(row["n_class_c"]),
@@ -284,9 +289,7 @@ def grant_reader(
         create_readonly_role(cfg.warehouse.url, cfg.warehouse.schema_name, role, password)
     except ValueError as exc:
         _fail(str(exc))
-    console.print(
-        f"role {role!r} can read schema {cfg.warehouse.schema_name!r} and nothing more"
-    )
+    console.print(f"role {role!r} can read schema {cfg.warehouse.schema_name!r} and nothing more")
 
 
 def main() -> None:  # pragma: no cover - console entry point

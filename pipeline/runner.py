@@ -164,16 +164,7 @@ def raw_gate_step(cfg: ConfigLike, month: str | date, run_id: str) -> dict[str, 
     cfg, month = _config(cfg), parse_month(month)
     with _step(cfg, month, run_id, "raw_gate") as folder:
         if "extract" not in _read_state(folder):  # a run that reuses the lake as it is
-            manifest = lake.read_manifest(cfg.lake.root, month)
-            _update_state(
-                folder,
-                extract={
-                    "rows_read": manifest.rows_read,
-                    "rows_duplicate": manifest.rows_duplicate,
-                    "rows_quarantined": manifest.rows_quarantined,
-                    "fingerprint": manifest.fingerprint,
-                },
-            )
+            _record_extract(folder, lake.read_manifest(cfg.lake.root, month))
         report = checks.gate_raw(cfg, month, folder)
         _add_gate(folder, report)
         checks.raise_if_failed(report)
