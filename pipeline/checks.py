@@ -22,14 +22,16 @@ number to compare: exact sums are decided in DuckDB, and decimal columns are han
 GX as float only for sign and range checks, which that conversion cannot change.
 
 Each gate writes GX's validation results as JSON and a readable HTML page into
-``<out_dir>/gates/``. GX takes seconds to import, so it is imported on first use, once
-per process, never when this module is imported.
+``<out_dir>/gates/``. GX takes seconds to import, so it is imported on first use (or in
+the background by ``warm_up()``), once per process, never when this module is imported.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -50,7 +52,7 @@ from pipeline.config import CANONICAL_COLUMNS, REQUIRED_COLUMNS, Config
 from pipeline.lake import PAYMENTS_SCHEMA, month_files, read_manifest
 from pipeline.months import format_month, month_bounds, parse_month
 from pipeline.schema import TABLES
-from pipeline.sql import connect, run_sql
+from pipeline.sql import bounded_connection, run_sql
 
 EXAMPLES = 5  # bad values or rows kept per check
 SHARE_TOLERANCE = 1e-9  # shares are floating point; the spec compares them within 1e-9
@@ -579,7 +581,7 @@ def _table_batches(table: pa.Table, batch_rows: int) -> Callable[[], Iterator]:
 
 @contextmanager
 def _duckdb(cfg: Config) -> Iterator[duckdb.DuckDBPyConnection]:
-    con = connect(cfg.business.timezone)
+    con = bounded_connection(cfg)
     try:
         yield con
     finally:
@@ -667,10 +669,28 @@ def _frame(table: pa.Table):
 # -- running GX ------------------------------------------------------------------------
 
 _GX: SimpleNamespace | None = None
+_GX_LOCK = threading.Lock()
+
+
+def warm_up() -> None:
+    """Import Great Expectations in a background thread, so that its seconds of importing
+    overlap with the month's extract and computation (DuckDB releases the GIL) instead of
+    delaying the first gate. The gates wait for it; a failure shows there."""
+
+    def load() -> None:
+        with contextlib.suppress(Exception):
+            _gx()
+
+    threading.Thread(target=load, name="gx-import", daemon=True).start()
 
 
 def _gx() -> SimpleNamespace:
     """Great Expectations, imported and set up once per process (it takes seconds)."""
+    with _GX_LOCK:
+        return _load_gx()
+
+
+def _load_gx() -> SimpleNamespace:
     global _GX
     if _GX is None:
         os.environ["GX_ANALYTICS_ENABLED"] = "false"

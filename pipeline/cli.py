@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 import time
-from collections import Counter
 from datetime import date
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
 
@@ -102,17 +102,17 @@ def run(
 
     first, cfg = _month(month), _load(config)
     try:
-        runner.run_month(cfg, first, extract=do_extract)
+        results = [runner.run_month(cfg, first, extract=do_extract)]
         console.print(f"{format_month(first)}: loaded")
         if cascade:
             later = runner.months_reading(cfg, first)[1:]
             if later:
-                results = _backfill(cfg, later[0], later[-1], jobs=1, extract=False)
-                if any(r.status != "loaded" for r in results):
-                    raise typer.Exit(1)
+                results += _backfill(cfg, later[0], later[-1], jobs=1, extract=False)
     except _known_errors() as exc:
         _fail(str(exc))
-    _summary(cfg, [first])
+    _summary(cfg, results)
+    if any(r.status != "loaded" for r in results):
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -131,7 +131,7 @@ def backfill(
         results = _backfill(cfg, first_month, last_month, jobs=jobs, extract=do_extract)
     except _known_errors() as exc:
         _fail(str(exc))
-    _summary(cfg, [r.month for r in results if r.status == "loaded"])
+    _summary(cfg, results)
     if any(r.status != "loaded" for r in results):
         raise typer.Exit(1)
 
@@ -164,49 +164,24 @@ def _backfill(cfg: Config, first: date, last: date, *, jobs: int, extract: bool)
     return results
 
 
-def _summary(cfg: Config, months: list[date]) -> None:
-    from pipeline.warehouse import open_warehouse
+def _summary(cfg: Config, results: list) -> None:
+    """One line per loaded month, from the month's own run record (never a warehouse scan)."""
+    from pipeline import runner
 
-    if not months:
+    loaded = sorted((r for r in results if r.status == "loaded"), key=lambda r: r.month)
+    if not loaded:
         return
-    warehouse = open_warehouse(cfg)
-    try:
-        overview = {
-            (r["month"], r["metric"]): r
-            for r in warehouse.read_table("pareto_summary").to_pylist()
-            if r["window_months"] == 1
-        }
-        # one pass over each table, counting the revenue rows per month
-        vips = Counter(
-            r["month"]
-            for r in warehouse.read_table("customer_segment").to_pylist()
-            if r["metric"] == "revenue" and r["segment"] == "vip"
-        )
-        alerts = Counter(
-            r["month"]
-            for r in warehouse.read_table("customer_alert").to_pylist()
-            if r["metric"] == "revenue"
-        )
-    finally:
-        warehouse.close()
-    table = Table(title="Monthly summary (metric: revenue, window 1)")
-    for column in ("month", "customers", "VIPs", "A", "B", "C", "alerts", "revenue"):
+    lines = [(r.month, runner.month_headline(cfg, r.month, r.run_id) or {}) for r in loaded]
+    metric = next((h["metric"] for _, h in lines if h.get("metric")), "revenue")
+    table = Table(title=f"Monthly summary (metric: {metric}, window 1)")
+    for column in ("month", "customers", "VIPs", "A", "B", "C", "alerts", metric):
         table.add_column(column, justify="right")
-    for month in sorted(months):
-        row = overview.get((month, "revenue"))
-        if row is None:
-            table.add_row(format_month(month), "0", "0", "0", "0", "0", "0", "0")
-            continue
-        n_alerts, n_vips = alerts[month], vips[month]
+    for month, h in lines:
         table.add_row(
             format_month(month),
-            str(row["n_customers"]),
-            str(n_vips),
-            str(row["n_class_a"]),
-            str(row["n_class_b"]),
-            str(row["n_class_c"]),
-            str(n_alerts),
-            f"{row['total_value']:,}",
+            *(str(h.get(k, 0)) for k in ("customers", "vips", "class_a", "class_b", "class_c")),
+            str(h.get("alerts", 0)),
+            f"{Decimal(h.get('value', '0')):,}",
         )
     console.print(table)
 
@@ -236,7 +211,7 @@ def demo(
     cfg = _load(config_path)
     results = _backfill(cfg, spec.first_month, spec.last_month, jobs=jobs, extract=True)
     loaded = [r.month for r in results if r.status == "loaded"]
-    _summary(cfg, loaded)
+    _summary(cfg, results)
     warehouse = open_warehouse(cfg)
     try:
         charts = write_charts(warehouse, folder / "charts", spec.last_month)

@@ -128,7 +128,8 @@ class BusinessConfig(_Section):
 class LakeConfig(_Section):
     root: Path = Path("lake")
     quarantine: bool = False
-    # DuckDB's memory for an extract; beyond it DuckDB spills to <root>/.spill
+    # DuckDB's memory for each step of a month (extract, compute, checks); beyond it
+    # DuckDB spills to <root>/.spill
     memory_limit: str = "512MB"
 
 

@@ -4,12 +4,19 @@ Layout::
 
     lake/payments/month=YYYY-MM/manifest.json        what the extract read and wrote
     lake/payments/month=YYYY-MM/part-<hash>.parquet  the month's payments
+    lake/payments/month=YYYY-MM/customer_month-<hash>.parquet
+                                                     the month's customer_month, derived
+                                                     from those payments and published
+                                                     with them (sql/customer_month.sql)
     lake/quarantine/month=YYYY-MM/bad-rows.parquet   bad rows set aside (quarantine on)
     lake/quarantine/undated/bad-rows.parquet         rows with no usable paid_at
 
 A partition is published by atomically replacing its manifest; readers only ever
 open the files the manifest names, so a half-written file, a killed extract or an
-orphan temporary file is never read. A re-extract touches its own month only.
+orphan temporary file is never read. A re-extract touches its own month only, and
+replaces the month's derived customer_month with its payments, in the same publish: the
+computation of month M reads the derived files of M-11 .. M instead of re-aggregating a
+year of payments, and can never see a customer_month older than its payments.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import duckdb
@@ -29,10 +37,11 @@ import pyarrow.parquet as pq
 
 from pipeline.config import Config
 from pipeline.months import format_month, parse_month
+from pipeline.schema import TABLES
 from pipeline.sources import SourceRows, open_months
-from pipeline.sql import connect, run_sql
+from pipeline.sql import bounded_connection, run_sql
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the partition carries its derived customer_month
 PAYMENTS_SCHEMA = pa.schema(
     [
         pa.field("payment_id", pa.string(), nullable=False),
@@ -47,6 +56,13 @@ PAYMENTS_SCHEMA = pa.schema(
 )
 _RAW_COLUMNS = ("payment_id", "customer_id", "paid_at", "amount", "currency", "units", "cost")
 _EXAMPLES_PER_PROBLEM = 3
+# The most money one month may carry, as the sum of |amount| and as the sum of cost. It
+# keeps every figure computed from a year of months exact and inside its type: a
+# customer's window value (at most 13 months of revenue or margin, |margin| <= |amount| +
+# cost) fits DECIMAL(18, 2) many times over, and the XYZ and concentration figures, which
+# square those values in HUGEINT cents, stay below 10^30. A month above it is rejected at
+# extract, by name, instead of overflowing later.
+MONTH_MONEY_LIMIT = Decimal("100000000000.00")
 
 
 class BadInputError(ValueError):
@@ -74,6 +90,7 @@ class Manifest:
     fingerprint: str
     data_files: list[str]
     problems: dict[str, int] = field(default_factory=dict)
+    customer_month_file: str | None = None  # None in partitions of schema version 1
     schema_version: int = SCHEMA_VERSION
     extracted_at: str = ""
 
@@ -99,6 +116,12 @@ def month_files(lake_root: Path, month: date) -> list[str]:
     manifest = read_manifest(lake_root, month)
     folder = partition_dir(lake_root, month)
     return [str(folder / name) for name in manifest.data_files]
+
+
+def customer_month_file(lake_root: Path, month: date) -> str | None:
+    """The month's derived customer_month file, or None (a partition of schema version 1)."""
+    name = read_manifest(lake_root, month).customer_month_file
+    return str(partition_dir(lake_root, month) / name) if name else None
 
 
 def read_month(lake_root: Path, month: date) -> pa.Table:
@@ -134,10 +157,7 @@ def extract_months(
     """
     months = sorted(parse_month(m) for m in months)
     quarantine = cfg.lake.quarantine if quarantine is None else quarantine
-    spill = Path(cfg.lake.root) / ".spill"
-    con = connect(
-        cfg.business.timezone, memory_limit=cfg.lake.memory_limit, temp_directory=str(spill)
-    )
+    con = bounded_connection(cfg)
     try:
         source = open_months(con, cfg.source, months[0], months[-1], cfg.business.timezone)
         run_sql(
@@ -172,6 +192,7 @@ def _extract_month(
     if problems and not quarantine:
         raise BadInputError(_bad_input_message(con, source.label, month, problems))
 
+    _check_money_limit(con, source.label, month)
     good = _good_rows(con)
     _verify(good, con)
     dated_bad, undated_bad = _bad_rows(con, dated=True), _bad_rows(con, dated=False)
@@ -202,13 +223,46 @@ def _extract_month(
         data_files=[],
         problems=problems,
     )
+    customer_month = _customer_month(con, source)
     root = Path(cfg.lake.root)
     if quarantine:
         _publish_table(root / "quarantine" / f"month={format_month(month)}", "bad-rows", dated_bad)
         if undated_bad.num_rows:
             _publish_table(root / "quarantine" / "undated", "bad-rows", undated_bad)
-    _publish_partition(partition_dir(root, month), good, manifest)
+    _publish_partition(partition_dir(root, month), good, customer_month, manifest)
     return manifest
+
+
+def _customer_month(con: duckdb.DuckDBPyConnection, source: SourceRows) -> pa.Table:
+    """The month's customer_month rows from its good payments (sql/customer_month.sql)."""
+    con.execute(
+        "create or replace temp view lake_payments as "
+        "select * from staged_payments where problem is null"
+    )
+    run_sql(
+        con,
+        "customer_month",
+        create="month_customers",
+        has_units="units" in source.columns_present,
+        has_margin="cost" in source.columns_present,
+    )
+    table = con.sql("select * from month_customers order by customer_id").to_arrow_table()
+    return table.cast(TABLES["customer_month"].arrow_schema())
+
+
+def _check_money_limit(con: duckdb.DuckDBPyConnection, label: str, month: date) -> None:
+    amounts, costs = con.execute(
+        "select coalesce(sum(abs(amount)), 0), coalesce(sum(cost), 0) "
+        "from staged_payments where problem is null"
+    ).fetchall()[0]
+    for what, total in (("amounts (|amount|)", amounts), ("costs", costs)):
+        if total > MONTH_MONEY_LIMIT:
+            raise BadInputError(
+                f"{label}: month {format_month(month)}: the sum of its {what} is {total}, above "
+                f"the {MONTH_MONEY_LIMIT:,} a month may carry (so that a year of sums and their "
+                "squares stay exact); nothing of this month was written. Check the source for "
+                "amounts in the wrong unit (cents as whole currency units) or a broken row."
+            )
 
 
 def _good_rows(con: duckdb.DuckDBPyConnection) -> pa.Table:
@@ -298,15 +352,19 @@ def _bad_input_message(
     return "\n".join(lines)
 
 
-def _publish_partition(folder: Path, good: pa.Table, manifest: Manifest) -> None:
+def _publish_partition(
+    folder: Path, good: pa.Table, customer_month: pa.Table, manifest: Manifest
+) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     data_name = _publish_file(folder, "part", good)
+    derived_name = _publish_file(folder, "customer_month", customer_month)
     manifest.data_files = [data_name]
+    manifest.customer_month_file = derived_name
     manifest.extracted_at = datetime.now(UTC).isoformat(timespec="seconds")
     _atomic_write_bytes(
         folder / "manifest.json", (json.dumps(asdict(manifest), indent=2) + "\n").encode()
     )
-    _remove_unreferenced(folder, keep={data_name, "manifest.json"})
+    _remove_unreferenced(folder, keep={data_name, derived_name, "manifest.json"})
 
 
 def _publish_table(folder: Path, stem: str, table: pa.Table) -> None:

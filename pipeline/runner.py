@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline import checks, lake
@@ -177,8 +178,42 @@ def compute_step(cfg: ConfigLike, month: str | date, run_id: str) -> dict[str, A
         tables = compute_month(cfg, month)
         write_tables(folder, tables)
         counts = {name: table.num_rows for name, table in tables.items()}
-        _update_state(folder, counts=counts)
+        _update_state(folder, counts=counts, headline=headline(tables))
         return counts
+
+
+def headline(tables: dict[str, pa.Table]) -> dict[str, Any]:
+    """The month at a glance, for the CLI's summary: counts of the first metric (revenue
+    when computed), window 1. Read from the month's own tables, never the warehouse."""
+    summary = tables["pareto_summary"]
+    metrics = summary.column("metric").to_pylist()
+    metric = "revenue" if "revenue" in metrics else (metrics[0] if metrics else None)
+    row = next(
+        (r for r in summary.to_pylist() if r["metric"] == metric and r["window_months"] == 1),
+        None,
+    )
+
+    def count(name: str, **equal: str | None) -> int:
+        table = tables[name]
+        mask = pc.equal(table["metric"], metric)
+        for column, value in equal.items():
+            mask = pc.and_(mask, pc.equal(table[column], value))
+        return int(pc.sum(pc.cast(mask, pa.int64())).as_py() or 0)
+
+    return {
+        "metric": metric,
+        "customers": row["n_customers"] if row else 0,
+        "vips": count("customer_segment", segment="vip"),
+        "class_a": row["n_class_a"] if row else 0,
+        "class_b": row["n_class_b"] if row else 0,
+        "class_c": row["n_class_c"] if row else 0,
+        "alerts": count("customer_alert"),
+        "value": str(row["total_value"]) if row else "0",
+    }
+
+
+def month_headline(cfg: Config, month: date, run_id: str) -> dict[str, Any] | None:
+    return _read_state(run_dir(cfg, month, run_id)).get("headline")
 
 
 def output_gates_step(cfg: ConfigLike, month: str | date, run_id: str) -> dict[str, Any]:
@@ -271,6 +306,8 @@ def run_month(
     """Extract (optionally), check, compute, check and load one month."""
     cfg, month = _config(cfg), parse_month(month)
     run_id = run_id or new_run_id()
+    if cfg.checks.enabled:
+        checks.warm_up()
     steps = ((extract_step,) if extract else ()) + MONTH_STEPS
     for step in steps:
         step(cfg, month, run_id)
@@ -311,6 +348,8 @@ def backfill(
     months = months_between(parse_month(first), parse_month(last))
     run_id = run_id or new_run_id()
     results: list[MonthResult] = []
+    if cfg.checks.enabled:
+        checks.warm_up()
 
     def finish(month: date, error: BaseException | None) -> None:
         if error is None:

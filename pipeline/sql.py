@@ -5,9 +5,12 @@ from __future__ import annotations
 import re
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
+
+if TYPE_CHECKING:
+    from pipeline.config import Config
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 _PARAMETER = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
@@ -25,9 +28,21 @@ def connect(timezone: str, database: str = ":memory:", **config: Any) -> duckdb.
     DuckDB otherwise takes the process's local zone, which would make naive
     timestamps and month boundaries depend on the machine's TZ setting.
     """
+    if "temp_directory" in config:  # DuckDB creates the spill folder, not its parents
+        Path(config["temp_directory"]).mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(database, config=config)
     con.execute("SET TimeZone = ?", [timezone])
     return con
+
+
+def bounded_connection(cfg: Config) -> duckdb.DuckDBPyConnection:
+    """A connection for a month's work: the business time zone, DuckDB's memory capped at
+    ``lake.memory_limit`` and spilling to ``<lake.root>/.spill`` beyond it."""
+    return connect(
+        cfg.business.timezone,
+        memory_limit=cfg.lake.memory_limit,
+        temp_directory=str(Path(cfg.lake.root) / ".spill"),
+    )
 
 
 def parameters_of(text: str) -> set[str]:

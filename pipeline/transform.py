@@ -11,18 +11,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
+import duckdb
 import pyarrow as pa
 
 from pipeline.config import ALL_METRICS, Config
-from pipeline.lake import month_files, read_manifest
+from pipeline.lake import customer_month_file, month_files, read_manifest
 from pipeline.months import add_months, format_month, months_between, parse_month
 from pipeline.schema import REPORTING_TABLES
-from pipeline.sql import connect, run_sql
+from pipeline.sql import bounded_connection, run_sql
 
 # (sql file, the table it creates), in dependency order. Every file is a query;
 # the reporting tables are the rows of month M of the tables named like them.
 STEPS: tuple[tuple[str, str], ...] = (
-    ("customer_month", "customer_month_history"),
+    ("customer_month_history", "customer_month_history"),
     ("customer_metric", "customer_metric"),
     ("customer_rank", "customer_rank"),
     ("customer_xyz", "customer_xyz"),
@@ -105,14 +106,9 @@ def compute_month(cfg: Config, month: date) -> dict[str, pa.Table]:
         "xyz_x_max_cv": seg.xyz_x_max_cv,
         "xyz_y_max_cv": seg.xyz_y_max_cv,
     }
-    con = connect(cfg.business.timezone)
+    con = bounded_connection(cfg)
     try:
-        files = [f for m in plan.months_read for f in month_files(cfg.lake.root, m)]
-        con.read_parquet(files, hive_partitioning=False).create_view("lake_payments")
-        con.execute(
-            "create temp table history_months as select unnest(?::date[]) as month",
-            [list(plan.months_read)],
-        )
+        _lake_customer_month(con, cfg, plan, params)
         for sql_file, table in STEPS:
             run_sql(con, sql_file, create=table, **params)
         return {
@@ -128,3 +124,26 @@ def compute_month(cfg: Config, month: date) -> dict[str, pa.Table]:
         }
     finally:
         con.close()
+
+
+def _lake_customer_month(
+    con: duckdb.DuckDBPyConnection, cfg: Config, plan: MonthPlan, params: dict
+) -> None:
+    """The view ``lake_customer_month``: each month's customer_month as the extract derived
+    it; a partition of lake schema version 1 has none, and is aggregated here instead."""
+    derived, payments = [], []
+    for month in plan.months_read:
+        path = customer_month_file(cfg.lake.root, month)
+        if path:
+            derived.append(path)
+        else:
+            payments += month_files(cfg.lake.root, month)
+    parts = []
+    if derived:
+        con.read_parquet(derived, hive_partitioning=False).create_view("derived_customer_month")
+        parts.append("select * from derived_customer_month")
+    if payments:
+        con.read_parquet(payments, hive_partitioning=False).create_view("lake_payments")
+        run_sql(con, "customer_month", create="aggregated_customer_month", **params)
+        parts.append("select * from aggregated_customer_month")
+    con.execute("create temp view lake_customer_month as " + " union all by name ".join(parts))

@@ -1,9 +1,10 @@
 -- customer_month: per business month and customer with at least one payment, the
 -- month's money and counts (spec: "Metrics and windows").
 --
--- Reads:    lake_payments (the lake partitions of every month the run reads)
--- Produces: one row per (month, customer_id) for all those months; the reporting
---           table keeps month $month, later steps read the history.
+-- Reads:    lake_payments (the good payments of the months being aggregated)
+-- Produces: one row per (month, customer_id). The extract runs it on each month it
+--           writes and publishes the result with the month's lake partition; the
+--           computation of a month reads those (customer_month_history.sql).
 -- units and margin are NULL when the source has no units / cost column.
 
 with lake_payments as (

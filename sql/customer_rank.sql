@@ -2,32 +2,44 @@
 -- ABC class and the VIP flag (spec: "Ranking, shares, ABC" and "Monthly VIP segments").
 -- This file is the one place where rank, abc_class and is_vip are decided.
 --
--- Reads:    customer_metric, history_months
+-- Reads:    customer_metric
 -- Produces: one row per (month, metric, window_months, customer_id) of the population
 --           (value > 0) for
---             * window 1 in every month of the history read (monthly VIP lists), and
+--             * window 1 in each month whose VIP list is read: the $roster_months
+--               months ending with $month and the one before them (the roster of
+--               $month and of $previous_month, movements, alerts), and
 --             * every window of $rank_windows in month $month.
 -- Class boundaries and the VIP count are decided on exact DECIMAL sums; shares are
 -- floating point.
 
-with ranking_requests as (
-    select month, 1 as window_months from history_months
-    union
-    select $month::date as month, unnest($rank_windows) as window_months
+with monthly_values as (
+    -- window 1: a month's own values, no summing needed
+    select month, metric, 1 as window_months, customer_id, value
+    from customer_metric
+    where month > $month::date - to_months($roster_months + 1)
+),
+
+longer_window_values as (
+    -- the longer windows of $month: each customer's values summed over the window
+    select
+        $month::date as month,
+        metric_value.metric,
+        window_months,
+        metric_value.customer_id,
+        -- fits: the extract caps a month's money (see MONTH_MONEY_LIMIT in pipeline/lake.py),
+        -- and the narrow type sorts much faster than DECIMAL(38)
+        sum(metric_value.value)::decimal(18, 2) as value
+    from customer_metric as metric_value,
+        unnest($rank_windows) as requested(window_months)
+    where window_months > 1
+      and metric_value.month > $month::date - to_months(window_months)
+    group by all
 ),
 
 window_values as (
-    select
-        request.month,
-        metric_value.metric,
-        request.window_months,
-        metric_value.customer_id,
-        sum(metric_value.value) as value
-    from ranking_requests as request
-    join customer_metric as metric_value
-        on metric_value.month <= request.month
-       and metric_value.month > request.month - to_months(request.window_months)
-    group by all
+    select * from monthly_values
+    union all
+    select * from longer_window_values
 ),
 
 population as (

@@ -11,58 +11,34 @@
 -- cv <= t  <=>  n * q - s^2 <= t^2 * s^2 (the mean is > 0), so a customer exactly on
 -- a boundary is not moved by floating-point rounding.
 
-with months_of_window as (
-    select cast(unnest(generate_series(
-        $month::date - to_months($xyz_months - 1), $month::date, interval 1 month
-    )) as date) as month
-),
-
-metric_in_window as (
-    select metric_value.*
-    from customer_metric as metric_value
-    join months_of_window using (month)
-),
-
-customers_in_window as (
-    select metric, customer_id
-    from metric_in_window
-    group by metric, customer_id
-    having sum(value) > 0
-),
-
-monthly_series as (
-    select
-        customer.metric,
-        customer.customer_id,
-        window_month.month,
-        coalesce(metric_value.value, 0) as value
-    from customers_in_window as customer
-    cross join months_of_window as window_month
-    left join metric_in_window as metric_value
-        on metric_value.metric = customer.metric
-       and metric_value.customer_id = customer.customer_id
-       and metric_value.month = window_month.month
+with metric_in_window as (
+    select * from customer_metric
+    where month > $month::date - to_months($xyz_months)
 ),
 
 moments as (
+    -- the months without payments add nothing to either sum; they count in n, which
+    -- is therefore $xyz_months for every customer. Squares are taken as HUGEINT cents:
+    -- the square of a DECIMAL(18, 2) does not fit DECIMAL(18) (nor its sum DECIMAL(38)).
     select
         metric,
         customer_id,
-        count(*) as n_months,
-        sum(value) as total,
-        sum(value * value) as total_of_squares
-    from monthly_series
+        $xyz_months::hugeint as n_months,
+        sum(value)::hugeint * 100 as total_cents,
+        sum((value * 100)::hugeint * (value * 100)::hugeint) as total_of_squares_cents
+    from metric_in_window
     group by metric, customer_id
+    having sum(value) > 0
 ),
 
 variation as (
     select
         metric,
         customer_id,
-        n_months * total_of_squares - total * total as spread,
-        total * total as scale,
-        sqrt(greatest(n_months * total_of_squares - total * total, 0)::double)
-            / total::double as cv
+        n_months * total_of_squares_cents - total_cents * total_cents as spread,
+        total_cents * total_cents as scale,
+        sqrt(greatest(n_months * total_of_squares_cents - total_cents * total_cents, 0)::double)
+            / total_cents::double as cv
     from moments
 ),
 

@@ -7,7 +7,8 @@
 --                definition, not the configurable vip_share)
 --   gini         2 * sum(i * x_i) / (N * sum(x_i)) - (N + 1) / N over values sorted
 --                ascending (i = N - rank + 1; ties do not change the sum)
---   hhi          sum of squared shares
+--   hhi          sum of squared shares, as (sum of squared values) / (sum of values)^2
+--                on exact HUGEINT cents: the same bytes however DuckDB splits the sum
 
 with ranking as (
     select * from customer_rank
@@ -26,7 +27,7 @@ summarised as (
         count(*) filter (where abc_class = 'B') as n_class_b,
         count(*) filter (where abc_class = 'C') as n_class_c,
         sum((n_customers - rank + 1) * value) as ascending_weighted_sum,
-        sum(share * share) as hhi,
+        sum((value * 100)::hugeint * (value * 100)::hugeint) as sum_of_squared_cents,
         any_value(share) filter (where rank = 1) as top1_share
     from ranking
     group by month, metric, window_months
@@ -45,7 +46,8 @@ final as (
         n_class_c::integer as n_class_c,
         2 * ascending_weighted_sum::double / (n_customers * total_value::double)
             - (n_customers + 1) / n_customers::double as gini,
-        hhi,
+        sum_of_squared_cents::double
+            / ((total_value * 100)::hugeint * (total_value * 100)::hugeint)::double as hhi,
         top1_share
     from summarised
 )

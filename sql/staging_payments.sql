@@ -12,21 +12,32 @@ with source as (
     select * from source_rows
 ),
 
+money_text as (
+    -- amounts and costs as text with a '.' decimal point, ready to parse
+    select
+        *,
+        replace(nullif(trim(amount), ''), $decimal_separator, '.') as amount_text,
+        replace(nullif(trim(cost), ''), $decimal_separator, '.') as cost_text
+    from source
+),
+
 parsed as (
     select
         nullif(trim(payment_id), '') as payment_id,
         nullif(trim(customer_id), '') as customer_id,
         try_cast(nullif(trim(paid_at), '') as timestamptz) as paid_at,
-        try_cast(replace(nullif(trim(amount), ''), $decimal_separator, '.') as decimal(38, 10))
-            as amount_wide,
-        try_cast(replace(nullif(trim(amount), ''), $decimal_separator, '.') as decimal(18, 2))
-            as amount,
+        try_cast(amount_text as decimal(38, 10)) as amount_wide,
+        try_cast(amount_text as decimal(18, 2)) as amount,
+        coalesce(isfinite(try_cast(amount_text as double)), false) as amount_is_number,
+        regexp_matches(amount_text, '\.[0-9]{2}[0-9]*[1-9]') as amount_has_cents_fraction,
         upper(nullif(trim(currency), '')) as currency,
-        try_cast(nullif(trim(units), '') as bigint) as units,
-        try_cast(replace(nullif(trim(cost), ''), $decimal_separator, '.') as decimal(38, 10))
-            as cost_wide,
-        try_cast(replace(nullif(trim(cost), ''), $decimal_separator, '.') as decimal(18, 2))
-            as cost,
+        -- units are whole numbers: '1.5' is a bad row, not 2
+        case when regexp_full_match(trim(units), '[+-]?[0-9]+(\.0*)?')
+            then try_cast(trim(units) as bigint) end as units,
+        try_cast(cost_text as decimal(38, 10)) as cost_wide,
+        try_cast(cost_text as decimal(18, 2)) as cost,
+        coalesce(isfinite(try_cast(cost_text as double)), false) as cost_is_number,
+        regexp_matches(cost_text, '\.[0-9]{2}[0-9]*[1-9]') as cost_has_cents_fraction,
         source.payment_id as raw_payment_id,
         source.customer_id as raw_customer_id,
         source.paid_at as raw_paid_at,
@@ -35,7 +46,7 @@ parsed as (
         source.units as raw_units,
         source.cost as raw_cost,
         source.source_file
-    from source
+    from money_text as source
 ),
 
 judged as (
@@ -48,16 +59,21 @@ judged as (
             when nullif(trim(raw_paid_at), '') is null then 'missing paid_at'
             when paid_at is null then 'unparseable paid_at'
             when nullif(trim(raw_amount), '') is null then 'missing amount'
-            when amount_wide is null then 'unparseable amount'
-            when amount is null or amount_wide <> amount then 'amount with more than 2 decimals'
+            when amount_wide is null and not amount_is_number then 'unparseable amount'
+            when amount_wide is null or abs(amount_wide) >= 1e16 then 'amount out of range'
+            when amount_has_cents_fraction or amount is null or amount_wide <> amount
+                then 'amount with more than 2 decimals'
             when $has_currency and currency is null then 'missing currency'
             when $has_currency and currency <> $currency then 'other currency'
             when $has_units and nullif(trim(raw_units), '') is null then 'missing units'
             when $has_units and units is null then 'unparseable units'
             when $has_units and units < 0 then 'negative units'
             when $has_cost and nullif(trim(raw_cost), '') is null then 'missing cost'
-            when $has_cost and cost_wide is null then 'unparseable cost'
-            when $has_cost and (cost is null or cost_wide <> cost) then 'cost with more than 2 decimals'
+            when $has_cost and cost_wide is null and not cost_is_number then 'unparseable cost'
+            when $has_cost and (cost_wide is null or abs(cost_wide) >= 1e16)
+                then 'cost out of range'
+            when $has_cost and (cost_has_cents_fraction or cost is null or cost_wide <> cost)
+                then 'cost with more than 2 decimals'
             when $has_cost and cost < 0 then 'negative cost'
         end as problem
     from parsed

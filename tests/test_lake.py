@@ -21,6 +21,7 @@ from pipeline import lake
 from pipeline.lake import BadInputError, MissingMonthError, extract
 from pipeline.months import add_months
 from pipeline.sources import SourceError
+from pipeline.sql import bounded_connection
 
 from support import csv_config, write_payments
 
@@ -216,6 +217,16 @@ BAD_ROWS = [
     (("b8", "c1", "yesterday", "1.00", "EUR"), "unparseable paid_at"),
     (("b9", "c1", "", "1.00", "EUR"), "missing paid_at"),
     (("b10", "c1", "2026-02-30", "1.00", "EUR"), "unparseable paid_at"),
+    # the two-decimals rule holds at any precision, not only within DECIMAL(38, 10)
+    (("b11", "c1", "2026-01-05", "100.00000000001", "EUR"), "amount with more than 2 decimals"),
+    (
+        ("b12", "c1", "2026-01-05", "100.000000000000000000000001", "EUR"),
+        "amount with more than 2 decimals",
+    ),
+    # too large for DECIMAL(18, 2): named as such, not as "more than 2 decimals"
+    (("b13", "c1", "2026-01-05", "20000000000000000.00", "EUR"), "amount out of range"),
+    (("b14", "c1", "2026-01-05", "1e40", "EUR"), "amount out of range"),
+    (("b15", "c1", "2026-01-05", "inf", "EUR"), "unparseable amount"),
 ]
 
 
@@ -241,7 +252,10 @@ def test_each_bad_row_class_stops_the_month(tmp_path, row, problem) -> None:
         ("-1", "1.00", "negative units"),
         ("2", "-0.01", "negative cost"),
         ("x", "1.00", "unparseable units"),
+        ("1.5", "1.00", "unparseable units"),  # units are whole: never rounded to 2
         ("1", "", "missing cost"),
+        ("1", "0.001", "cost with more than 2 decimals"),
+        ("1", "99999999999999999.00", "cost out of range"),
     ],
 )
 def test_negative_or_bad_units_and_cost(tmp_path, units, cost, problem) -> None:
@@ -251,6 +265,47 @@ def test_negative_or_bad_units_and_cost(tmp_path, units, cost, problem) -> None:
     )
     with pytest.raises(BadInputError, match=f"{problem}: 1 row"):
         extract(csv_config(tmp_path, source), JAN)
+
+
+def test_whole_units_written_with_zero_decimals_are_whole(tmp_path) -> None:
+    header = ("payment_id", "customer_id", "paid_at", "amount", "units", "cost")
+    source = write_payments(
+        tmp_path / "p.csv", [("p1", "c1", "2026-01-05", "3.00", "2.0", "1.00")], header=header
+    )
+    cfg = csv_config(tmp_path, source)
+    extract(cfg, JAN)
+    assert lake.read_month(cfg.lake.root, JAN)["units"].to_pylist() == [2]
+
+
+def test_a_month_beyond_the_money_limit_is_rejected_by_name(tmp_path) -> None:
+    """Each amount fits DECIMAL(18, 2), but a year of such months would not: the month is
+    refused at extract, by name, instead of overflowing a sum later."""
+    rows = [(f"p{i}", f"c{i}", "2026-01-05", "9000000000000000.00", "EUR") for i in range(3)] + [
+        ("q1", "c1", "2026-02-05", "1.00", "EUR")
+    ]
+    cfg = csv_config(tmp_path, write_payments(tmp_path / "p.csv", rows))
+    with pytest.raises(BadInputError) as error:
+        extract(cfg, JAN)
+    message = str(error.value)
+    assert "month 2026-01" in message and "27000000000000000.00" in message
+    assert f"{lake.MONTH_MONEY_LIMIT:,}" in message
+    with pytest.raises(MissingMonthError):
+        lake.read_manifest(cfg.lake.root, JAN)
+    assert extract(cfg, FEB).amount_sum == "1.00"  # other months are not affected
+
+
+def test_a_fresh_lake_can_spill(tmp_path) -> None:
+    """DuckDB creates its spill folder but not the folders above it: an extract that spills
+    into a lake that does not exist yet must not fail."""
+    source = write_payments(tmp_path / "p.csv", [("p1", "c1", "2026-01-05", "1.00", "EUR")])
+    cfg = csv_config(tmp_path, source)
+    assert not cfg.lake.root.exists()
+    con = bounded_connection(cfg)
+    try:
+        spill = con.execute("select current_setting('temp_directory')").fetchone()[0]
+        assert Path(spill) == cfg.lake.root / ".spill" and Path(spill).is_dir()
+    finally:
+        con.close()
 
 
 def test_same_payment_id_with_different_values_is_an_error(tmp_path) -> None:
@@ -285,13 +340,16 @@ def test_quarantine_sets_bad_rows_aside_and_counts_them(tmp_path) -> None:
     manifest = extract(cfg, JAN)
     assert ids(cfg, JAN) == ["g1"]
     assert manifest.rows_written == 1
-    assert manifest.rows_quarantined == 7  # dated bad rows of January
-    assert manifest.rows_undated == 3  # paid_at missing or unparseable
-    assert manifest.rows_read == 11
-    assert sum(manifest.problems.values()) == 10
+    undated_problems = ("unparseable paid_at", "missing paid_at")
+    n_undated = sum(p in undated_problems for _, p in BAD_ROWS)
+    assert n_undated == 3
+    assert manifest.rows_quarantined == len(BAD_ROWS) - n_undated  # dated bad rows of January
+    assert manifest.rows_undated == n_undated  # paid_at missing or unparseable
+    assert manifest.rows_read == len(BAD_ROWS) + 1
+    assert sum(manifest.problems.values()) == len(BAD_ROWS)
     quarantined = pq.read_table(cfg.lake.root / "quarantine" / "month=2026-01" / "bad-rows.parquet")
     assert sorted(quarantined.column("problem").to_pylist()) == sorted(
-        p for (_, p) in BAD_ROWS if p not in ("unparseable paid_at", "missing paid_at")
+        p for (_, p) in BAD_ROWS if p not in undated_problems
     )
     undated = pq.read_table(cfg.lake.root / "quarantine" / "undated" / "bad-rows.parquet")
     assert undated.num_rows == 3
@@ -349,7 +407,12 @@ def test_re_extract_replaces_its_month_only(tmp_path) -> None:
     assert restated.amount_sum == "12.00"
     assert restated.fingerprint != january  # the source data of January changed
     assert _partition_bytes(cfg, FEB) == february
-    assert len(list(lake.partition_dir(cfg.lake.root, JAN).iterdir())) == 2  # data + manifest
+    # payments, the customer_month derived from them, and the manifest naming both
+    assert len(list(lake.partition_dir(cfg.lake.root, JAN).iterdir())) == 3
+    derived = pq.read_table(lake.customer_month_file(cfg.lake.root, JAN)).to_pylist()
+    assert [(r["customer_id"], r["revenue"], r["payments"]) for r in derived] == [
+        ("c1", Decimal("12.00"), 2)
+    ]
 
 
 KILLER = """

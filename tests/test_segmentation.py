@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date
 from decimal import Decimal
 
+import duckdb
 import pytest
 
 from pipeline.lake import MissingMonthError, extract
@@ -262,3 +263,50 @@ def test_margin_erosion_needs_strictly_more_than_the_threshold(tmp_path, march_c
         if a["alert"] == "margin_erosion"
     ]
     assert bool(erosion) is alert
+
+
+def test_customers_with_tens_of_millions_a_month_do_not_overflow(tmp_path) -> None:
+    """XYZ squares the monthly values: 20,000,000.00 squared does not fit DECIMAL(18), and
+    used to stop the month. a = [0] * 9 + [x, x, x] -> cv = sqrt(12 * 3x^2 - 9x^2) / 3x
+    = sqrt(3), whatever x."""
+    months = ["2026-01", "2026-02", "2026-03"]
+    rows = [(f"a{i}", "a", f"{m}-10", "20000000.00", "EUR") for i, m in enumerate(months)]
+    rows += [(f"b{i}", "b", f"{m}-10", "10.00", "EUR") for i, m in enumerate(months)]
+    cfg = extracted(tmp_path, rows, months)
+    tables = compute_month(cfg, MAR)
+    twelve = by_customer(rows_of(tables, "customer_abc", metric="revenue", window_months=12))
+    assert twelve["a"]["value"] == Decimal("60000000.00")
+    assert twelve["a"]["xyz_class"] == twelve["b"]["xyz_class"] == "Z"
+    (summary,) = rows_of(tables, "pareto_summary", metric="revenue", window_months=12)
+    total = Decimal("60000000.00") + Decimal("30.00")
+    expected_hhi = (Decimal("60000000.00") ** 2 + Decimal("30.00") ** 2) / total**2
+    assert summary["hhi"] == pytest.approx(float(expected_hhi), rel=1e-15)
+
+
+@pytest.mark.slow
+def test_floating_figures_are_the_same_bytes_on_every_run(tmp_path) -> None:
+    """A month large enough for DuckDB to split its sums over threads: the floating
+    columns (shares, gini, hhi, cv) come out bit-identical run after run."""
+    source = tmp_path / "payments.parquet"
+    con = duckdb.connect()
+    con.execute(
+        f"""
+        copy (
+            select
+                'p' || i as payment_id,
+                'c' || (hash(i) % 300000) as customer_id,
+                timestamptz '2026-01-01 00:00:00+00' + to_seconds(hash(i, 1) % 2678000) as paid_at,
+                ((hash(i, 2) % 1000000) / 100 + 0.01)::decimal(18, 2) as amount,
+                'EUR' as currency
+            from range(400000) as t(i)
+        ) to '{source}' (format parquet)
+        """
+    )
+    con.close()
+    cfg = csv_config(tmp_path, source, source={"kind": "parquet"})
+    extract(cfg, JAN)
+    runs = [compute_month(cfg, JAN) for _ in range(3)]
+    for name in ("pareto_summary", "customer_abc"):
+        first = runs[0][name]
+        assert first.num_rows > (200_000 if name == "customer_abc" else 0)
+        assert all(run[name].equals(first) for run in runs[1:]), name

@@ -1,0 +1,236 @@
+"""The steady-state month, side by side with the reference floor and the pandas baseline.
+
+    .venv/bin/python bench/bench_steady_state.py [--sizes 100k,1m] [--runs 3]
+        [--work /tmp/tiers-bench] [--backfill] [--later-month] [--jobs 1]
+
+For each size, on data from ``../shared/perf/gen_data.py`` (generated once into
+``--work``): months 1-12 are backfilled into the lake and the warehouse (the steady
+state users live in), then ``tiers run --month <13th>`` (end to end: extract, gates,
+compute, load), ``limit_duckdb.py`` (the raw-DuckDB floor) and ``pandas_baseline.py``
+run alternately, ``--runs`` times each, as separate processes. Prints medians, ratios
+and each process's peak RSS.
+
+Sizes: ``100k`` (100,000 payments a month, 10,000 customers), ``1m`` (1M / 100k) and
+``10m`` (10M / 1M; generating and backfilling it takes about an hour here, so it is
+not in the default list).
+
+``--backfill`` also times the 12-month backfill from an empty lake and warehouse
+against 12 x the floor; ``--later-month`` loads months 13..23 and times month 24
+against month 13 (the cost of a month must not grow with the warehouse).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+PERF = ROOT.parent / "shared" / "perf"
+PYTHON = sys.executable
+TIERS = str(Path(PYTHON).with_name("tiers"))
+SIZES = {"100k": (100_000, 10_000), "1m": (1_000_000, 100_000), "10m": (10_000_000, 1_000_000)}
+FIRST = (2025, 1)
+console = Console()
+
+
+def month(offset: int) -> str:
+    """The month ``offset`` months after the first generated one (0 = 2025-01)."""
+    index = FIRST[0] * 12 + FIRST[1] - 1 + offset
+    return f"{index // 12:04d}-{index % 12 + 1:02d}"
+
+
+@dataclass
+class Measure:
+    seconds: float
+    peak_mib: float
+
+
+def timed(command: list[str], cwd: Path) -> Measure:
+    """Run a command as its own process; wall time and that process's peak RSS."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - started
+    stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed ({process.returncode}):\n{stderr[-3000:]}")
+    return Measure(seconds, usage.ru_maxrss / 1024)
+
+
+def generate(folder: Path, payments: int, customers: int, months: int) -> None:
+    marker = folder / f".generated-{months}"
+    if marker.exists():
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    console.print(f"generating {months} months of {payments:,} payments into {folder}")
+    timed(
+        [
+            PYTHON,
+            str(PERF / "gen_data.py"),
+            "--out",
+            str(folder),
+            "--payments",
+            str(payments),
+            "--customers",
+            str(customers),
+            "--months",
+            str(months),
+        ],
+        ROOT,
+    )
+    marker.touch()
+
+
+def reset_state(folder: Path) -> None:
+    for name in ("lake", "runs", "warehouse.duckdb", "warehouse.duckdb.wal", "warehouse.duckdb.d"):
+        path = folder / name
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+
+
+def backfill(folder: Path, first: str, last: str, jobs: int) -> Measure:
+    return timed(
+        [TIERS, "backfill", "-c", "tiers.toml", "--from", first, "--to", last, "--jobs", str(jobs)],
+        folder,
+    )
+
+
+def tiers_run(folder: Path, the_month: str) -> Measure:
+    return timed([TIERS, "run", "-c", "tiers.toml", "-m", the_month], folder)
+
+
+def floor(folder: Path, the_month: str) -> Measure:
+    return timed(
+        [
+            PYTHON,
+            str(PERF / "limit_duckdb.py"),
+            "--src",
+            "src/*.parquet",
+            "--month",
+            the_month,
+            "--out",
+            "limit",
+        ],
+        folder,
+    )
+
+
+def pandas(folder: Path, the_month: str) -> Measure:
+    return timed(
+        [
+            PYTHON,
+            str(PERF / "pandas_baseline.py"),
+            "--src",
+            "src/*.parquet",
+            "--month",
+            the_month,
+            "--out",
+            "pandas",
+        ],
+        folder,
+    )
+
+
+def median(measures: list[Measure]) -> Measure:
+    return Measure(
+        statistics.median(m.seconds for m in measures),
+        max(m.peak_mib for m in measures),
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="100k,1m")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/tiers-bench"))
+    parser.add_argument("--jobs", type=int, default=1, help="tiers backfill --jobs")
+    parser.add_argument("--backfill", action="store_true", help="also time the backfill")
+    parser.add_argument("--later-month", action="store_true", help="also time month 24")
+    args = parser.parse_args()
+
+    rows, extra = [], []
+    for size in args.sizes.split(","):
+        payments, customers = SIZES[size]
+        folder = args.work / size
+        generate(folder, payments, customers, 24 if args.later_month else 13)
+        reset_state(folder)
+        steady = backfill(folder, month(0), month(11), args.jobs)
+        if args.backfill:
+            floors = [floor(folder, month(11)).seconds for _ in range(args.runs)]
+            extra.append(
+                (
+                    f"{size}: backfill of 12 months from empty",
+                    steady.seconds,
+                    12 * statistics.median(floors),
+                    steady.peak_mib,
+                )
+            )
+        results: dict[str, list[Measure]] = {"tiers": [], "floor": [], "pandas": []}
+        for _ in range(args.runs):  # alternate A B C A B C: load changes hit all three
+            results["tiers"].append(tiers_run(folder, month(12)))
+            results["floor"].append(floor(folder, month(12)))
+            results["pandas"].append(pandas(folder, month(12)))
+        tiers, lim, pan = (median(results[k]) for k in ("tiers", "floor", "pandas"))
+        rows.append((size, tiers, lim, pan))
+        if args.later_month:
+            backfill(folder, month(12), month(22), args.jobs)
+            later = median([tiers_run(folder, month(23)) for _ in range(args.runs)])
+            extra.append(
+                (
+                    f"{size}: month 24 vs month 13 (warehouse holds 23 months)",
+                    later.seconds,
+                    tiers.seconds,
+                    later.peak_mib,
+                )
+            )
+
+    table = Table(title=f"tiers run of the steady-state month, median of {args.runs}")
+    for column in (
+        "case",
+        "tiers run",
+        "floor",
+        "pandas",
+        "tiers / floor",
+        "pandas / tiers",
+        "peak RSS tiers / floor",
+    ):
+        table.add_column(column, justify="right")
+    for size, tiers, lim, pan in rows:
+        payments, customers = SIZES[size]
+        table.add_row(
+            f"{payments:,} payments / {customers:,} customers",
+            f"{tiers.seconds:.2f} s",
+            f"{lim.seconds:.2f} s",
+            f"{pan.seconds:.2f} s",
+            f"{tiers.seconds / lim.seconds:.1f}",
+            f"{pan.seconds / tiers.seconds:.1f}",
+            f"{tiers.peak_mib:,.0f} / {lim.peak_mib:,.0f} MiB",
+        )
+    console.print(table)
+    if extra:
+        more = Table(title="Backfill and later months")
+        for column in ("case", "seconds", "reference", "ratio", "peak RSS"):
+            more.add_column(column, justify="right")
+        for label, seconds, reference, peak in extra:
+            more.add_row(
+                label,
+                f"{seconds:.1f}",
+                f"{reference:.1f}",
+                f"{seconds / reference:.2f}",
+                f"{peak:,.0f} MiB",
+            )
+        console.print(more)
+
+
+if __name__ == "__main__":
+    main()
