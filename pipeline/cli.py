@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from pipeline.config import Config, ConfigError, load_config
 from pipeline.months import format_month, months_between, parse_month
@@ -47,8 +48,14 @@ def _load(path: Path) -> Config:
 
 
 def _fail(message: str, code: int = 1) -> None:
-    errors.print(f"[bold red]error:[/] {message}", highlight=False)
+    _print_error("error:", message)
     raise typer.Exit(code)
+
+
+def _print_error(label: str, message: str) -> None:
+    """``label`` in red, then the message verbatim: no markup (``[lake]`` stays), and not
+    wrapped, so that a log or a pipe gets the lines as the pipeline wrote them."""
+    errors.print(Text.assemble((label, "bold red"), " ", message), soft_wrap=True, highlight=False)
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
@@ -158,9 +165,7 @@ def _backfill(cfg: Config, first: date, last: date, *, jobs: int, extract: bool)
 
         results = runner.backfill(cfg, first, last, jobs=jobs, extract=extract, on_month=advance)
     for failure in failures:
-        errors.print(
-            f"[bold red]{format_month(failure.month)} failed:[/] {failure.error}", highlight=False
-        )
+        _print_error(f"{format_month(failure.month)} failed:", failure.error or "")
     return results
 
 

@@ -115,7 +115,7 @@ def compute_month(cfg: Config, month: date) -> dict[str, pa.Table]:
             table.name: con.sql(
                 f"select {', '.join(table.column_names)} "
                 f"from {REPORTING_SOURCE.get(table.name, table.name)} "
-                f"where month = ? order by all",
+                f"where month = ? order by {', '.join(table.key)}",  # the grain: a total order
                 params=[plan.month],
             )
             .to_arrow_table()

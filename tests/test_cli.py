@@ -36,6 +36,24 @@ def test_bad_input_is_a_readable_error_not_a_traceback(tmp_path: Path) -> None:
     assert "1 quarantined" in quarantined.output
 
 
+def test_messages_are_printed_verbatim(tmp_path: Path) -> None:
+    """Square brackets are TOML section names, not markup; long lines stay whole."""
+    (tmp_path / "tiers.toml").write_text(
+        '[source]\nkind = "csv"\npath = "p.csv"\n[lake]\nnope = 1\n'
+    )
+    result = cli.invoke(app, ["run", "-c", str(tmp_path / "tiers.toml"), "-m", "2026-01"])
+    assert result.exit_code == 2
+    assert "lake.nope" in result.output
+    source = write_payments(tmp_path / "p.csv", [("p1", "c1", "2026-01-05", "1.5.0", "EUR")])
+    csv_config(tmp_path, source)
+    bad = cli.invoke(app, ["extract", "-c", str(tmp_path / "tiers.toml"), "-m", "2026-01"])
+    assert bad.exit_code == 1
+    assert "[lake] quarantine = true" in bad.output  # the hint names the section as written
+    assert "[unparseable amount] payment_id='p1'" in bad.output
+    long_line = next(line for line in bad.output.splitlines() if "has 1 bad row(s)" in line)
+    assert str(source) in long_line and "nothing of this month was written" in long_line
+
+
 def test_config_errors_name_the_key(tmp_path: Path) -> None:
     (tmp_path / "tiers.toml").write_text('[source]\nkind = "csv"\n[business]\n')
     result = cli.invoke(app, ["run", "-c", str(tmp_path / "tiers.toml"), "-m", "2026-01"])
