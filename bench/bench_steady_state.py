@@ -40,7 +40,7 @@ PYTHON = sys.executable
 TIERS = str(Path(PYTHON).with_name("tiers"))
 SIZES = {"100k": (100_000, 10_000), "1m": (1_000_000, 100_000), "10m": (10_000_000, 1_000_000)}
 FIRST = (2025, 1)
-console = Console()
+console = Console(width=150)
 
 
 def month(offset: int) -> str:
