@@ -49,9 +49,7 @@ def _read_raw(source: CustomersConfig) -> tuple[pa.Table, str]:
     try:
         if source.kind == "csv":
             path = _existing(source.path)
-            relation = con.read_csv(
-                str(path), header=True, sep=source.delimiter, all_varchar=True
-            )
+            relation = con.read_csv(str(path), header=True, sep=source.delimiter, all_varchar=True)
             label = str(path)
         elif source.kind == "parquet":
             path = _existing(source.path)
@@ -108,7 +106,9 @@ def _canonical(raw: pa.Table, source: CustomersConfig, label: str) -> pa.Table:
     have = set(raw.column_names)
     mapped_missing = sorted(c for c, name in source.columns.items() if name not in have)
     if mapped_missing:
-        raise CustomersError(f"{label}: [customers.columns] maps {mapped_missing} to missing columns")
+        raise CustomersError(
+            f"{label}: [customers.columns] maps {mapped_missing} to missing columns"
+        )
     id_column = source.source_column("customer_id")
     if id_column not in have:
         raise CustomersError(
@@ -118,7 +118,9 @@ def _canonical(raw: pa.Table, source: CustomersConfig, label: str) -> pa.Table:
     canonical = {}
     for name in CUSTOMER_COLUMNS:
         column = source.source_column(name)
-        canonical[name] = raw.column(column) if column in have else pa.nulls(raw.num_rows, pa.string())
+        canonical[name] = (
+            raw.column(column) if column in have else pa.nulls(raw.num_rows, pa.string())
+        )
     used = {source.source_column(c) for c in CUSTOMER_COLUMNS}
     extras = {name: raw.column(name) for name in raw.column_names if name not in used}
     table = pa.table(canonical | {k: v for k, v in extras.items() if k not in canonical})
