@@ -72,7 +72,7 @@ def report_step(cfg: Config | str | Path, month: str | date, run_id: str) -> dic
     cfg = cfg if isinstance(cfg, Config) else load_config(cfg)
     month = parse_month(month)
     folder = run_dir(cfg, month, run_id)
-    path, metric = write_report(cfg, month, folder / "report.html", run_id=run_id)
+    path, metric, _ = write_report(cfg, month, folder / "report.html", run_id=run_id)
     _update_state(folder, report=str(path), report_metric=metric)
     return {"report": str(path), "month": format_month(month), "metric": metric}
 
@@ -84,8 +84,8 @@ def write_report(
     *,
     metric: str | None = None,
     run_id: str | None = None,
-) -> tuple[Path, str]:
-    """Write the month's page (atomically) and return its path and metric."""
+) -> tuple[Path, str, str | None]:
+    """Write the month's page (atomically); return its path, metric and the run it shows."""
     from pipeline.warehouse import open_warehouse
 
     warehouse = open_warehouse(cfg)
@@ -98,7 +98,21 @@ def write_report(
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(render(data), encoding="utf-8")
     os.replace(tmp, path)
-    return path, data.metric
+    return path, data.metric, data.run["run_id"] if data.run else None
+
+
+def record_report(cfg: Config, month: date, metric: str, path: Path, run_id: str | None) -> None:
+    """Note a page drawn again in the run folder of the run it shows, when that folder is on
+    this machine (``run.json``: ``reports`` = {metric: path})."""
+    from pipeline.runner import _read_state, _update_state, run_dir
+
+    if run_id is None:
+        return
+    folder = run_dir(cfg, month, run_id)
+    if not (folder / "run.json").exists():
+        return
+    reports = _read_state(folder).get("reports", {}) | {metric: str(path)}
+    _update_state(folder, reports=reports)
 
 
 # ---------------------------------------------------------------- what the page shows
