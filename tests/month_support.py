@@ -101,3 +101,43 @@ def browser_page(width: int = 1300, height: int = 900) -> Iterator:
             yield page
         finally:
             browser.close()
+
+
+CUSTOMERS_CSV = (
+    "id,display_name,account_manager,region\n"
+    "k00013,Fjord Bakery AS,anna@example.com,west\n"
+    "k00032,Nordlys Tools,ben@example.com,north\n"
+    "k00005,Havn Logistics,,south\n"
+)
+CUSTOMER_COLUMNS = {"customer_id": "id", "name": "display_name", "owner_email": "account_manager"}
+
+
+def load_full_case_with_customers(folder: Path) -> Config:
+    (folder / "customers.csv").write_text(CUSTOMERS_CSV)
+    customers = {"kind": "csv", "path": str(folder / "customers.csv"), "columns": CUSTOMER_COLUMNS}
+    return load_full_case(folder, customers=customers)
+
+
+def reconfigured(cfg: Config, folder: Path, **sections) -> Config:
+    """A configuration of the same source, lake, warehouse and customers with other
+    sections (e.g. its own runs.root and [notify]), written in ``folder``."""
+    from pipeline.config import load_config
+
+    from support import write_config
+
+    base = {
+        "source": {"kind": "csv", "path": cfg.source.path},
+        "business": {
+            "timezone": cfg.business.timezone,
+            "currency": cfg.business.currency,
+            "history_start": cfg.business.history_start.strftime("%Y-%m"),
+        },
+        "lake": {"root": str(cfg.lake.root)},
+        "warehouse": {"url": cfg.warehouse.url},
+        "runs": {"root": str(folder / "runs")},
+    }
+    if cfg.customers is not None:
+        base["customers"] = cfg.customers.model_dump(exclude_none=True)
+    for name, values in sections.items():
+        base[name] = base.get(name, {}) | values
+    return load_config(write_config(folder, base))

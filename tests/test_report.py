@@ -19,27 +19,14 @@ from pipeline.runner import run_dir
 from pipeline.warehouse import open_warehouse
 
 from golden import GOLDEN
-from month_support import FULL_LAST, browser_page, load_full_case
+from month_support import FULL_LAST, browser_page
 
 pytestmark = pytest.mark.slow
 
-CUSTOMERS_CSV = (
-    "id,display_name,account_manager,region\n"
-    "k00013,Fjord Bakery AS,anna@example.com,west\n"
-    "k00032,Nordlys Tools,ben@example.com,north\n"
-)
-
 
 @pytest.fixture(scope="module")
-def loaded(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("full")
-    (folder / "customers.csv").write_text(CUSTOMERS_CSV)
-    customers = {
-        "kind": "csv",
-        "path": str(folder / "customers.csv"),
-        "columns": {"customer_id": "id", "name": "display_name", "owner_email": "account_manager"},
-    }
-    return load_full_case(folder, customers=customers)
+def loaded(full_case):
+    return full_case
 
 
 def warehouse_table(cfg, name, month=None) -> list[dict]:
