@@ -351,7 +351,8 @@ def _gates(run: dict | None) -> list[dict]:
     results = run["check_results"]
     results = json.loads(results) if isinstance(results, str) else results
     gates = []
-    for name, gate in results.items():
+    # in the order the pipeline runs them (a jsonb column does not keep the keys' order)
+    for name, gate in sorted(results.items(), key=lambda item: _gate_order(item[0])):
         failing = [r["check"] for r in gate.get("results", []) if not r.get("success", True)]
         gates.append(
             {
@@ -364,6 +365,13 @@ def _gates(run: dict | None) -> list[dict]:
             }
         )
     return gates
+
+
+GATE_ORDER = ("raw", "customer_month", "outputs", "before_load")
+
+
+def _gate_order(name: str) -> tuple[int, str]:
+    return (GATE_ORDER.index(name) if name in GATE_ORDER else len(GATE_ORDER), name)
 
 
 def _thin(points: list[dict], limit: int = CURVE_POINTS) -> list[dict]:

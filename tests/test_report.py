@@ -19,9 +19,10 @@ from pipeline.runner import run_dir
 from pipeline.warehouse import open_warehouse
 
 from golden import GOLDEN
-from month_support import FULL_LAST, browser_page
+from month_support import FULL_LAST, FULL_LOADED, browser_page, reconfigured
 
 pytestmark = pytest.mark.slow
+pytest_plugins = ["pg_support"]  # fixtures: pg_dsn, pg_schema
 
 
 @pytest.fixture(scope="module")
@@ -192,3 +193,30 @@ def test_another_metric_and_the_errors(loaded, tmp_path) -> None:
         assert f'data-customer-id="{r["customer_id"]}" data-alert="{r["alert"]}"' in html
     with pytest.raises(ReportError, match="2024-01 is not loaded"):
         write_report(cfg, date(2024, 1, 1))
+
+
+@pytest.mark.postgres
+def test_a_postgresql_warehouse_draws_the_same_page(loaded, tmp_path, pg_dsn, pg_schema) -> None:
+    from pipeline.months import months_between
+    from pipeline.schema import TABLES
+
+    cfg = loaded
+    pg_cfg = reconfigured(
+        cfg,
+        tmp_path,
+        warehouse={"url": pg_dsn, "schema": pg_schema},
+        runs={"root": str(cfg.runs.root)},
+    )
+    source, target = open_warehouse(cfg), open_warehouse(pg_cfg)
+    try:
+        target.ensure_schema()
+        for month in months_between(FULL_LOADED, FULL_LAST):
+            tables = {name: source.read_table(name, month) for name in TABLES}
+            (run,) = source.read_table("pipeline_run", month).to_pylist()
+            target.load_month(month, tables, run)
+    finally:
+        source.close()
+        target.close()
+    from_duckdb, _, _ = write_report(cfg, FULL_LAST, tmp_path / "duckdb.html")
+    from_postgres, _, _ = write_report(pg_cfg, FULL_LAST, tmp_path / "postgres.html")
+    assert from_postgres.read_bytes() == from_duckdb.read_bytes()
