@@ -195,6 +195,26 @@ def test_another_metric_and_the_errors(loaded, tmp_path) -> None:
         write_report(cfg, date(2024, 1, 1))
 
 
+def test_tiers_report_prints_and_records_the_path(loaded) -> None:
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    cfg, month = loaded, FULL_LAST
+    config = str(cfg.base_dir / "tiers.toml")
+    result = CliRunner().invoke(app, ["report", "-c", config, "-m", "2026-03", "--metric", "units"])
+    assert result.exit_code == 0, result.output
+    path = default_report_path(cfg, month, "units")
+    assert str(path) in result.output.replace("\n", "") and path.exists()
+    (run,) = warehouse_table(cfg, "pipeline_run", month)
+    state = json.loads((run_dir(cfg, month, run["run_id"]) / "run.json").read_text())
+    assert state["reports"]["units"] == str(path)
+
+    result = CliRunner().invoke(app, ["report", "-c", config, "-m", "2024-01"])
+    assert result.exit_code == 1
+    assert "2024-01 is not loaded" in result.output
+
+
 @pytest.mark.postgres
 def test_a_postgresql_warehouse_draws_the_same_page(loaded, tmp_path, pg_dsn, pg_schema) -> None:
     from pipeline.months import months_between
