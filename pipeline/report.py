@@ -124,6 +124,7 @@ class ReportData:
     previous: date
     metric: str
     metrics: list[str]
+    window: int  # of the headline and the migration: 1 unless not configured
     currency: str
     headline: list[dict]
     pareto: dict[int, list[dict]]  # window -> customer_abc rows by rank
@@ -135,6 +136,7 @@ class ReportData:
     roster_removed: list[dict]
     roster_missed: list[dict]
     roster_size: int
+    has_attributes: bool  # a customer attributes source is configured
     calls: list[Call]
     history: list[date]
     tier_window: int | None
@@ -175,6 +177,8 @@ def collect(
         )
     available = [m for m in ALL_METRICS if any(r["metric"] == m for r in summary)]
     metric = choose_metric(cfg, available, metric)
+    # the month on its own: window 1, unless the configuration has no such window
+    window = min(r["window_months"] for r in summary if r["metric"] == metric)
     summary_before = warehouse.read_table("pareto_summary", previous).to_pylist()
 
     def pick(rows: list[dict], **where) -> list[dict]:
@@ -205,8 +209,8 @@ def collect(
     calls = build_calls(month, metric, alerts, history, last_paid, attributes)
 
     headline = _headline(
-        pick(summary, metric=metric, window_months=1),
-        pick(summary_before, metric=metric, window_months=1),
+        pick(summary, metric=metric, window_months=window),
+        pick(summary_before, metric=metric, window_months=window),
         segments,
         segments_before,
         sum(1 for c in calls),
@@ -215,14 +219,20 @@ def collect(
     for r in sorted(abc_rows, key=lambda r: (r["window_months"], r["rank"])):
         pareto[r["window_months"]].append(r)
     counts, values = _migration(
-        [r for r in abc_rows if r["window_months"] == 1],
-        [r for r in abc_before if r["window_months"] == 1],
+        [r for r in abc_rows if r["window_months"] == window],
+        [r for r in abc_before if r["window_months"] == window],
     )
     value_of = {r["customer_id"]: r["value"] for r in segments}
 
     def named(rows: list[dict], **extra) -> list[dict]:
+        """With name, owner and value in M; the most valuable first."""
         out = []
-        for r in sorted(rows, key=lambda r: r["customer_id"]):
+
+        def most_valuable(r: dict) -> tuple:
+            value = value_of.get(r["customer_id"])
+            return (value is None, -(value or 0), r["customer_id"])
+
+        for r in sorted(rows, key=most_valuable):
             found = attributes.get(r["customer_id"], {})
             out.append(
                 r
@@ -240,6 +250,7 @@ def collect(
         previous=previous,
         metric=metric,
         metrics=available,
+        window=window,
         currency=cfg.business.currency,
         headline=headline,
         pareto=dict(pareto),
@@ -251,6 +262,7 @@ def collect(
         roster_removed=named([r for r in changes if r["change"] == "removed"]),
         roster_missed=named([r for r in roster if r["missed_by_period_method"]]),
         roster_size=len(roster),
+        has_attributes=customers is not None,
         calls=calls,
         history=history_months(month),
         tier_window=tier_window,
@@ -287,7 +299,7 @@ def _headline(now: list[dict], before: list[dict], segments, segments_before, n_
 
 
 def _migration(now: list[dict], before: list[dict]):
-    """Class of M-1 -> class of M for window 1; 'new' and 'lost' for customers ranked in
+    """Class of M-1 -> class of M (shortest window); 'new' and 'lost' for customers ranked in
     only one of them. Value: the customer's value in M (in M-1 for the lost)."""
     cur = {r["customer_id"]: r for r in now}
     old = {r["customer_id"]: r for r in before}
@@ -434,7 +446,12 @@ def pareto_chart(data: ReportData) -> dict:
                 axis=alt.Axis(format="%"),
                 scale=alt.Scale(domain=[0, 1]),
             ),
-            strokeDash=alt.StrokeDash("window:N", title="window"),
+            color=alt.Color(
+                "window:N",
+                title="window",
+                sort=[f"{w} mo" for w in sorted(data.pareto)],
+                scale=alt.Scale(scheme="darkmulti"),
+            ),
             tooltip=[
                 "window:N",
                 alt.Tooltip("customers:Q", format=".1%"),
@@ -505,7 +522,7 @@ def overlap_chart(data: ReportData) -> dict:
         if r["jaccard"] is not None
     ]
     base = alt.Chart(alt.Data(values=values)).encode(
-        x=alt.X("a:N", sort=list(ALL_METRICS), title=None),
+        x=alt.X("a:N", sort=list(ALL_METRICS), title=None, axis=alt.Axis(labelAngle=0)),
         y=alt.Y("b:N", sort=list(ALL_METRICS), title=None),
     )
     heat = base.mark_rect().encode(
