@@ -26,6 +26,7 @@ import fcntl
 import io
 import json
 import os
+import re
 import smtplib
 import ssl
 from collections.abc import Iterator
@@ -54,6 +55,9 @@ CSV_COLUMNS = (
 )
 
 
+EMAIL = re.compile(r"[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+")
+
+
 class NotifyError(RuntimeError):
     """The call list cannot be delivered (configuration, server, month not loaded)."""
 
@@ -65,12 +69,17 @@ class Outcome:
     sent: dict[str, int] = field(default_factory=dict)  # recipient -> alerts in the message
     skipped: list[str] = field(default_factory=list)  # already sent earlier
     ledger: Path | None = None
+    unroutable: dict[str, str] = field(default_factory=dict)  # customer -> bad owner value
 
     def lines(self) -> list[str]:
         m = format_month(self.month)
         out = [f"{m}: sent to {r} ({n} alert(s) by {self.metric})" for r, n in self.sent.items()]
         out += [
             f"{m}: {r} already has this month (use --resend to send again)" for r in self.skipped
+        ]
+        out += [
+            f"{m}: warning: {c}'s owner {o!r} is not an email address; sent to the defaults"
+            for c, o in sorted(self.unroutable.items())
         ]
         if not out:
             out.append(f"{m}: nobody to send to")
@@ -83,6 +92,7 @@ class Outcome:
             "sent": self.sent,
             "skipped": self.skipped,
             "ledger": str(self.ledger) if self.ledger else None,
+            "unroutable": self.unroutable,
         }
 
 
@@ -116,8 +126,9 @@ def read_ledger(cfg: Config, month: date) -> dict[str, dict]:
     return json.loads(path.read_text())["sent"] if path.exists() else {}
 
 
-def plan(cfg: Config, month: date) -> tuple[str, dict[str, list[Call]]]:
-    """The metric and, per recipient, the calls of the month that concern them."""
+def plan(cfg: Config, month: date) -> tuple[str, dict[str, list[Call]], dict[str, str]]:
+    """The metric, per recipient the calls of the month that concern them, and the
+    customers whose routing value is not an address (their calls go to the defaults)."""
     from pipeline.customers import attributes_by_customer, read_customers
     from pipeline.report import ReportError, choose_metric
     from pipeline.warehouse import open_warehouse
@@ -153,19 +164,23 @@ def plan(cfg: Config, month: date) -> tuple[str, dict[str, list[Call]]]:
     calls = build_calls(month, metric, alerts, history, last_paid, attributes)
 
     recipients: dict[str, list[Call]] = {r: [] for r in notify.recipients}
+    unroutable: dict[str, str] = {}
     for call in calls:
         owner = (attributes.get(call.customer_id, {}).get(route) or "").strip() if route else ""
+        if owner and not EMAIL.fullmatch(owner):
+            unroutable[call.customer_id] = owner  # a typo in the CRM must not hide the call
+            owner = ""
         for recipient in [owner] if owner else notify.recipients:
             recipients.setdefault(recipient, []).append(call)
-    return metric, recipients
+    return metric, recipients, unroutable
 
 
 def send_month(cfg: Config, month: date, *, resend: bool = False) -> Outcome:
     """Send each recipient their part of the month's call list, once (see the module)."""
     notify = _settings(cfg)
     password = _password(notify)
-    metric, recipients = plan(cfg, month)
-    outcome = Outcome(month, metric, ledger=ledger_path(cfg, month))
+    metric, recipients, unroutable = plan(cfg, month)
+    outcome = Outcome(month, metric, ledger=ledger_path(cfg, month), unroutable=unroutable)
     with _locked(cfg):
         done = read_ledger(cfg, month)
         todo = {}

@@ -246,3 +246,28 @@ def test_credentials_come_only_from_the_environment(full_case, tmp_path, monkeyp
         controller.stop()
     assert "s3cret" not in (tmp_path / "tiers.toml").read_text()
     assert "s3cret" not in ledger_path(cfg, FULL_LAST).read_text()
+
+
+def test_an_owner_that_is_not_an_address_goes_to_the_team(full_case, tmp_path, smtp) -> None:
+    (tmp_path / "crm.csv").write_text(
+        "id,display_name,account_manager\nk00013,Fjord Bakery AS,anna@example.com\n"
+        "k00032,Nordlys Tools,ben at example\n"
+    )
+    cfg = reconfigured(
+        full_case,
+        tmp_path,
+        customers={"path": str(tmp_path / "crm.csv")},
+        notify={
+            "host": "127.0.0.1",
+            "port": smtp.port,
+            "tls": "none",
+            "sender": "tiers@example.com",
+            "recipients": [TEAM],
+        },
+    )
+    outcome = send_month(cfg, FULL_LAST)
+    assert outcome.unroutable == {"k00032": "ben at example"}
+    assert sorted(outcome.sent) == ["anna@example.com", TEAM]
+    (team,) = smtp.by_recipient()[TEAM]
+    assert "k00032" in {r["customer_id"] for r in attachment_rows(team)}
+    assert any("'ben at example' is not an email address" in line for line in outcome.lines())
