@@ -125,11 +125,11 @@ def _canonical(raw: pa.Table, source: CustomersConfig, label: str) -> pa.Table:
     extras = {name: raw.column(name) for name in raw.column_names if name not in used}
     table = pa.table(canonical | {k: v for k, v in extras.items() if k not in canonical})
     ids = table.column("customer_id").to_pylist()
-    missing = [i + 2 for i, value in enumerate(ids) if value is None or not value.strip()]
+    missing = [i + 1 for i, value in enumerate(ids) if value is None or not value.strip()]
     if missing:
         raise CustomersError(
-            f"{label}: {len(missing)} row(s) without a customer id (e.g. line(s) "
-            f"{missing[:_EXAMPLES]})"
+            f"{label}: {len(missing)} row(s) without a customer id (e.g. data row(s) "
+            f"{missing[:_EXAMPLES]}, counting from 1 after the header)"
         )
     seen: set[str] = set()
     repeated = sorted({i for i in ids if i in seen or seen.add(i)})

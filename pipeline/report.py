@@ -213,7 +213,7 @@ def collect(
         pick(summary_before, metric=metric, window_months=window),
         segments,
         segments_before,
-        sum(1 for c in calls),
+        len(calls),
     )
     pareto: dict[int, list[dict]] = defaultdict(list)
     for r in sorted(abc_rows, key=lambda r: (r["window_months"], r["rank"])):
