@@ -85,3 +85,11 @@ def test_notify_configuration_is_checked(tmp_path) -> None:
         "starttls",
         "TIERS_SMTP_PASSWORD",
     )
+
+
+def test_the_notify_step_does_nothing_without_a_notify_section(tmp_path) -> None:
+    from pipeline.notify import notify_step
+
+    cfg = config(tmp_path)
+    assert notify_step(cfg, "2026-01", "run-1") == {"month": "2026-01", "notify": "not configured"}
+    assert not (tmp_path / "runs").exists()
