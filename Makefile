@@ -8,7 +8,7 @@ export GX_ANALYTICS_ENABLED := false
 
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: demo test lint bench clean compose-tools airflow
+.PHONY: demo test lint bench clean compose-tools browser-tools airflow
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -24,7 +24,7 @@ $(VENV)/.synced: uv.lock pyproject.toml | $(UV)
 demo: $(VENV)/.synced
 	$(VENV)/bin/tiers demo
 
-test: $(VENV)/.synced compose-tools
+test: $(VENV)/.synced compose-tools browser-tools
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest
 
@@ -40,6 +40,13 @@ compose-tools:
 	@command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1 || \
 	  { $(SUDO) apt-get update -qq && \
 	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose; }
+
+# headless Chromium opens the monthly report in the tests (Debian's package; Playwright
+# drives it and downloads no browser of its own)
+browser-tools:
+	@command -v chromium >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -qq && \
+	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-dejavu-core; }
 
 # Airflow 3 on this machine (SQLite, standalone) on the demo data: http://localhost:8080,
 # user admin, password in .airflow/simple_auth_manager_passwords.json.generated

@@ -272,6 +272,59 @@ def grant_reader(
     console.print(f"role {role!r} can read schema {cfg.warehouse.schema_name!r} and nothing more")
 
 
+MetricOption = Annotated[
+    str | None,
+    typer.Option(
+        "--metric", help="revenue, payments, units or margin (default: the first configured)."
+    ),
+]
+
+
+@app.command()
+def report(
+    config: ConfigOption,
+    month: MonthOption,
+    metric: MetricOption = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where to write the page (default <runs.root>/reports/YYYY-MM-<metric>.html)."
+        ),
+    ] = None,
+) -> None:
+    """Draw a loaded month's report: one self-contained HTML page from the warehouse."""
+    from pipeline.report import ReportError, record_report, write_report
+
+    the_month, cfg = _month(month), _load(config)
+    try:
+        path, chosen, run_id = write_report(cfg, the_month, output, metric=metric)
+    except (ReportError, *_known_errors()) as exc:
+        _fail(str(exc))
+    record_report(cfg, the_month, chosen, path, run_id)
+    console.print(f"{format_month(the_month)}: report by {chosen} -> {path}")
+
+
+@app.command()
+def notify(
+    config: ConfigOption,
+    month: MonthOption,
+    resend: Annotated[
+        bool, typer.Option(help="Send again to recipients who already had this month.")
+    ] = False,
+) -> None:
+    """Email the month's call list: one message per recipient with the alerts that concern
+    them (HTML summary, CSV attachment); a month is sent once per recipient."""
+    from pipeline.notify import NotifyError, send_month
+
+    the_month, cfg = _month(month), _load(config)
+    try:
+        outcome = send_month(cfg, the_month, resend=resend)
+    except (NotifyError, *_known_errors()) as exc:
+        _fail(str(exc))
+    for line in outcome.lines():
+        console.print(line, highlight=False)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     sys.exit(app())
 

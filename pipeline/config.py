@@ -222,6 +222,90 @@ class RunConfig(_Section):
     root: Path = Path("runs")
 
 
+CUSTOMER_COLUMNS = ("customer_id", "name", "owner_email")
+
+
+class CustomersConfig(_Section):
+    """Customer attributes (name, account owner, any extra columns), read like the source."""
+
+    kind: Literal["csv", "parquet", "duckdb", "postgres"]
+    path: str | None = None
+    table: str | None = None
+    query: str | None = None
+    dsn: str | None = Field(default=None, repr=False)
+    delimiter: str = ","
+    columns: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("columns")
+    @classmethod
+    def _known_columns(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value) - set(CUSTOMER_COLUMNS))
+        if unknown:
+            raise ValueError(
+                f"unknown customer column(s) {unknown}; known: {list(CUSTOMER_COLUMNS)}"
+            )
+        return value
+
+    @field_validator("table")
+    @classmethod
+    def _safe_table(cls, value: str | None) -> str | None:
+        if value is not None and not all(_IDENTIFIER.match(p) for p in value.split(".")):
+            raise ValueError(f"table {value!r} is not a plain identifier like schema.table")
+        return value
+
+    @model_validator(mode="after")
+    def _kind_needs(self) -> CustomersConfig:
+        if self.kind in ("csv", "parquet", "duckdb") and not self.path:
+            raise ValueError(f"customers.path is required for kind = {self.kind!r}")
+        if self.kind == "duckdb" and not self.table:
+            raise ValueError("customers.table is required for kind = 'duckdb'")
+        if self.kind == "postgres" and not (self.table or self.query):
+            raise ValueError("customers.table or customers.query is required for kind = 'postgres'")
+        if self.kind == "postgres" and not self.dsn:
+            raise ValueError(
+                "customers.dsn is required for kind = 'postgres' (TIERS__CUSTOMERS__DSN)"
+            )
+        if len(self.delimiter) != 1:
+            raise ValueError("customers.delimiter must be a single character")
+        return self
+
+    def source_column(self, canonical: str) -> str:
+        return self.columns.get(canonical, canonical)
+
+
+class NotifyConfig(_Section):
+    """Email delivery of the month's call list (SMTP; the password only from the environment)."""
+
+    host: str
+    port: int = Field(default=587, ge=1, le=65535)
+    sender: str
+    # "starttls" (submission, port 587), "ssl" (implicit TLS, port 465) or "none" (a local relay)
+    tls: Literal["starttls", "ssl", "none"] = "starttls"
+    username: str | None = None
+    # the name of the environment variable that holds the password (never the password)
+    password_env: str = "TIERS_SMTP_PASSWORD"
+    recipients: list[str] = Field(min_length=1)  # the default recipients
+    # route each customer's alerts to this customer attribute (needs [customers]); None: all
+    # alerts go to the default recipients
+    route_by: str | None = None
+    metric: Literal["revenue", "payments", "units", "margin"] | None = None
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    subject_prefix: str = "[customer tiers]"
+
+    @field_validator("recipients", "sender")
+    @classmethod
+    def _addresses(cls, value: Any) -> Any:
+        for address in value if isinstance(value, list) else [value]:
+            if not re.fullmatch(r"[^@\s<>]+@[^@\s<>]+", address):
+                raise ValueError(f"{address!r} is not an email address like name@example.com")
+        return value
+
+
+class ReportConfig(_Section):
+    # the metric a report shows when --metric is not given (default: the first configured)
+    metric: Literal["revenue", "payments", "units", "margin"] | None = None
+
+
 class Config(_Section):
     source: SourceConfig
     business: BusinessConfig
@@ -230,6 +314,9 @@ class Config(_Section):
     segmentation: SegmentationConfig = Field(default_factory=SegmentationConfig)
     checks: ChecksConfig = Field(default_factory=ChecksConfig)
     runs: RunConfig = Field(default_factory=RunConfig)
+    customers: CustomersConfig | None = None
+    notify: NotifyConfig | None = None
+    report: ReportConfig = Field(default_factory=ReportConfig)
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     @model_validator(mode="after")
@@ -239,6 +326,10 @@ class Config(_Section):
             self.source.path = str(_resolve(base, self.source.path))
         self.lake.root = _resolve(base, self.lake.root)
         self.runs.root = _resolve(base, self.runs.root)
+        if self.customers and self.customers.path and self.customers.kind != "postgres":
+            self.customers.path = str(_resolve(base, self.customers.path))
+        if self.notify and self.notify.route_by and self.customers is None:
+            raise ValueError("notify.route_by needs a [customers] section to route by")
         prefix = "duckdb:///"
         if self.warehouse.url.startswith(prefix) and self.warehouse.url != prefix + ":memory:":
             self.warehouse.url = prefix + str(_resolve(base, self.warehouse.url[len(prefix) :]))

@@ -15,3 +15,12 @@ def golden() -> Path:
     if not GOLDEN.exists():
         pytest.fail(f"the golden cases are missing: {GOLDEN} (shared/ must sit beside the repo)")
     return GOLDEN
+
+
+@pytest.fixture(scope="session")
+def full_case(tmp_path_factory, golden):
+    """The golden ``full`` case with customer attributes, 2025-10 .. 2026-03 loaded (shared
+    by the report and delivery tests: they only read it)."""
+    from month_support import load_full_case_with_customers
+
+    return load_full_case_with_customers(tmp_path_factory.mktemp("full_case"))

@@ -1,0 +1,127 @@
+"""The month's call list: every alert of a metric with what the caller needs to know.
+
+One row per ``customer_alert`` row of (month, metric): the customer's value in each of the
+last six months, the last payment date, the value at stake and, where the customer
+attributes source knows them, name and owner. The value at stake is the customer's
+value over those six months (the relationship the call protects); the most valuable call
+comes first (value at stake descending, then customer id, then alert).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pyarrow as pa
+
+from pipeline.months import add_months
+
+SPARK_MONTHS = 6
+ALERT_LABELS = {
+    "vip_stopped_paying": "VIP stopped paying",
+    "vip_dropped": "dropped out of VIP",
+    "margin_erosion": "margin erosion",
+}
+# customer_month's column of each metric
+METRIC_COLUMN = {"revenue": "revenue", "payments": "payments", "units": "units", "margin": "margin"}
+
+
+@dataclass
+class Call:
+    customer_id: str
+    alert: str
+    detail: str
+    metric: str
+    last_months: list[tuple[date, Decimal]]  # oldest first, 0 where the customer did not pay
+    last_payment: date | None
+    value_at_stake: Decimal
+    name: str | None = None
+    owner_email: str | None = None
+    attributes: dict[str, str | None] = field(default_factory=dict)
+
+    @property
+    def alert_label(self) -> str:
+        return ALERT_LABELS.get(self.alert, self.alert)
+
+
+def history_months(month: date) -> list[date]:
+    """The months of the call list's history, oldest first (M-5 .. M)."""
+    return [add_months(month, -i) for i in range(SPARK_MONTHS - 1, -1, -1)]
+
+
+def build_calls(
+    month: date,
+    metric: str,
+    alerts: pa.Table,
+    history: dict[date, pa.Table],
+    last_payments: dict[str, date],
+    attributes: dict[str, dict],
+) -> list[Call]:
+    """The call list of ``month`` from its ``customer_alert`` rows and ``customer_month``
+    of the six months ending with it (``history``: month -> rows, missing months empty)."""
+    rows = [r for r in alerts.to_pylist() if r["metric"] == metric and r["month"] == month]
+    wanted = {r["customer_id"] for r in rows}
+    column = METRIC_COLUMN[metric]
+    values: dict[str, dict[date, Decimal]] = {c: {} for c in wanted}
+    for m, table in history.items():
+        for r in table.select(["customer_id", column]).to_pylist():
+            if r["customer_id"] in wanted and r[column] is not None:
+                values[r["customer_id"]][m] = Decimal(r[column])
+    calls = []
+    for r in rows:
+        by_month = values[r["customer_id"]]
+        last = [(m, by_month.get(m, Decimal(0))) for m in history_months(month)]
+        found = attributes.get(r["customer_id"], {})
+        calls.append(
+            Call(
+                customer_id=r["customer_id"],
+                alert=r["alert"],
+                detail=r["detail"] or "",
+                metric=metric,
+                last_months=last,
+                last_payment=last_payments.get(r["customer_id"]),
+                value_at_stake=sum((v for _, v in last), Decimal(0)),
+                name=found.get("name"),
+                owner_email=found.get("owner_email"),
+                attributes={
+                    k: v
+                    for k, v in found.items()
+                    if k not in ("customer_id", "name", "owner_email")
+                },
+            )
+        )
+    calls.sort(key=lambda c: (-c.value_at_stake, c.customer_id, c.alert))
+    return calls
+
+
+def read_history(warehouse, month: date) -> dict[date, pa.Table]:
+    """``customer_month`` of the six months ending with ``month`` (one read per month)."""
+    return {m: warehouse.read_table("customer_month", m) for m in history_months(month)}
+
+
+def last_payment_dates(
+    lake_root: Path, month: date, customers: set[str], timezone: str
+) -> dict[str, date]:
+    """The business-zone date of each customer's last payment in M-1 .. M, from the lake.
+
+    Every alerted customer paid in M-1 or M (a VIP of M-1 paid in M-1). Months missing from
+    the lake on this machine (a report drawn elsewhere) give no date.
+    """
+    from pipeline.lake import MissingMonthError, read_month
+
+    zone = ZoneInfo(timezone)
+    latest: dict[str, date] = {}
+    for m in (add_months(month, -1), month):
+        try:
+            payments = read_month(lake_root, m).select(["customer_id", "paid_at"]).to_pylist()
+        except (MissingMonthError, FileNotFoundError):
+            continue
+        for r in payments:
+            if r["customer_id"] in customers:
+                day = r["paid_at"].astimezone(zone).date()
+                if r["customer_id"] not in latest or day > latest[r["customer_id"]]:
+                    latest[r["customer_id"]] = day
+    return latest

@@ -1,0 +1,141 @@
+"""Customer attributes: name, account owner and any extra columns a team keeps.
+
+The optional ``[customers]`` section names a CSV, Parquet, DuckDB or PostgreSQL source,
+read like the payments source (same kinds, same ``columns`` mapping from canonical names
+to the source's own). Every value is read as text; ``customer_id`` is required and unique,
+``name`` and ``owner_email`` are optional (NULL when the source lacks them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from pipeline.config import CUSTOMER_COLUMNS, Config, CustomersConfig
+from pipeline.sources import SourceError
+
+_EXAMPLES = 3
+
+
+class CustomersError(SourceError):
+    """The customer attributes source cannot be read or breaks its rules."""
+
+
+def read_customers(cfg: Config) -> pa.Table | None:
+    """Every customer's attributes (canonical columns first, then the source's others, as
+    text), or None when no ``[customers]`` section is configured."""
+    if cfg.customers is None:
+        return None
+    source = cfg.customers
+    raw, label = _read_raw(source)
+    return _canonical(raw, source, label)
+
+
+def attributes_by_customer(customers: pa.Table | None, ids: Iterable[str]) -> dict[str, dict]:
+    """{customer_id: attributes} for the given customers (those the source knows)."""
+    if customers is None:
+        return {}
+    wanted = set(ids)
+    return {r["customer_id"]: r for r in customers.to_pylist() if r["customer_id"] in wanted}
+
+
+def _read_raw(source: CustomersConfig) -> tuple[pa.Table, str]:
+    if source.kind == "postgres":
+        return _read_postgres(source)
+    con = duckdb.connect()
+    try:
+        if source.kind == "csv":
+            path = _existing(source.path)
+            relation = con.read_csv(str(path), header=True, sep=source.delimiter, all_varchar=True)
+            label = str(path)
+        elif source.kind == "parquet":
+            path = _existing(source.path)
+            relation = con.read_parquet(str(path))
+            label = str(path)
+        else:  # duckdb
+            path = _existing(source.path)
+            con.execute("ATTACH ? AS customers_db (READ_ONLY)", [str(path)])
+            try:
+                relation = con.table(f"customers_db.{source.table}")
+            except duckdb.CatalogException as exc:
+                raise CustomersError(f"{path}: table {source.table!r} not found") from exc
+            label = f"{path}:{source.table}"
+        columns = [
+            duckdb.ColumnExpression(c).cast(duckdb.sqltype("VARCHAR")).alias(c)
+            for c in relation.columns
+        ]
+        return relation.select(*columns).to_arrow_table(), label
+    except duckdb.Error as exc:
+        raise CustomersError(f"customer attributes: {exc}") from exc
+    finally:
+        con.close()
+
+
+def _existing(path: str | None) -> Path:
+    if path is None or not Path(path).exists():
+        raise CustomersError(f"customer attributes file not found: {path}")
+    return Path(path)
+
+
+def _read_postgres(source: CustomersConfig) -> tuple[pa.Table, str]:
+    import psycopg
+
+    from pipeline.postgres import qualified_table, redact_dsn
+
+    relation = f"({source.query}) as customers" if source.query else qualified_table(source.table)
+    label = f"postgres {source.table or 'query'} at {redact_dsn(source.dsn)}"
+    try:
+        with psycopg.connect(source.dsn) as connection, connection.cursor() as cur:
+            cur.execute(f"SELECT * FROM {relation}")
+            names = [d.name for d in cur.description]
+            rows = cur.fetchall()
+    except psycopg.Error as exc:
+        message = str(exc).replace(source.dsn or "", redact_dsn(source.dsn))
+        raise CustomersError(f"{label}: {message}") from None
+    columns = {
+        name: pa.array([None if r[i] is None else str(r[i]) for r in rows], pa.string())
+        for i, name in enumerate(names)
+    }
+    return pa.table(columns) if names else pa.table({}), label
+
+
+def _canonical(raw: pa.Table, source: CustomersConfig, label: str) -> pa.Table:
+    have = set(raw.column_names)
+    mapped_missing = sorted(c for c, name in source.columns.items() if name not in have)
+    if mapped_missing:
+        raise CustomersError(
+            f"{label}: [customers.columns] maps {mapped_missing} to missing columns"
+        )
+    id_column = source.source_column("customer_id")
+    if id_column not in have:
+        raise CustomersError(
+            f"{label}: no customer id column {id_column!r}; it has {sorted(have)}. "
+            "Map it under [customers.columns]."
+        )
+    canonical = {}
+    for name in CUSTOMER_COLUMNS:
+        column = source.source_column(name)
+        canonical[name] = (
+            raw.column(column) if column in have else pa.nulls(raw.num_rows, pa.string())
+        )
+    used = {source.source_column(c) for c in CUSTOMER_COLUMNS}
+    extras = {name: raw.column(name) for name in raw.column_names if name not in used}
+    table = pa.table(canonical | {k: v for k, v in extras.items() if k not in canonical})
+    ids = table.column("customer_id").to_pylist()
+    missing = [i + 1 for i, value in enumerate(ids) if value is None or not value.strip()]
+    if missing:
+        raise CustomersError(
+            f"{label}: {len(missing)} row(s) without a customer id (e.g. data row(s) "
+            f"{missing[:_EXAMPLES]}, counting from 1 after the header)"
+        )
+    seen: set[str] = set()
+    repeated = sorted({i for i in ids if i in seen or seen.add(i)})
+    if repeated:
+        raise CustomersError(
+            f"{label}: {len(repeated)} customer id(s) appear more than once, e.g. "
+            f"{repeated[:_EXAMPLES]}: keep one row per customer"
+        )
+    return table.sort_by("customer_id")

@@ -1,0 +1,634 @@
+"""The month's report: one self-contained HTML page a manager opens (``tiers report``).
+
+Built from the warehouse only (``read_table(name, month)`` of the month, the month before
+and the five before that for the call list's history), so any loaded month can be drawn
+again, from DuckDB or PostgreSQL. Charts are Vega-Lite specifications made with Altair and
+drawn in the page by Vega-Embed, whose JavaScript (from vl-convert) is inlined with the
+data: the page loads nothing from the network. The page is deterministic: the same
+warehouse contents give the same bytes (no generation time stamp).
+
+Where it goes: ``<runs.root>/<run_id>/month=YYYY-MM/report.html`` for the run's step
+(``report_step``), ``<runs.root>/reports/YYYY-MM-<metric>.html`` when drawn again with
+``tiers report``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from pipeline.call_list import (
+    Call,
+    build_calls,
+    history_months,
+    last_payment_dates,
+)
+from pipeline.config import ALL_METRICS, Config, load_config
+from pipeline.months import add_months, format_month, parse_month
+
+CURVE_POINTS = 400  # points per curve in the page; the tables keep every customer
+CLASSES = ("A", "B", "C")
+TIER_NAMES = {
+    1: "Tier 1: ideal, highly profitable",
+    2: "Tier 2: good earners",
+    3: "Tier 3: break-even, costly to serve",
+    4: "Tier 4: money losers",
+}
+SECTIONS = (
+    "headline",
+    "pareto",
+    "migration",
+    "roster",
+    "calls",
+    "tiers",
+    "overlap",
+    "health",
+)
+
+
+class ReportError(ValueError):
+    """The month cannot be reported (not loaded, unknown metric)."""
+
+
+def default_report_path(cfg: Config, month: date, metric: str) -> Path:
+    """Where ``tiers report`` writes a month's page drawn again later."""
+    return Path(cfg.runs.root) / "reports" / f"{format_month(month)}-{metric}.html"
+
+
+def report_step(cfg: Config | str | Path, month: str | date, run_id: str) -> dict[str, Any]:
+    """The runner's step after ``load``: the month's report next to the run's files.
+
+    A failed report does not touch the loaded month or its ``pipeline_run`` row."""
+    from pipeline.runner import _update_state, run_dir
+
+    cfg = cfg if isinstance(cfg, Config) else load_config(cfg)
+    month = parse_month(month)
+    folder = run_dir(cfg, month, run_id)
+    path, metric, _ = write_report(cfg, month, folder / "report.html", run_id=run_id)
+    _update_state(folder, report=str(path), report_metric=metric)
+    return {"report": str(path), "month": format_month(month), "metric": metric}
+
+
+def write_report(
+    cfg: Config,
+    month: date,
+    path: Path | None = None,
+    *,
+    metric: str | None = None,
+    run_id: str | None = None,
+) -> tuple[Path, str, str | None]:
+    """Write the month's page (atomically); return its path, metric and the run it shows."""
+    from pipeline.warehouse import open_warehouse
+
+    warehouse = open_warehouse(cfg)
+    try:
+        data = collect(cfg, warehouse, month, metric=metric, run_id=run_id)
+    finally:
+        warehouse.close()
+    path = Path(path) if path else default_report_path(cfg, month, data.metric)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(render(data), encoding="utf-8")
+    os.replace(tmp, path)
+    return path, data.metric, data.run["run_id"] if data.run else None
+
+
+def record_report(cfg: Config, month: date, metric: str, path: Path, run_id: str | None) -> None:
+    """Note a page drawn again in the run folder of the run it shows, when that folder is on
+    this machine (``run.json``: ``reports`` = {metric: path})."""
+    from pipeline.runner import _read_state, _update_state, run_dir
+
+    if run_id is None:
+        return
+    folder = run_dir(cfg, month, run_id)
+    if not (folder / "run.json").exists():
+        return
+    reports = _read_state(folder).get("reports", {}) | {metric: str(path)}
+    _update_state(folder, reports=reports)
+
+
+# ---------------------------------------------------------------- what the page shows
+
+
+@dataclass
+class ReportData:
+    month: date
+    previous: date
+    metric: str
+    metrics: list[str]
+    window: int  # of the headline and the migration: 1 unless not configured
+    currency: str
+    headline: list[dict]
+    pareto: dict[int, list[dict]]  # window -> customer_abc rows by rank
+    a_share: float
+    b_share: float
+    migration_counts: dict[tuple[str, str], int]
+    migration_values: dict[tuple[str, str], Decimal]
+    roster_added: list[dict]
+    roster_removed: list[dict]
+    roster_missed: list[dict]
+    roster_size: int
+    has_attributes: bool  # a customer attributes source is configured
+    calls: list[Call]
+    history: list[date]
+    tier_window: int | None
+    tiers: list[dict]
+    whale: list[dict]
+    overlap: list[dict]
+    run: dict | None
+    gates: list[dict]
+
+
+def choose_metric(cfg: Config, available: list[str], metric: str | None) -> str:
+    if metric is None:
+        metric = cfg.report.metric or (
+            cfg.segmentation.metrics[0] if cfg.segmentation.metrics else None
+        )
+    if metric is None:
+        metric = next((m for m in ALL_METRICS if m in available), "revenue")
+    if metric not in available:
+        raise ReportError(
+            f"metric {metric!r} has no results in this month; available: {available or 'none'}"
+        )
+    return metric
+
+
+def collect(
+    cfg: Config, warehouse, month: date, *, metric: str | None = None, run_id: str | None = None
+) -> ReportData:
+    from pipeline.customers import attributes_by_customer, read_customers
+
+    previous = add_months(month, -1)
+    summary = warehouse.read_table("pareto_summary", month).to_pylist()
+    if not summary:
+        runs = warehouse.read_table("pipeline_run", month).to_pylist()
+        hint = f" (its last run {runs[-1]['run_id']} is {runs[-1]['status']})" if runs else ""
+        raise ReportError(
+            f"month {format_month(month)} is not loaded in the warehouse{hint}: "
+            f"run `tiers run --month {format_month(month)}` first"
+        )
+    available = [m for m in ALL_METRICS if any(r["metric"] == m for r in summary)]
+    metric = choose_metric(cfg, available, metric)
+    # the month on its own: window 1, unless the configuration has no such window
+    window = min(r["window_months"] for r in summary if r["metric"] == metric)
+    summary_before = warehouse.read_table("pareto_summary", previous).to_pylist()
+
+    def pick(rows: list[dict], **where) -> list[dict]:
+        return [r for r in rows if all(r[k] == v for k, v in where.items())]
+
+    abc = warehouse.read_table("customer_abc", month)
+    abc_rows = pick(abc.to_pylist(), metric=metric)
+    abc_before = pick(warehouse.read_table("customer_abc", previous).to_pylist(), metric=metric)
+    segments = pick(warehouse.read_table("customer_segment", month).to_pylist(), metric=metric)
+    segments_before = pick(
+        warehouse.read_table("customer_segment", previous).to_pylist(), metric=metric
+    )
+    roster = pick(warehouse.read_table("vip_roster", month).to_pylist(), metric=metric)
+    changes = pick(warehouse.read_table("vip_roster_change", month).to_pylist(), metric=metric)
+    alerts = warehouse.read_table("customer_alert", month)
+    history = {m: warehouse.read_table("customer_month", m) for m in history_months(month)}
+    tiers = warehouse.read_table("customer_tier", month).to_pylist()
+    overlap = warehouse.read_table("criteria_overlap", month).to_pylist()
+    runs = warehouse.read_table("pipeline_run", month).to_pylist()
+
+    customers = read_customers(cfg)
+    alert_ids = {r["customer_id"] for r in alerts.to_pylist() if r["metric"] == metric}
+    roster_ids = {r["customer_id"] for r in changes} | {
+        r["customer_id"] for r in roster if r["missed_by_period_method"]
+    }
+    attributes = attributes_by_customer(customers, alert_ids | roster_ids)
+    last_paid = last_payment_dates(cfg.lake.root, month, alert_ids, cfg.business.timezone)
+    calls = build_calls(month, metric, alerts, history, last_paid, attributes)
+
+    headline = _headline(
+        pick(summary, metric=metric, window_months=window),
+        pick(summary_before, metric=metric, window_months=window),
+        segments,
+        segments_before,
+        len(calls),
+    )
+    pareto: dict[int, list[dict]] = defaultdict(list)
+    for r in sorted(abc_rows, key=lambda r: (r["window_months"], r["rank"])):
+        pareto[r["window_months"]].append(r)
+    counts, values = _migration(
+        [r for r in abc_rows if r["window_months"] == window],
+        [r for r in abc_before if r["window_months"] == window],
+    )
+    value_of = {r["customer_id"]: r["value"] for r in segments}
+
+    def named(rows: list[dict], **extra) -> list[dict]:
+        """With name, owner and value in M; the most valuable first."""
+        out = []
+
+        def most_valuable(r: dict) -> tuple:
+            value = value_of.get(r["customer_id"])
+            return (value is None, -(value or 0), r["customer_id"])
+
+        for r in sorted(rows, key=most_valuable):
+            found = attributes.get(r["customer_id"], {})
+            out.append(
+                r
+                | {"name": found.get("name"), "owner_email": found.get("owner_email")}
+                | {"value": value_of.get(r["customer_id"])}
+                | extra
+            )
+        return out
+
+    tier_window = max((r["window_months"] for r in tiers), default=None)
+    tier_rows = [r for r in tiers if r["window_months"] == tier_window]
+    chosen_run = _chosen_run(runs, run_id)
+    return ReportData(
+        month=month,
+        previous=previous,
+        metric=metric,
+        metrics=available,
+        window=window,
+        currency=cfg.business.currency,
+        headline=headline,
+        pareto=dict(pareto),
+        a_share=float(cfg.segmentation.a_share),
+        b_share=float(cfg.segmentation.b_share),
+        migration_counts=counts,
+        migration_values=values,
+        roster_added=named([r for r in changes if r["change"] == "added"]),
+        roster_removed=named([r for r in changes if r["change"] == "removed"]),
+        roster_missed=named([r for r in roster if r["missed_by_period_method"]]),
+        roster_size=len(roster),
+        has_attributes=customers is not None,
+        calls=calls,
+        history=history_months(month),
+        tier_window=tier_window,
+        tiers=_tier_summary(tier_rows),
+        whale=_whale_curve(tier_rows),
+        overlap=sorted(
+            overlap,
+            key=lambda r: (ALL_METRICS.index(r["metric_a"]), ALL_METRICS.index(r["metric_b"])),
+        ),
+        run=chosen_run,
+        gates=_gates(chosen_run),
+    )
+
+
+def _headline(now: list[dict], before: list[dict], segments, segments_before, n_calls) -> list:
+    (current,) = now
+    prior = before[0] if before else None
+    n_vip = sum(1 for r in segments if r["segment"] == "vip")
+    n_vip_before = sum(1 for r in segments_before if r["segment"] == "vip") if prior else None
+
+    def figure(key, label, kind, value, old):
+        change = None if old is None or value is None else value - old
+        return {"key": key, "label": label, "kind": kind, "value": value, "change": change}
+
+    get = (lambda k: prior[k]) if prior else (lambda k: None)
+    return [
+        figure("customers", "customers", "count", current["n_customers"], get("n_customers")),
+        figure("value", "value", "value", current["total_value"], get("total_value")),
+        figure("top20", "top-20 % share", "share", current["top20_share"], get("top20_share")),
+        figure("gini", "gini", "ratio", current["gini"], get("gini")),
+        figure("vips", "VIPs", "count", n_vip, n_vip_before),
+        figure("calls", "calls to make", "count", n_calls, None),
+    ]
+
+
+def _migration(now: list[dict], before: list[dict]):
+    """Class of M-1 -> class of M (shortest window); 'new' and 'lost' for customers ranked in
+    only one of them. Value: the customer's value in M (in M-1 for the lost)."""
+    cur = {r["customer_id"]: r for r in now}
+    old = {r["customer_id"]: r for r in before}
+    counts: Counter = Counter()
+    values: dict[tuple[str, str], Decimal] = defaultdict(lambda: Decimal(0))
+    for customer in sorted(cur.keys() | old.keys()):
+        src = old[customer]["abc_class"] if customer in old else "new"
+        dst = cur[customer]["abc_class"] if customer in cur else "lost"
+        counts[(src, dst)] += 1
+        values[(src, dst)] += (cur.get(customer) or old[customer])["value"]
+    return dict(counts), dict(values)
+
+
+def _tier_summary(rows: list[dict]) -> list[dict]:
+    out = []
+    for tier in (1, 2, 3, 4):
+        members = [r for r in rows if r["tier"] == tier]
+        revenue = sum((r["revenue"] for r in members), Decimal(0))
+        margin = sum((r["margin"] for r in members), Decimal(0))
+        out.append(
+            {
+                "tier": tier,
+                "label": TIER_NAMES[tier],
+                "customers": len(members),
+                "revenue": revenue,
+                "margin": margin,
+                "margin_pct": float(margin / revenue) if revenue > 0 else None,
+            }
+        )
+    return out
+
+
+def _whale_curve(rows: list[dict]) -> list[dict]:
+    """Cumulative profit of customers ranked by margin (highest first), as a share of the
+    total profit; it rises above 100 % and falls back as the money losers come in."""
+    ranked = sorted(rows, key=lambda r: (-r["margin"], r["customer_id"]))
+    total = sum((r["margin"] for r in ranked), Decimal(0))
+    if not ranked or total == 0:
+        return []
+    points, running = [{"customers": 0.0, "profit": 0.0, "tier": None}], Decimal(0)
+    for i, r in enumerate(ranked, start=1):
+        running += r["margin"]
+        points.append(
+            {"customers": i / len(ranked), "profit": float(running / total), "tier": r["tier"]}
+        )
+    return _thin(points)
+
+
+def _chosen_run(runs: list[dict], run_id: str | None) -> dict | None:
+    if run_id is not None:
+        match = [r for r in runs if r["run_id"] == run_id]
+        if match:
+            return match[0]
+    loaded = [r for r in runs if r["status"] == "loaded"]
+    return max(loaded, key=lambda r: (r["finished_at"], r["run_id"])) if loaded else None
+
+
+def _gates(run: dict | None) -> list[dict]:
+    if not run or not run.get("check_results"):
+        return []
+    results = run["check_results"]
+    results = json.loads(results) if isinstance(results, str) else results
+    gates = []
+    # in the order the pipeline runs them (a jsonb column does not keep the keys' order)
+    for name, gate in sorted(results.items(), key=lambda item: _gate_order(item[0])):
+        failing = [r["check"] for r in gate.get("results", []) if not r.get("success", True)]
+        gates.append(
+            {
+                "gate": name,
+                "passed": gate.get("passed"),
+                "n_passed": gate.get("n_passed", 0),
+                "n_failed": gate.get("n_failed", 0),
+                "n_warned": gate.get("n_warned", 0),
+                "failing": failing,
+            }
+        )
+    return gates
+
+
+GATE_ORDER = ("raw", "customer_month", "outputs", "before_load")
+
+
+def _gate_order(name: str) -> tuple[int, str]:
+    return (GATE_ORDER.index(name) if name in GATE_ORDER else len(GATE_ORDER), name)
+
+
+def _thin(points: list[dict], limit: int = CURVE_POINTS) -> list[dict]:
+    """At most ``limit`` points, evenly spaced, keeping the first and the last."""
+    if len(points) <= limit:
+        return points
+    step = (len(points) - 1) / (limit - 1)
+    return [points[round(i * step)] for i in range(limit)]
+
+
+# ---------------------------------------------------------------- charts (Vega-Lite)
+
+
+def pareto_chart(data: ReportData) -> dict:
+    import altair as alt
+
+    curves = []
+    for window, rows in sorted(data.pareto.items()):
+        n = len(rows)
+        points = [{"window": f"{window} mo", "customers": 0.0, "cum_share": 0.0}]
+        points += [
+            {
+                "window": f"{window} mo",
+                "customers": r["rank"] / n,
+                "cum_share": r["cum_share"],
+            }
+            for r in rows
+        ]
+        curves += _thin(points)
+    bands = [
+        {"band": "A", "low": 0.0, "high": data.a_share},
+        {"band": "B", "low": data.a_share, "high": data.b_share},
+        {"band": "C", "low": data.b_share, "high": 1.0},
+    ]
+    band_layer = (
+        alt.Chart(alt.Data(values=bands))
+        .mark_rect(opacity=0.12)
+        .encode(
+            y=alt.Y("low:Q"),
+            y2="high:Q",
+            color=alt.Color(
+                "band:N",
+                scale=alt.Scale(domain=list(CLASSES), range=["#2f7d32", "#f0a500", "#b0b0b0"]),
+                legend=alt.Legend(title="class band"),
+            ),
+        )
+    )
+    lines = (
+        alt.Chart(alt.Data(values=curves))
+        .mark_line()
+        .encode(
+            x=alt.X(
+                "customers:Q",
+                title="share of customers (ranked by value)",
+                axis=alt.Axis(format="%"),
+            ),
+            y=alt.Y(
+                "cum_share:Q",
+                title=f"cumulative share of {data.metric}",
+                axis=alt.Axis(format="%"),
+                scale=alt.Scale(domain=[0, 1]),
+            ),
+            color=alt.Color(
+                "window:N",
+                title="window",
+                sort=[f"{w} mo" for w in sorted(data.pareto)],
+                scale=alt.Scale(scheme="darkmulti"),
+            ),
+            tooltip=[
+                "window:N",
+                alt.Tooltip("customers:Q", format=".1%"),
+                alt.Tooltip("cum_share:Q", format=".1%"),
+            ],
+        )
+    )
+    return _spec(alt.layer(band_layer, lines).resolve_scale(color="independent"), 520, 320)
+
+
+def whale_chart(data: ReportData) -> dict:
+    import altair as alt
+
+    line = (
+        alt.Chart(alt.Data(values=data.whale))
+        .mark_line(color="#1f5fa8")
+        .encode(
+            x=alt.X(
+                "customers:Q",
+                title="share of customers (ranked by profit)",
+                axis=alt.Axis(format="%"),
+            ),
+            y=alt.Y(
+                "profit:Q", title="cumulative share of total profit", axis=alt.Axis(format="%")
+            ),
+            tooltip=[
+                alt.Tooltip("customers:Q", format=".1%"),
+                alt.Tooltip("profit:Q", format=".1%"),
+            ],
+        )
+    )
+    rule = (
+        alt.Chart(alt.Data(values=[{"y": 1.0}]))
+        .mark_rule(strokeDash=[4, 4], color="#888")
+        .encode(y="y:Q")
+    )
+    return _spec(alt.layer(line, rule), 520, 280)
+
+
+def tier_chart(data: ReportData) -> dict:
+    import altair as alt
+
+    values = [
+        {"tier": f"Tier {t['tier']}", "measure": measure, "amount": float(t[measure])}
+        for t in data.tiers
+        for measure in ("revenue", "margin")
+    ]
+    chart = (
+        alt.Chart(alt.Data(values=values))
+        .mark_bar()
+        .encode(
+            x=alt.X("tier:N", title=None, axis=alt.Axis(labelAngle=0)),
+            xOffset="measure:N",
+            y=alt.Y("amount:Q", title=data.currency),
+            color=alt.Color("measure:N", scale=alt.Scale(range=["#1f5fa8", "#2f7d32"])),
+            tooltip=["tier:N", "measure:N", alt.Tooltip("amount:Q", format=",.2f")],
+        )
+    )
+    return _spec(chart, 360, 240)
+
+
+def overlap_chart(data: ReportData) -> dict:
+    import altair as alt
+
+    values = [
+        {"a": r["metric_a"], "b": r["metric_b"], "jaccard": r["jaccard"]}
+        for r in data.overlap
+        if r["jaccard"] is not None
+    ]
+    base = alt.Chart(alt.Data(values=values)).encode(
+        x=alt.X("a:N", sort=list(ALL_METRICS), title=None, axis=alt.Axis(labelAngle=0)),
+        y=alt.Y("b:N", sort=list(ALL_METRICS), title=None),
+    )
+    heat = base.mark_rect().encode(
+        color=alt.Color("jaccard:Q", scale=alt.Scale(domain=[0, 1], scheme="blues"))
+    )
+    text = base.mark_text(fontSize=13).encode(text=alt.Text("jaccard:Q", format=".2f"))
+    return _spec(alt.layer(heat, text), 260, 200)
+
+
+def _spec(chart, width: int, height: int) -> dict:
+    spec = chart.properties(width=width, height=height).to_dict()
+    spec.pop("$schema", None)  # nothing in the page points at the network
+    return spec
+
+
+@cache
+def vega_bundle() -> str:
+    """Vega, Vega-Lite and Vega-Embed as one script, for the Vega-Lite version Altair
+    writes (it exposes ``vegaEmbed`` on ``window``)."""
+    import altair as alt
+    import vl_convert as vlc
+
+    version = ".".join(alt.SCHEMA_VERSION.lstrip("v").split(".")[:2])
+    bundle = vlc.javascript_bundle(vl_version=version)
+    return bundle.replace("</script", "<\\/script")
+
+
+# ---------------------------------------------------------------- the page
+
+
+def _script_json(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def render(data: ReportData) -> str:
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("pipeline", "templates"),
+        autoescape=jinja2.select_autoescape(["html", "j2"]),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    integer = data.metric in ("payments", "units")
+    env.filters |= {
+        "money": lambda v: _money(v),
+        "value": lambda v: _value(v, integer),
+        "signed_value": lambda v: _signed(v, integer),
+        "pct": lambda v, digits=1: "—" if v is None else f"{100 * v:.{digits}f} %",
+        "points": lambda v: "—" if v is None else f"{100 * v:+.1f} pts",
+        "ratio": lambda v: "—" if v is None else f"{v:.3f}",
+        "signed_ratio": lambda v: "—" if v is None else f"{v:+.3f}",
+        "count": lambda v: "—" if v is None else f"{v:,}",
+        "signed_count": lambda v: "—" if v is None else f"{v:+,}",
+        "month": format_month,
+        "spark": _sparkline,
+        "exact": lambda v: "" if v is None else str(v),
+    }
+    charts = {
+        "pareto": pareto_chart(data),
+        "whale": whale_chart(data) if data.whale else None,
+        "tiers": tier_chart(data) if data.tier_window else None,
+        "overlap": overlap_chart(data) if data.overlap else None,
+    }
+    template = env.get_template("report.html.j2")
+    return template.render(
+        d=data,
+        classes=CLASSES,
+        migration_from=[*CLASSES, "new"],
+        migration_to=[*CLASSES, "lost"],
+        unit=data.currency if not integer else data.metric,
+        charts={k: _script_json(v) for k, v in charts.items() if v is not None},
+        vega_bundle=vega_bundle(),
+        sections=SECTIONS,
+    )
+
+
+def _money(value) -> str:
+    return "—" if value is None else f"{Decimal(value):,.2f}"
+
+
+def _value(value, integer: bool) -> str:
+    if value is None:
+        return "—"
+    return f"{int(value):,}" if integer else f"{Decimal(value):,.2f}"
+
+
+def _signed(value, integer: bool) -> str:
+    if value is None:
+        return "—"
+    return f"{int(value):+,}" if integer else f"{Decimal(value):+,.2f}"
+
+
+_BLOCKS = "▁▂▃▄▅▆▇█"
+
+
+def _sparkline(values: list[Decimal]) -> str:
+    """Six months as block characters, the lowest value (or 0) at the bottom."""
+    low = min([Decimal(0), *values])
+    high = max(values, default=Decimal(0))
+    if high == low:
+        return _BLOCKS[0] * len(values)
+    return "".join(
+        _BLOCKS[min(len(_BLOCKS) - 1, math.floor((v - low) / (high - low) * len(_BLOCKS)))]
+        for v in values
+    )

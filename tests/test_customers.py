@@ -1,0 +1,95 @@
+"""Customer attributes read like the payments source, and the new configuration sections."""
+
+from __future__ import annotations
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.config import ConfigError
+from pipeline.customers import CustomersError, read_customers
+
+from support import csv_config, write_payments
+
+ROWS = "id,display_name,account_manager,region\nc2,Beta,b@example.com,north\nc1,Alpha,,west\n"
+MAPPING = {"customer_id": "id", "name": "display_name", "owner_email": "account_manager"}
+
+
+def config(tmp_path, **sections):
+    payments = write_payments(tmp_path / "payments.csv", [])
+    return csv_config(tmp_path, payments, **sections)
+
+
+def test_a_csv_with_mapped_columns_keeps_the_extra_ones(tmp_path) -> None:
+    (tmp_path / "customers.csv").write_text(ROWS)
+    cfg = config(tmp_path, customers={"kind": "csv", "path": "customers.csv", "columns": MAPPING})
+    table = read_customers(cfg)
+    assert table.column_names == ["customer_id", "name", "owner_email", "region"]
+    assert table.to_pylist() == [
+        {"customer_id": "c1", "name": "Alpha", "owner_email": None, "region": "west"},
+        {"customer_id": "c2", "name": "Beta", "owner_email": "b@example.com", "region": "north"},
+    ]
+
+
+def test_parquet_and_duckdb_sources_give_the_same_rows(tmp_path) -> None:
+    table = pa.table({"customer_id": ["c1", "c2"], "name": ["Alpha", "Beta"], "tier": [1, 2]})
+    pq.write_table(table, tmp_path / "customers.parquet")
+    with duckdb.connect(str(tmp_path / "crm.duckdb")) as con:
+        con.register("incoming", table)
+        con.execute("CREATE TABLE customers AS SELECT * FROM incoming")
+    from_parquet = read_customers(
+        config(tmp_path, customers={"kind": "parquet", "path": "customers.parquet"})
+    )
+    from_duckdb = read_customers(
+        config(tmp_path, customers={"kind": "duckdb", "path": "crm.duckdb", "table": "customers"})
+    )
+    assert from_parquet.to_pylist() == from_duckdb.to_pylist()
+    assert from_parquet.to_pylist()[0] == {
+        "customer_id": "c1",
+        "name": "Alpha",
+        "owner_email": None,
+        "tier": "1",
+    }
+
+
+def test_errors_name_the_file_and_the_problem(tmp_path) -> None:
+    (tmp_path / "customers.csv").write_text("id,name\nc1,A\nc1,B\n")
+    cfg = config(tmp_path, customers={"kind": "csv", "path": "customers.csv"})
+    with pytest.raises(CustomersError, match="no customer id column 'customer_id'"):
+        read_customers(cfg)
+    cfg = config(
+        tmp_path,
+        customers={"kind": "csv", "path": "customers.csv", "columns": {"customer_id": "id"}},
+    )
+    with pytest.raises(CustomersError, match=r"1 customer id\(s\) appear more than once.*c1"):
+        read_customers(cfg)
+    cfg = config(tmp_path, customers={"kind": "csv", "path": "missing.csv"})
+    with pytest.raises(CustomersError, match="not found: .*missing.csv"):
+        read_customers(cfg)
+    assert read_customers(config(tmp_path)) is None
+
+
+def test_notify_configuration_is_checked(tmp_path) -> None:
+    notify = {"host": "smtp.example.com", "sender": "tiers@example.com", "recipients": ["x"]}
+    with pytest.raises(ConfigError, match="'x' is not an email address"):
+        config(tmp_path, notify=notify)
+    notify["recipients"] = ["team@example.com"]
+    with pytest.raises(ConfigError, match="route_by needs a \\[customers\\] section"):
+        config(tmp_path, notify=notify | {"route_by": "owner_email"})
+    with pytest.raises(ConfigError, match="password"):
+        config(tmp_path, notify=notify | {"password": "in the file"})
+    cfg = config(tmp_path, notify=notify)
+    assert (cfg.notify.port, cfg.notify.tls, cfg.notify.password_env) == (
+        587,
+        "starttls",
+        "TIERS_SMTP_PASSWORD",
+    )
+
+
+def test_the_notify_step_does_nothing_without_a_notify_section(tmp_path) -> None:
+    from pipeline.notify import notify_step
+
+    cfg = config(tmp_path)
+    assert notify_step(cfg, "2026-01", "run-1") == {"month": "2026-01", "notify": "not configured"}
+    assert not (tmp_path / "runs").exists()
