@@ -33,6 +33,14 @@ ENV_PREFIX = "TIERS__"
 CANONICAL_COLUMNS = ("payment_id", "customer_id", "paid_at", "amount", "currency", "units", "cost")
 REQUIRED_COLUMNS = ("payment_id", "customer_id", "paid_at", "amount")
 ALL_METRICS = ("revenue", "payments", "units", "margin")
+
+
+def metrics_available(*, has_units: bool, has_margin: bool) -> list[str]:
+    """The metrics a source allows: units needs a units column, margin a cost column."""
+    allowed = {"revenue": True, "payments": True, "units": has_units, "margin": has_margin}
+    return [m for m in ALL_METRICS if allowed[m]]
+
+
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 

@@ -5,18 +5,22 @@ Layout::
     lake/payments/month=YYYY-MM/manifest.json        what the extract read and wrote
     lake/payments/month=YYYY-MM/part-<hash>.parquet  the month's payments
     lake/payments/month=YYYY-MM/customer_month-<hash>.parquet
-                                                     the month's customer_month, derived
-                                                     from those payments and published
-                                                     with them (sql/customer_month.sql)
+    lake/payments/month=YYYY-MM/monthly_ranking-<hash>.parquet
+                                                     derived from those payments and
+                                                     published with them: the month's
+                                                     customer_month and its customers
+                                                     ranked by each metric (window 1)
     lake/quarantine/month=YYYY-MM/bad-rows.parquet   bad rows set aside (quarantine on)
     lake/quarantine/undated/bad-rows.parquet         rows with no usable paid_at
 
 A partition is published by atomically replacing its manifest; readers only ever
 open the files the manifest names, so a half-written file, a killed extract or an
 orphan temporary file is never read. A re-extract touches its own month only, and
-replaces the month's derived customer_month with its payments, in the same publish: the
-computation of month M reads the derived files of M-11 .. M instead of re-aggregating a
-year of payments, and can never see a customer_month older than its payments.
+replaces the month's derived files with its payments, in the same publish: the
+computation of month M reads the derived files of M-11 .. M instead of re-aggregating and
+re-ranking a year of payments, and can never see derived data older than its payments.
+The derived files read no configuration (every metric the source allows is ranked), so
+a change of the configuration never makes them stale.
 """
 
 from __future__ import annotations
@@ -35,13 +39,13 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.config import Config
+from pipeline.config import Config, metrics_available
 from pipeline.months import format_month, parse_month
 from pipeline.schema import TABLES
 from pipeline.sources import SourceRows, open_months
 from pipeline.sql import bounded_connection, run_sql
 
-SCHEMA_VERSION = 2  # 2: the partition carries its derived customer_month
+SCHEMA_VERSION = 2  # 2: the partition carries its derived customer_month and ranking
 PAYMENTS_SCHEMA = pa.schema(
     [
         pa.field("payment_id", pa.string(), nullable=False),
@@ -52,6 +56,19 @@ PAYMENTS_SCHEMA = pa.schema(
         pa.field("units", pa.int64()),
         pa.field("cost", pa.decimal128(18, 2)),
         pa.field("month", pa.date32(), nullable=False),
+    ]
+)
+MONTHLY_RANKING_SCHEMA = pa.schema(
+    [
+        ("month", pa.date32()),
+        ("metric", pa.string()),
+        ("window_months", pa.int32()),
+        ("customer_id", pa.string()),
+        ("value", pa.decimal128(18, 2)),
+        ("rank", pa.int32()),
+        ("n_customers", pa.int32()),
+        ("total_value", pa.decimal128(18, 2)),
+        ("cum_value_before", pa.decimal128(18, 2)),
     ]
 )
 _RAW_COLUMNS = ("payment_id", "customer_id", "paid_at", "amount", "currency", "units", "cost")
@@ -91,6 +108,7 @@ class Manifest:
     data_files: list[str]
     problems: dict[str, int] = field(default_factory=dict)
     customer_month_file: str | None = None  # None in partitions of schema version 1
+    monthly_ranking_file: str | None = None  # likewise
     schema_version: int = SCHEMA_VERSION
     extracted_at: str = ""
 
@@ -118,9 +136,10 @@ def month_files(lake_root: Path, month: date) -> list[str]:
     return [str(folder / name) for name in manifest.data_files]
 
 
-def customer_month_file(lake_root: Path, month: date) -> str | None:
-    """The month's derived customer_month file, or None (a partition of schema version 1)."""
-    name = read_manifest(lake_root, month).customer_month_file
+def derived_file(lake_root: Path, month: date, table: str) -> str | None:
+    """The month's derived ``customer_month`` or ``monthly_ranking`` file, or None (a
+    partition of schema version 1)."""
+    name = getattr(read_manifest(lake_root, month), f"{table}_file")
     return str(partition_dir(lake_root, month) / name) if name else None
 
 
@@ -223,18 +242,27 @@ def _extract_month(
         data_files=[],
         problems=problems,
     )
-    customer_month = _customer_month(con, source)
+    customer_month, monthly_ranking = _derived_tables(con, source)
     root = Path(cfg.lake.root)
     if quarantine:
         _publish_table(root / "quarantine" / f"month={format_month(month)}", "bad-rows", dated_bad)
         if undated_bad.num_rows:
             _publish_table(root / "quarantine" / "undated", "bad-rows", undated_bad)
-    _publish_partition(partition_dir(root, month), good, customer_month, manifest)
+    _publish_partition(
+        partition_dir(root, month),
+        good,
+        {"customer_month": customer_month, "monthly_ranking": monthly_ranking},
+        manifest,
+    )
     return manifest
 
 
-def _customer_month(con: duckdb.DuckDBPyConnection, source: SourceRows) -> pa.Table:
-    """The month's customer_month rows from its good payments (sql/customer_month.sql)."""
+def _derived_tables(
+    con: duckdb.DuckDBPyConnection, source: SourceRows
+) -> tuple[pa.Table, pa.Table]:
+    """The month's customer_month (sql/customer_month.sql) and its customers ranked by every
+    metric the source allows (customer_metric.sql, customer_ranking.sql, window 1)."""
+    has_units, has_margin = "units" in source.columns_present, "cost" in source.columns_present
     con.execute(
         "create or replace temp view lake_payments as "
         "select * from staged_payments where problem is null"
@@ -242,12 +270,28 @@ def _customer_month(con: duckdb.DuckDBPyConnection, source: SourceRows) -> pa.Ta
     run_sql(
         con,
         "customer_month",
-        create="month_customers",
-        has_units="units" in source.columns_present,
-        has_margin="cost" in source.columns_present,
+        create="customer_month_history",
+        has_units=has_units,
+        has_margin=has_margin,
     )
-    table = con.sql("select * from month_customers order by customer_id").to_arrow_table()
-    return table.cast(TABLES["customer_month"].arrow_schema())
+    metrics = metrics_available(has_units=has_units, has_margin=has_margin)
+    run_sql(con, "customer_metric", create="customer_metric", metrics=metrics)
+    con.execute(
+        "create or replace temp view window_values as "
+        "select month, metric, 1 as window_months, customer_id, value from customer_metric"
+    )
+    run_sql(con, "customer_ranking", create="monthly_ranking")
+    customer_month = (
+        con.sql("select * from customer_month_history order by customer_id")
+        .to_arrow_table()
+        .cast(TABLES["customer_month"].arrow_schema())
+    )
+    ranking = (
+        con.sql("select * from monthly_ranking order by metric, rank")
+        .to_arrow_table()
+        .cast(MONTHLY_RANKING_SCHEMA)
+    )
+    return customer_month, ranking
 
 
 def _check_money_limit(con: duckdb.DuckDBPyConnection, label: str, month: date) -> None:
@@ -353,18 +397,21 @@ def _bad_input_message(
 
 
 def _publish_partition(
-    folder: Path, good: pa.Table, customer_month: pa.Table, manifest: Manifest
+    folder: Path, good: pa.Table, derived: dict[str, pa.Table], manifest: Manifest
 ) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     data_name = _publish_file(folder, "part", good)
-    derived_name = _publish_file(folder, "customer_month", customer_month)
     manifest.data_files = [data_name]
-    manifest.customer_month_file = derived_name
+    keep = {data_name, "manifest.json"}
+    for table, rows in derived.items():
+        name = _publish_file(folder, table, rows)
+        setattr(manifest, f"{table}_file", name)
+        keep.add(name)
     manifest.extracted_at = datetime.now(UTC).isoformat(timespec="seconds")
     _atomic_write_bytes(
         folder / "manifest.json", (json.dumps(asdict(manifest), indent=2) + "\n").encode()
     )
-    _remove_unreferenced(folder, keep={data_name, derived_name, "manifest.json"})
+    _remove_unreferenced(folder, keep=keep)
 
 
 def _publish_table(folder: Path, stem: str, table: pa.Table) -> None:

@@ -14,8 +14,8 @@ from datetime import date
 import duckdb
 import pyarrow as pa
 
-from pipeline.config import ALL_METRICS, Config
-from pipeline.lake import customer_month_file, month_files, read_manifest
+from pipeline.config import ALL_METRICS, Config, metrics_available
+from pipeline.lake import MONTHLY_RANKING_SCHEMA, derived_file, month_files, read_manifest
 from pipeline.months import add_months, format_month, months_between, parse_month
 from pipeline.schema import REPORTING_TABLES
 from pipeline.sql import bounded_connection, run_sql
@@ -25,6 +25,8 @@ from pipeline.sql import bounded_connection, run_sql
 STEPS: tuple[tuple[str, str], ...] = (
     ("customer_month_history", "customer_month_history"),
     ("customer_metric", "customer_metric"),
+    ("customer_window_values", "window_values"),
+    ("customer_ranking", "computed_ranking"),
     ("customer_rank", "customer_rank"),
     ("customer_xyz", "customer_xyz"),
     ("customer_abc", "customer_abc"),
@@ -50,6 +52,9 @@ class MonthPlan:
 
     month: date
     months_read: tuple[date, ...]
+    # the months whose monthly (window 1) VIP lists are read: the roster of M and of M-1,
+    # movements and alerts need the roster_months months ending with M and the one before
+    vip_list_months: tuple[date, ...]
     metrics: tuple[str, ...]
     has_units: bool
     has_margin: bool
@@ -67,7 +72,7 @@ def plan_month(cfg: Config, month: date) -> MonthPlan:
     present = [set(read_manifest(cfg.lake.root, m).columns_present) for m in months]
     has_units = all("units" in p for p in present)
     has_margin = all("cost" in p for p in present)
-    available = ["revenue", "payments"] + ["units"] * has_units + ["margin"] * has_margin
+    available = metrics_available(has_units=has_units, has_margin=has_margin)
     wanted = cfg.segmentation.metrics or available
     unavailable = sorted(set(wanted) - set(available))
     if unavailable:
@@ -76,7 +81,8 @@ def plan_month(cfg: Config, month: date) -> MonthPlan:
             f"{format_month(first)}..{format_month(month)} (units needs units, margin needs cost)"
         )
     metrics = tuple(m for m in ALL_METRICS if m in wanted)
-    return MonthPlan(month, months, metrics, has_units, has_margin)
+    vip_lists = months[-(cfg.segmentation.roster_months + 1) :]
+    return MonthPlan(month, months, vip_lists, metrics, has_units, has_margin)
 
 
 def compute_month(cfg: Config, month: date) -> dict[str, pa.Table]:
@@ -109,6 +115,7 @@ def compute_month(cfg: Config, month: date) -> dict[str, pa.Table]:
     con = bounded_connection(cfg)
     try:
         _lake_customer_month(con, cfg, plan, params)
+        params["unranked_months"] = _lake_monthly_ranking(con, cfg, plan)
         for sql_file, table in STEPS:
             run_sql(con, sql_file, create=table, **params)
         return {
@@ -126,6 +133,19 @@ def compute_month(cfg: Config, month: date) -> dict[str, pa.Table]:
         con.close()
 
 
+def _lake_monthly_ranking(con: duckdb.DuckDBPyConnection, cfg: Config, plan: MonthPlan) -> list:
+    """The view ``monthly_ranking``: the window-1 rankings the extract derived for the months
+    whose VIP lists are read; returns the months without one (lake schema version 1), which
+    the computation ranks itself."""
+    files = {m: derived_file(cfg.lake.root, m, "monthly_ranking") for m in plan.vip_list_months}
+    present = [f for f in files.values() if f]
+    if present:
+        con.read_parquet(present, hive_partitioning=False).create_view("monthly_ranking")
+    else:
+        con.register("monthly_ranking", MONTHLY_RANKING_SCHEMA.empty_table())
+    return [m for m, f in files.items() if not f]
+
+
 def _lake_customer_month(
     con: duckdb.DuckDBPyConnection, cfg: Config, plan: MonthPlan, params: dict
 ) -> None:
@@ -133,7 +153,7 @@ def _lake_customer_month(
     it; a partition of lake schema version 1 has none, and is aggregated here instead."""
     derived, payments = [], []
     for month in plan.months_read:
-        path = customer_month_file(cfg.lake.root, month)
+        path = derived_file(cfg.lake.root, month, "customer_month")
         if path:
             derived.append(path)
         else:

@@ -407,12 +407,17 @@ def test_re_extract_replaces_its_month_only(tmp_path) -> None:
     assert restated.amount_sum == "12.00"
     assert restated.fingerprint != january  # the source data of January changed
     assert _partition_bytes(cfg, FEB) == february
-    # payments, the customer_month derived from them, and the manifest naming both
-    assert len(list(lake.partition_dir(cfg.lake.root, JAN).iterdir())) == 3
-    derived = pq.read_table(lake.customer_month_file(cfg.lake.root, JAN)).to_pylist()
+    # payments, the customer_month and ranking derived from them, the manifest naming all
+    assert len(list(lake.partition_dir(cfg.lake.root, JAN).iterdir())) == 4
+    derived = pq.read_table(lake.derived_file(cfg.lake.root, JAN, "customer_month")).to_pylist()
     assert [(r["customer_id"], r["revenue"], r["payments"]) for r in derived] == [
         ("c1", Decimal("12.00"), 2)
     ]
+    ranking = pq.read_table(lake.derived_file(cfg.lake.root, JAN, "monthly_ranking"))
+    assert {(r["metric"], r["value"]) for r in ranking.to_pylist()} == {
+        ("revenue", Decimal("12.00")),
+        ("payments", Decimal("2.00")),
+    }
 
 
 KILLER = """
