@@ -25,6 +25,7 @@ a change of the configuration never makes them stale.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -90,6 +91,10 @@ class MissingMonthError(LookupError):
     """A month the computation needs has not been extracted into the lake."""
 
 
+class CorruptPartitionError(ValueError):
+    """A lake partition does not match its manifest (a file changed, damaged or missing)."""
+
+
 @dataclass
 class Manifest:
     month: str
@@ -121,26 +126,72 @@ def read_manifest(lake_root: Path, month: date) -> Manifest:
     path = partition_dir(lake_root, month) / "manifest.json"
     try:
         data = json.loads(path.read_text())
+        return Manifest(**data)
     except FileNotFoundError:
         raise MissingMonthError(
             f"month {format_month(month)} is not in the lake ({path} missing): "
             f"extract it first (tiers extract --month {format_month(month)})"
         ) from None
-    return Manifest(**data)
+    except (ValueError, TypeError) as exc:  # truncated JSON, unknown or missing keys
+        raise CorruptPartitionError(
+            f"month {format_month(month)}: the lake manifest {path} cannot be read ({exc}). "
+            + _REPAIR.format(month=format_month(month))
+        ) from None
+
+
+_REPAIR = (
+    "Re-extract the month from the source (tiers extract --month {month}, then "
+    "tiers run --month {month} --no-extract --cascade to recompute what read it)."
+)
 
 
 def month_files(lake_root: Path, month: date) -> list[str]:
-    """The Parquet files of a month, as its manifest names them."""
+    """The payment files of a month, as its manifest names them, each verified to be the
+    file the extract wrote (its content hash; the raw gate checked that file's rows)."""
     manifest = read_manifest(lake_root, month)
     folder = partition_dir(lake_root, month)
-    return [str(folder / name) for name in manifest.data_files]
+    return [_verified(folder / name, month) for name in manifest.data_files]
+
+
+def _verified(path: Path, month: date) -> str:
+    """``path`` if its content still has the hash its content-addressed name carries."""
+    expected = path.stem.rsplit("-", 1)[-1]
+    try:
+        actual = _content_hash(str(path), *_stat_key(path))
+    except FileNotFoundError:
+        raise CorruptPartitionError(
+            f"month {format_month(month)}: the manifest names {path}, which is missing. "
+            + _REPAIR.format(month=format_month(month))
+        ) from None
+    if actual != expected:
+        raise CorruptPartitionError(
+            f"month {format_month(month)}: {path} was changed after the extract (its content "
+            f"hash is {actual}, its name says {expected}). "
+            + _REPAIR.format(month=format_month(month))
+        )
+    return str(path)
+
+
+def _stat_key(path: Path) -> tuple[int, int, int]:
+    stat = path.stat()
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=1024)
+def _content_hash(path: str, inode: int, size: int, mtime_ns: int) -> str:
+    """The hash a file's name carries (cached per process while the file is unchanged)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
 
 
 def derived_file(lake_root: Path, month: date, table: str) -> str | None:
     """The month's derived ``customer_month`` or ``monthly_ranking`` file, or None (a
     partition of schema version 1)."""
     name = getattr(read_manifest(lake_root, month), f"{table}_file")
-    return str(partition_dir(lake_root, month) / name) if name else None
+    return _verified(partition_dir(lake_root, month) / name, month) if name else None
 
 
 def read_month(lake_root: Path, month: date) -> pa.Table:
@@ -429,7 +480,7 @@ def _publish_table(folder: Path, stem: str, table: pa.Table) -> None:
 def _publish_file(folder: Path, stem: str, table: pa.Table) -> str:
     """Write a content-addressed Parquet file; return its name."""
     tmp = _write_tmp_parquet(folder, table)
-    digest = hashlib.sha256(tmp.read_bytes()).hexdigest()[:16]
+    digest = _content_hash(str(tmp), *_stat_key(tmp))
     name = f"{stem}-{digest}.parquet"
     os.replace(tmp, folder / name)
     _fsync_dir(folder)

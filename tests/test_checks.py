@@ -8,6 +8,7 @@ is imported once, on the first gate.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -119,12 +120,16 @@ def partition(cfg, month=JAN) -> pa.Table:
 
 
 def rewrite_partition(cfg, table: pa.Table | None = None, month=JAN, **manifest_fields) -> None:
-    """Replace the partition's data file and/or manifest fields, as a broken writer would."""
+    """Replace the partition's data file and/or manifest fields, as a broken writer would
+    (naming its file by content, as the extract does: the read's hash check passes)."""
     folder = lake.partition_dir(cfg.lake.root, month)
     manifest = lake.read_manifest(cfg.lake.root, month)
     if table is not None:
         pq.write_table(table, folder / "part-rewritten.parquet")
-        manifest.data_files = ["part-rewritten.parquet"]
+        digest = hashlib.sha256((folder / "part-rewritten.parquet").read_bytes()).hexdigest()
+        name = f"part-{digest[:16]}.parquet"
+        (folder / "part-rewritten.parquet").rename(folder / name)
+        manifest.data_files = [name]
     for key, value in manifest_fields.items():
         setattr(manifest, key, value)
     (folder / "manifest.json").write_text(json.dumps(asdict(manifest)))
@@ -341,13 +346,14 @@ def test_raw_gate_checks_the_schema_against_the_canonical_one(raw_cfg, tmp_path)
     broken = table.drop_columns(["cost"]).append_column("note", pa.array(["x"] * 8))
     broken = broken.set_column(amount, "amount", table["amount"].cast(pa.float64()))
     rewrite_partition(raw_cfg, broken)
+    (written,) = lake.read_manifest(raw_cfg.lake.root, JAN).data_files
     report = checks.gate_raw(raw_cfg, JAN, tmp_path)
     assert {"raw.columns", "raw.column_types"} <= failed(report)
     (columns,) = result(report, "raw.columns").examples
     assert (columns["missing"], columns["unexpected"]) == (["cost"], ["note"])
     assert result(report, "raw.column_types").examples == [
         {
-            "file": "part-rewritten.parquet",
+            "file": written,
             "column": "amount",
             "actual_type": "double",
             "expected_type": "decimal128(18, 2)",

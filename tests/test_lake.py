@@ -511,3 +511,52 @@ def test_golden_inputs_extract_with_the_counts_their_customer_month_implies(
         duplicates += manifest.rows_duplicate
     assert duplicates == expected_duplicates
     assert sum(m.rows_read for m in manifests.values()) == len(lines)
+
+
+def _damage(path: Path) -> None:
+    """Replace a file under its own name, as a tool or a disk fault would."""
+    table = pq.read_table(path)
+    pq.write_table(table.slice(0, max(table.num_rows - 1, 0)), path)
+
+
+@pytest.mark.parametrize("which", ["payments", "customer_month", "monthly_ranking"])
+def test_a_lake_file_replaced_under_its_name_is_refused_by_name(tmp_path, which) -> None:
+    rows = [("p1", "c1", "2026-01-05", "10.00", "EUR"), ("p2", "c2", "2026-01-06", "5.00", "EUR")]
+    cfg = csv_config(tmp_path, write_payments(tmp_path / "p.csv", rows))
+    extract(cfg, JAN)
+    if which == "payments":
+        (path,) = lake.month_files(cfg.lake.root, JAN)
+        read = lambda: lake.month_files(cfg.lake.root, JAN)  # noqa: E731
+    else:
+        path = lake.derived_file(cfg.lake.root, JAN, which)
+        read = lambda: lake.derived_file(cfg.lake.root, JAN, which)  # noqa: E731
+    _damage(Path(path))
+    with pytest.raises(lake.CorruptPartitionError) as error:
+        read()
+    message = str(error.value)
+    assert "month 2026-01" in message and Path(path).name in message
+    assert "changed after the extract" in message and "tiers extract --month 2026-01" in message
+    extract(cfg, JAN)  # the repair the message names
+    assert lake.read_month(cfg.lake.root, JAN).num_rows == 2
+
+
+@pytest.mark.parametrize(
+    ("damage", "cause"),
+    [
+        (lambda p: p.write_text(p.read_text()[:40]), "cannot be read"),
+        (lambda p: p.write_text(p.read_text().replace('"month"', '"mnth"', 1)), "cannot be read"),
+        (lambda p: (p.parent / json.loads(p.read_text())["data_files"][0]).unlink(), "missing"),
+    ],
+    ids=["truncated", "unknown key", "names a missing file"],
+)
+def test_a_damaged_manifest_is_refused_by_name(tmp_path, damage, cause) -> None:
+    cfg = csv_config(
+        tmp_path, write_payments(tmp_path / "p.csv", [("p1", "c1", "2026-01-05", "1.00", "EUR")])
+    )
+    extract(cfg, JAN)
+    damage(lake.partition_dir(cfg.lake.root, JAN) / "manifest.json")
+    with pytest.raises(lake.CorruptPartitionError, match=cause) as error:
+        lake.month_files(cfg.lake.root, JAN)
+    assert "month 2026-01" in str(error.value) and "tiers extract --month 2026-01" in str(
+        error.value
+    )
