@@ -114,6 +114,8 @@ class Manifest:
     problems: dict[str, int] = field(default_factory=dict)
     customer_month_file: str | None = None  # None in partitions of schema version 1
     monthly_ranking_file: str | None = None  # likewise
+    payment_id_min: str | None = None  # the range of the month's payment_ids, so that the
+    payment_id_max: str | None = None  # check across months reads only months it overlaps
     schema_version: int = SCHEMA_VERSION
     extracted_at: str = ""
 
@@ -263,6 +265,7 @@ def _extract_month(
         raise BadInputError(_bad_input_message(con, source.label, month, problems))
 
     _check_money_limit(con, source.label, month)
+    id_range = _check_ids_across_months(cfg, con, source.label, month)
     good = _good_rows(con)
     _verify(good, con)
     dated_bad, undated_bad = _bad_rows(con, dated=True), _bad_rows(con, dated=False)
@@ -289,6 +292,8 @@ def _extract_month(
         amount_sum=str(amount_sum),
         paid_at_min=_iso_utc(first_paid),
         paid_at_max=_iso_utc(last_paid),
+        payment_id_min=id_range[0],
+        payment_id_max=id_range[1],
         fingerprint=_fingerprint(con),
         data_files=[],
         problems=problems,
@@ -358,6 +363,54 @@ def _check_money_limit(con: duckdb.DuckDBPyConnection, label: str, month: date) 
                 "squares stay exact); nothing of this month was written. Check the source for "
                 "amounts in the wrong unit (cents as whole currency units) or a broken row."
             )
+
+
+def _check_ids_across_months(
+    cfg: Config, con: duckdb.DuckDBPyConnection, label: str, month: date
+) -> tuple[str | None, str | None]:
+    """payment_id is unique across the whole source: a payment of this month must not be in
+    another month of the lake (its paid_at would differ, so its values do). Only months whose
+    payment_id range overlaps this month's are read. Returns this month's range."""
+    low, high = con.execute(
+        "select min(payment_id), max(payment_id) from staged_payments where problem is null"
+    ).fetchall()[0]
+    if low is None:
+        return None, None
+    clashes = []
+    for other in extracted_months(cfg.lake.root):
+        manifest = read_manifest(cfg.lake.root, other)
+        if other == month or (
+            manifest.payment_id_min is not None
+            and (manifest.payment_id_max < low or manifest.payment_id_min > high)
+        ):
+            continue
+        found = con.execute(
+            "select here.payment_id, here.paid_at, here.amount, there.paid_at, there.amount "
+            "from staged_payments as here "
+            "join read_parquet(?) as there using (payment_id) "
+            "where here.problem is null order by here.payment_id limit ?",
+            [month_files(cfg.lake.root, other), _EXAMPLES_PER_PROBLEM],
+        ).fetchall()
+        clashes += [(other, row) for row in found]
+    if clashes:
+        months = sorted({format_month(other) for other, _ in clashes})
+        lines = [
+            f"{label}: month {format_month(month)} has payment(s) that the lake already holds "
+            f"in month(s) {', '.join(months)}; payment_id is unique across the source, so "
+            "nothing of this month was written. Examples:"
+        ]
+        lines += [
+            f"  {pid}: paid_at {here_at.isoformat()} amount {here_amount} here, "
+            f"paid_at {there_at.isoformat()} amount {there_amount} in {format_month(other)}"
+            for other, (pid, here_at, here_amount, there_at, there_amount) in clashes
+        ]
+        lines.append(
+            "If the source moved these payments to this month, re-extract the months they left "
+            f"as well, oldest first (tiers backfill --from {min(months + [format_month(month)])} "
+            f"--to {max(months + [format_month(month)])}); otherwise fix the source's payment_ids."
+        )
+        raise BadInputError("\n".join(lines))
+    return low, high
 
 
 def _good_rows(con: duckdb.DuckDBPyConnection) -> pa.Table:

@@ -560,3 +560,59 @@ def test_a_damaged_manifest_is_refused_by_name(tmp_path, damage, cause) -> None:
     assert "month 2026-01" in str(error.value) and "tiers extract --month 2026-01" in str(
         error.value
     )
+
+
+def test_a_payment_id_in_two_months_is_an_error_naming_both(tmp_path) -> None:
+    source = write_payments(
+        tmp_path / "p.csv",
+        [("p1", "c1", "2026-01-05", "10.00", "EUR"), ("p2", "c1", "2026-02-05", "20.00", "EUR")],
+    )
+    cfg = csv_config(tmp_path, source)
+    extract(cfg, JAN)
+    write_payments(
+        source,
+        [
+            ("p1", "c1", "2026-01-05", "10.00", "EUR"),
+            ("p2", "c1", "2026-02-05", "20.00", "EUR"),
+            ("p1", "c9", "2026-02-07", "11.00", "EUR"),  # the same payment_id, another month
+        ],
+    )
+    with pytest.raises(BadInputError) as error:
+        extract(cfg, FEB)
+    message = str(error.value)
+    assert "month 2026-02" in message and "month(s) 2026-01" in message
+    assert "p1: paid_at 2026-02-07" in message and "in 2026-01" in message
+    assert "tiers backfill --from 2026-01 --to 2026-02" in message
+    with pytest.raises(MissingMonthError):
+        lake.read_manifest(cfg.lake.root, FEB)
+
+
+def test_a_payment_the_source_moved_to_another_month_extracts_oldest_first(tmp_path) -> None:
+    """A corrected paid_at moves p1 from January to February: re-extracting both months in
+    order (as a backfill does) succeeds, and p1 is in February only."""
+    source = write_payments(
+        tmp_path / "p.csv",
+        [("p1", "c1", "2026-01-31", "10.00", "EUR"), ("p2", "c1", "2026-02-05", "20.00", "EUR")],
+    )
+    cfg = csv_config(tmp_path, source)
+    extract(cfg, JAN), extract(cfg, FEB)
+    write_payments(
+        source,
+        [("p1", "c1", "2026-02-01", "10.00", "EUR"), ("p2", "c1", "2026-02-05", "20.00", "EUR")],
+    )
+    outcomes = dict(lake.extract_months(cfg, [JAN, FEB]))
+    assert not any(isinstance(o, Exception) for o in outcomes.values()), outcomes
+    assert ids(cfg, JAN) == [] and ids(cfg, FEB) == ["p1", "p2"]
+
+
+def test_months_whose_payment_ids_do_not_overlap_are_not_read(tmp_path, monkeypatch) -> None:
+    source = write_payments(
+        tmp_path / "p.csv",
+        [("a1", "c1", "2026-01-05", "10.00", "EUR"), ("b1", "c1", "2026-02-05", "20.00", "EUR")],
+    )
+    cfg = csv_config(tmp_path, source)
+    extract(cfg, JAN)
+    read = []
+    monkeypatch.setattr(lake, "month_files", lambda root, m: read.append(m) or [])
+    extract(cfg, FEB)
+    assert read == []  # January's ids (a1..a1) cannot clash with February's (b1..b1)
