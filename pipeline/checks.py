@@ -49,7 +49,13 @@ import pyarrow.parquet as pq
 
 from pipeline import gx_report
 from pipeline.config import CANONICAL_COLUMNS, REQUIRED_COLUMNS, Config
-from pipeline.lake import PAYMENTS_SCHEMA, month_files, read_manifest
+from pipeline.lake import (
+    PAYMENTS_SCHEMA,
+    derived_file,
+    extracted_months,
+    month_files,
+    read_manifest,
+)
 from pipeline.months import format_month, month_bounds, parse_month
 from pipeline.schema import TABLES
 from pipeline.sql import bounded_connection, run_sql
@@ -314,6 +320,7 @@ def gate_raw(cfg: Config, month: date, out_dir: Path) -> GateReport:
         check_table = partial(_check_table, con, cfg.checks.batch_rows)
         unreadable = _lake_view(con, files)
         params = {"rows_written": manifest.rows_written, "amount_sum": manifest.amount_sum}
+        volume = _recent_volume(cfg, month, con)
         keys = _keys_view(con, "select payment_id from lake_partition", unreadable)
         subjects = [
             columns,
@@ -338,6 +345,12 @@ def gate_raw(cfg: Config, month: date, out_dir: Path) -> GateReport:
                 f"sum(amount) equals the manifest's amount_sum ({manifest.amount_sum}) exactly",
                 setup_error=unreadable,
                 **params,
+            ),
+            check_table(
+                "raw_volume_vs_recent_months",
+                "raw.volume_matches_recent_months",
+                volume.pop("description"),
+                **volume,
             ),
         ]
         return _run_gate("raw", cfg, month, subjects, out_dir, files, started)
@@ -535,6 +548,54 @@ def gate_before_load(
 
 
 # -- data for GX ------------------------------------------------------------------------
+
+
+def _recent_volume(cfg: Config, month: date, con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+    """This month's rows, customers and amount, and the table ``recent_months`` of the
+    extracted months before it that sql/checks/raw_volume_vs_recent_months.sql compares."""
+    rule = cfg.checks.volume
+    earlier = [
+        m for m in extracted_months(cfg.lake.root) if cfg.business.history_start <= m < month
+    ]
+    recent = [_volume(cfg, m) for m in earlier[-rule.months :]]
+    con.register(
+        "recent_months",
+        pa.table(
+            {
+                "month": pa.array([m for m, *_ in recent], pa.date32()),
+                "rows": pa.array([r for _, r, _, _ in recent], pa.int64()),
+                "customers": pa.array([c for _, _, c, _ in recent], pa.int64()),
+                "amount": pa.array([a for *_, a in recent], pa.decimal128(18, 2)),
+            }
+        ),
+    )
+    _, rows, customers, amount = _volume(cfg, month)
+    accepted = format_month(month) in rule.accept
+    compared = ", ".join(format_month(m) for m, *_ in recent) or "none yet"
+    return {
+        "rows": rows,
+        "customers": customers,
+        "amount": amount,
+        "accepted": accepted,
+        "max_drop": rule.max_drop,
+        "max_rise": rule.max_rise,
+        "min_rows": rule.min_rows,
+        "description": (
+            f"rows, customers and amount lie within [median x {1 - rule.max_drop}, median x "
+            f"{rule.max_rise}] of the months before ({compared}; compared from a median of "
+            f"{rule.min_rows} rows)"
+            + ("; this month's change is accepted ([checks.volume] accept)" if accepted else "")
+            + ". A real change: list the month in [checks.volume] accept, or make the check a "
+            "warning in [checks.severity]"
+        ),
+    }
+
+
+def _volume(cfg: Config, month: date) -> tuple[date, int, int | None, Decimal]:
+    manifest = read_manifest(cfg.lake.root, month)
+    derived = derived_file(cfg.lake.root, month, "customer_month")  # none in lake schema 1
+    customers = pq.ParquetFile(derived).metadata.num_rows if derived else None
+    return month, manifest.rows_written, customers, Decimal(manifest.amount_sum)
 
 
 def _table(tables: dict[str, pa.Table], name: str) -> pa.Table:

@@ -206,8 +206,30 @@ class SegmentationConfig(_Section):
         )
 
 
+class VolumeConfig(_Section):
+    """How far a month's volume (rows, customers, amount) may move against the median of the
+    months before it before the raw gate stops it (a header-only file, a half delivery)."""
+
+    months: int = Field(default=3, ge=1, le=12)  # the months before it that are compared
+    # compared only when those months have at least this many rows (median): small months
+    # swing by nature, and a young business grows by more than max_rise
+    min_rows: int = Field(default=100, ge=1)
+    max_drop: ExactShare = Decimal("0.5")  # below median x (1 - max_drop) breaks the rule
+    max_rise: Annotated[Decimal, BeforeValidator(_exact_decimal), Field(gt=1)] = Decimal("3")
+    # months whose volume change is known and accepted (a genuinely empty month), YYYY-MM
+    accept: list[str] = Field(default_factory=list)
+
+    @field_validator("accept")
+    @classmethod
+    def _months(cls, value: list[str]) -> list[str]:
+        for text in value:
+            parse_month(text)
+        return value
+
+
 class ChecksConfig(_Section):
     enabled: bool = True
+    volume: VolumeConfig = Field(default_factory=VolumeConfig)
     # check name -> "error" (stop the month, the default) or "warning" (record and go on)
     severity: dict[str, Literal["error", "warning"]] = Field(default_factory=dict)
     batch_rows: int = Field(default=500_000, ge=1_000)

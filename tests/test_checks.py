@@ -68,6 +68,7 @@ RAW_CHECKS = {
     "raw.payment_id_unique",
     "raw.row_count_matches_manifest",
     "raw.amount_sum_matches_manifest",
+    "raw.volume_matches_recent_months",
 }
 
 
@@ -383,9 +384,14 @@ def test_currency_may_be_missing_when_the_source_has_no_currency_column(tmp_path
     assert result(report, "raw.currency_is_configured").success
 
 
-def test_a_month_without_payments_passes(raw_cfg, tmp_path) -> None:
+def test_a_month_without_payments_passes_once_accepted(raw_cfg, tmp_path) -> None:
     extract(raw_cfg, FEB)  # the source has no February payments
     assert lake.read_manifest(raw_cfg.lake.root, FEB).rows_written == 0
+    # January had payments: an empty February is a collapse until someone says it is real
+    raw_cfg.checks.volume.min_rows = 1  # January has 8 rows
+    refused = checks.gate_raw(raw_cfg, FEB, tmp_path)
+    assert failed(refused) == {"raw.volume_matches_recent_months"}
+    raw_cfg.checks.volume.accept.append("2026-02")
     report = checks.gate_raw(raw_cfg, FEB, tmp_path)
     assert failed(report) == set() and {r.check for r in report.results} == RAW_CHECKS
     empty = {name: table.arrow_schema().empty_table() for name, table in TABLES.items()}
@@ -830,8 +836,9 @@ def test_a_failed_gate_stops_the_month_before_anything_is_loaded(
     loaded = _warehouse(cfg, "customer_segment", FEB)
     assert loaded
 
-    # the raw gate: a broken manifest sum; nothing of March is loaded
-    rewrite_partition(cfg, month=MAR, amount_sum="1.00")
+    # the raw gate: a manifest sum one cent off; nothing of March is loaded
+    real_sum = Decimal(lake.read_manifest(cfg.lake.root, MAR).amount_sum)
+    rewrite_partition(cfg, month=MAR, amount_sum=str(real_sum - Decimal("0.01")))
     with pytest.raises(checks.GateFailed, match="raw.amount_sum_matches_manifest"):
         runner.run_month(cfg, MAR, extract=False)
     assert _warehouse(cfg, "customer_month", MAR) == []
@@ -849,3 +856,54 @@ def test_a_failed_gate_stops_the_month_before_anything_is_loaded(
     with pytest.raises(checks.GateFailed, match="outputs.customer_segment.vip_count"):
         runner.run_month(cfg, FEB, extract=False)
     assert _warehouse(cfg, "customer_segment", FEB) == loaded
+
+
+def _volume_cfg(folder: Path, rows: list[tuple], **config):
+    folder.mkdir(parents=True, exist_ok=True)
+    source = write_payments(folder / "payments.csv", rows, HEADER)
+    cfg = csv_config(folder, source, **config)
+    for month in (JAN, FEB, MAR):
+        extract(cfg, month)
+    return cfg
+
+
+def _volume_month(month: str, payments: int, start: int = 0) -> list[tuple]:
+    return [
+        (f"v{start + i}", f"c{i % 7}", f"{month}-10 12:00:00", "10.00", "EUR", 1, "4.00")
+        for i in range(payments)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("march_payments", "broken"),
+    [(0, {"rows", "customers", "amount"}), (4, {"rows", "amount"}), (90, {"rows", "amount"})],
+    ids=["header only", "a fraction", "a jump"],
+)
+def test_the_raw_gate_stops_a_month_whose_volume_collapses_or_jumps(
+    tmp_path, march_payments, broken
+) -> None:
+    rows = _volume_month("2026-01", 20) + _volume_month("2026-02", 22, 100)
+    rows += _volume_month("2026-03", march_payments, 200)
+    cfg = _volume_cfg(tmp_path, rows, checks={"volume": {"min_rows": 10}})
+    assert checks.gate_raw(cfg, FEB, tmp_path / "feb").passed  # 22 against 20: in line
+    report = checks.gate_raw(cfg, MAR, tmp_path / "mar")
+    assert failed(report) == {"raw.volume_matches_recent_months"}
+    found = result(report, "raw.volume_matches_recent_months")
+    assert {e["measure"] for e in found.examples} == broken
+    rows_example = next(e for e in found.examples if e["measure"] == "rows")
+    assert (rows_example["this_month"], rows_example["recent_median"]) == (
+        f"{march_payments}.00",
+        "21.00",
+    )
+    with pytest.raises(checks.GateFailed, match="raw.volume_matches_recent_months"):
+        checks.raise_if_failed(report)
+
+
+def test_an_accepted_volume_change_passes_and_says_so(tmp_path) -> None:
+    rows = _volume_month("2026-01", 20) + _volume_month("2026-02", 20, 100)
+    cfg = _volume_cfg(tmp_path, rows, checks={"volume": {"accept": ["2026-03"], "min_rows": 10}})
+    small = _volume_cfg(tmp_path / "small", rows)  # 20 rows a month: below min_rows (100)
+    assert checks.gate_raw(small, MAR, tmp_path / "small-mar").passed
+    report = checks.gate_raw(cfg, MAR, tmp_path / "mar")
+    assert report.passed
+    assert "accepted" in result(report, "raw.volume_matches_recent_months").detail
