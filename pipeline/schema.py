@@ -8,6 +8,7 @@ timestamp (with time zone), json.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -222,6 +223,8 @@ DESCRIPTIONS = {
     "metrics overlap (Jaccard index).",
     "pipeline_run": "One row per attempt to run a month (a retry or re-run adds a row): "
     "status, row counts, checks, error. Which attempt a month holds: month_load.",
+    "schema_version": "Migrations applied to this warehouse schema (PostgreSQL).",
+    "schema_views": "Digest of the BI views last created (PostgreSQL).",
     "month_load": "Per loaded month: the run (and attempt) whose data the month holds now, "
     "and the status of the month's last attempt.",
     "current_month": "The last loaded month: what latest_* and is_current refer to.",
@@ -331,6 +334,11 @@ COLUMN_DESCRIPTIONS = {
     "n_good": "Good customers.",
     "n_regular": "Regular customers.",
     "n_alerts": "Alerts raised.",
+    "version": "Migration number.",
+    "description": "What the migration does.",
+    "applied_at": "When the migration was applied.",
+    "digest": "SHA-256 of the views' SQL and descriptions.",
+    "created_at": "When the views were created.",
     "month_load.run_id": "The run whose data the month holds.",
     "month_load.attempt": "The attempt of that run whose data the month holds.",
     "current_month.month": "The last loaded month.",
@@ -374,6 +382,12 @@ def comment_statements(
             text = _literal(column_description(relation, column))
             statements.append(f"COMMENT ON COLUMN {name}.{quote(column)} IS {text}")
     return statements
+
+
+def description_digest() -> str:
+    """A digest of every description (a change re-creates the comments)."""
+    text = repr(sorted(DESCRIPTIONS.items())) + repr(sorted(COLUMN_DESCRIPTIONS.items()))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _literal(text: str) -> str:

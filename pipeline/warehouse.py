@@ -38,13 +38,12 @@ import pyarrow.parquet as pq
 
 from pipeline.config import Config
 from pipeline.schema import (
-    COLUMN_DESCRIPTIONS,
-    DESCRIPTIONS,
     PIPELINE_RUN,
     REPORTING_TABLES,
     TABLES,
     Table,
     comment_statements,
+    description_digest,
 )
 from pipeline.sql import sql_text
 
@@ -118,7 +117,6 @@ def conform(table: Table, data: pa.Table) -> pa.Table:
     if extra:
         raise ValueError(f"{table.name}: unexpected column(s) {sorted(extra)}")
     return data.select(table.column_names).cast(table.arrow_schema())
-
 
 
 # --- the DuckDB warehouse: immutable month files and a published catalog -----------------
@@ -409,7 +407,7 @@ class DuckDBWarehouse:
 def catalog_sql_version() -> str:
     """A digest of everything besides the state that goes into a published catalog."""
     text = "\x1f".join((sql_text("warehouse_views"), repr(TABLES), repr(PIPELINE_RUN)))
-    text += repr(sorted(DESCRIPTIONS.items())) + repr(sorted(COLUMN_DESCRIPTIONS.items()))
+    text += description_digest()
     return hashlib.sha256((text + CATALOG_STORAGE_VERSION).encode()).hexdigest()
 
 

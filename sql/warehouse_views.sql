@@ -234,7 +234,7 @@ final as (
             from paid_months as paid
             where paid.customer_id = alerts.customer_id and paid.month <= alerts.month
         ) as last_paid_month,
-        prev.value - coalesce(cur.value, 0) as value_at_stake,
+        cast(prev.value - coalesce(cur.value, 0) as decimal(18, 2)) as value_at_stake,
         alerts.month = (select month from current_month) as is_current,
         alerts.detail
     from alerts
