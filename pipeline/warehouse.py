@@ -238,15 +238,15 @@ class DuckDBWarehouse:
     def _write_file(
         self, table: Table, month: date, rows: pa.Table, *, prefix: str | None = None
     ) -> str:
-        """Write ``rows`` (sorted by the table's key: same rows, same bytes) as an immutable
-        Parquet file named by its content; returns its path relative to the data folder."""
-        rows = rows.sort_by([(column, "ascending") for column in table.key])
+        """Write ``rows`` as an immutable Parquet file named by its content (same rows in the
+        same order, same bytes, same name); returns its path relative to the data folder.
+        Snappy: the fastest codec every DuckDB reader has (zstd cost 1.5x the write time)."""
         folder = prefix or f"{table.name}/month={month:%Y-%m}/"
         target_dir = self.data / folder.rsplit("/", 1)[0]
         target_dir.mkdir(parents=True, exist_ok=True)
         scratch = target_dir / f".incoming-{os.getpid()}-{uuid.uuid4().hex}"
         try:
-            pq.write_table(rows, scratch, compression="zstd", row_group_size=256 * 1024)
+            pq.write_table(rows, scratch, compression="snappy", row_group_size=256 * 1024)
             digest = hashlib.sha256(scratch.read_bytes()).hexdigest()[:32]
             relative = f"{folder}{digest}.parquet"
             target = self.data / relative
@@ -302,6 +302,7 @@ class DuckDBWarehouse:
             )
             try:
                 con.execute("SET TimeZone = 'UTC'")
+                con.execute("BEGIN TRANSACTION")  # one commit: statement by statement is slow
                 for table in REPORTING_TABLES:
                     paths = sorted(state.files.get(table.name, {}).values())
                     con.execute(self._table_view_sql(table, paths))
@@ -309,6 +310,7 @@ class DuckDBWarehouse:
                 con.execute(sql_text("warehouse_views"))
                 for statement in comment_statements(con_columns(con)):
                     con.execute(statement)
+                con.execute("COMMIT")
                 con.execute("CHECKPOINT")
             finally:
                 con.close()
