@@ -370,14 +370,14 @@ class DuckDBWarehouse:
                     path = self._write_file(table, month, conform(table, rows))
                     state.files.setdefault(table.name, {})[month.isoformat()] = path
             if PIPELINE_RUN.name in tables:
-                runs = con.sql("SELECT * FROM pipeline_run ORDER BY finished_at").fetchall()
-                names = [d[0] for d in con.description]
+                query = "SELECT * FROM pipeline_run ORDER BY finished_at, run_id"
+                runs = con.sql(query).to_arrow_table().to_pylist()
         finally:
             con.close()
         if PIPELINE_RUN.name in tables:
             self._pending = state
-            for values in runs:
-                self._insert_run(dict(zip(names, values, strict=True)))
+            for run in runs:
+                self._insert_run(run)
         state.generation = 1
         self._commit(state)
         return state
