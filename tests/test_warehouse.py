@@ -251,3 +251,29 @@ def test_a_warehouse_file_of_the_one_file_layout_is_carried_over(tmp_path) -> No
     for name in TABLES:
         assert warehouse.read_table(name).num_rows == golden_tables(JAN)[name].num_rows, name
     assert Reader(warehouse)("SELECT run_id, attempt FROM month_load") == [("old", 1)]
+
+
+def test_every_table_view_and_column_has_a_description(warehouse) -> None:
+    warehouse.load_month(JAN, golden_tables(JAN), run("r1", JAN))
+    sql = Reader(warehouse)
+    if isinstance(warehouse, DuckDBWarehouse):
+        relations = sql("SELECT view_name, comment FROM duckdb_views() WHERE NOT internal")
+        columns = sql(
+            "SELECT table_name, column_name, comment FROM duckdb_columns() "
+            "WHERE database_name = current_database() AND schema_name = 'main'"
+        )
+    else:
+        relations = sql(
+            "SELECT c.relname, obj_description(c.oid, 'pg_class') FROM pg_class c "
+            "WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'v')"
+        )
+        columns = sql(
+            "SELECT c.relname, a.attname, col_description(c.oid, a.attnum) FROM pg_class c "
+            "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
+            "WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'v')"
+        )
+    names = {name for name, _ in relations}
+    assert {*TABLES, PIPELINE_RUN.name, "month_load", "current_vip", "vip_call_list"} <= names
+    assert [name for name, comment in relations if not comment] == []
+    assert [(t, c) for t, c, comment in columns if not comment] == []
+    assert len(columns) > 150
