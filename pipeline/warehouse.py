@@ -279,9 +279,8 @@ class DuckDBWarehouse:
 
     def _catalog_digest(self, state: _State) -> str:
         """What the published catalog was built from: the state, the views and the folder."""
-        text = "\x1f".join(
-            (str(state.generation), state.to_json(), str(self.data), catalog_sql_version())
-        )
+        held = json.dumps([state.files, state.runs], sort_keys=True)
+        text = "\x1f".join((held, str(self.data), catalog_sql_version()))
         return hashlib.sha256(text.encode()).hexdigest()
 
     def _publish_if_stale(self, state: _State) -> None:
