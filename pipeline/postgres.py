@@ -31,7 +31,14 @@ from psycopg import sql
 
 from pipeline.config import SourceConfig
 from pipeline.months import month_bounds
-from pipeline.schema import PIPELINE_RUN, REPORTING_TABLES, TABLES, Table
+from pipeline.schema import (
+    PIPELINE_RUN,
+    REPORTING_TABLES,
+    TABLES,
+    Table,
+    comment_statements,
+    description_digest,
+)
 from pipeline.sources import SourceError
 from pipeline.sql import sql_text
 from pipeline.warehouse import create_table_sql, month_tables, run_row
@@ -377,8 +384,37 @@ def _type_mismatches(columns: Mapping[tuple[str, str], str]) -> list[str]:
     ]
 
 
+def _run_attempts(warehouse: PostgresWarehouse, cur: psycopg.Cursor) -> None:
+    """pipeline_run keeps every attempt: key (run_id, month, attempt)."""
+    _ddl_sync(warehouse, cur)  # adds attempt and recorded_at to an older table
+    table = warehouse.qualified(PIPELINE_RUN.name)
+    cur.execute(f"UPDATE {table} SET attempt = 1 WHERE attempt IS NULL")
+    cur.execute(f"UPDATE {table} SET recorded_at = finished_at WHERE recorded_at IS NULL")
+    cur.execute(
+        "SELECT c.conname, array_agg(a.attname::text ORDER BY a.attname) FROM pg_constraint c "
+        "JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = ANY(c.conkey) "
+        "WHERE c.conrelid = %s::regclass AND c.contype = 'p' GROUP BY c.conname",
+        [table],
+    )
+    found = cur.fetchone()
+    if found is not None and sorted(found[1]) == sorted(PIPELINE_RUN.key):
+        return
+    if found is not None:
+        cur.execute(f"ALTER TABLE {table} DROP CONSTRAINT {quote_ident(found[0])}")
+    key = ", ".join(quote_ident(c) for c in PIPELINE_RUN.key)
+    cur.execute(f"ALTER TABLE {table} ADD PRIMARY KEY ({key})")
+
+
 # Ordered migrations: (version, description, function). Append, never edit or reorder.
-MIGRATIONS = ((1, "reporting tables, pipeline_run, keys and indexes", _ddl_sync),)
+MIGRATIONS = (
+    (1, "reporting tables, pipeline_run, keys and indexes", _ddl_sync),
+    (2, "pipeline_run keeps every attempt of a run", _run_attempts),
+)
+
+
+def _views_sql() -> str:
+    """The BI views, and what goes into their descriptions (a change re-creates them)."""
+    return sql_text(_VIEWS) + "\n-- descriptions: " + description_digest() + "\n"
 
 
 class PostgresWarehouse:
@@ -403,7 +439,7 @@ class PostgresWarehouse:
         Does nothing (and takes no lock) when everything is in place, so that loads do
         not wait for BI sessions that hold the views.
         """
-        views = sql_text(_VIEWS)
+        views = _views_sql()
         views_digest = hashlib.sha256(views.encode()).hexdigest()
         with psycopg.connect(self.url, autocommit=True) as conn:
             if not self._schema_problems(conn, views_digest):
@@ -452,6 +488,8 @@ class PostgresWarehouse:
                         "SELECT set_config('search_path', %s, true)", [quote_ident(self.schema)]
                     )
                     cur.execute(views)
+                    for statement in self._comment_statements(cur):
+                        cur.execute(statement)
                     cur.execute(f"DELETE FROM {self.qualified('schema_views')}")
                     cur.execute(
                         f"INSERT INTO {self.qualified('schema_views')} (digest) VALUES (%s)",
@@ -489,6 +527,22 @@ class PostgresWarehouse:
                     if f"{table.name}_{c}_idx" not in indexes
                 ]
         return problems
+
+    def _comment_statements(self, cur: psycopg.Cursor) -> list[str]:
+        """COMMENT ON every table, view and column of the schema (BI tools show them)."""
+        cur.execute(
+            "SELECT c.relname, c.relkind, a.attname FROM pg_attribute a "
+            "JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'v') "
+            "AND a.attnum > 0 AND NOT a.attisdropped ORDER BY c.relname, a.attnum",
+            [self.schema],
+        )
+        relations: dict[str, list[str]] = {}
+        kinds = {}
+        for relation, kind, column in cur.fetchall():
+            relations.setdefault(relation, []).append(column)
+            kinds[relation] = "VIEW" if kind == "v" else "TABLE"
+        return comment_statements(relations, kinds, self.qualified, quote_ident)
 
     def columns(self, cur: psycopg.Cursor) -> dict[tuple[str, str], str]:
         """(table, column) -> the column's type as PostgreSQL formats it."""
@@ -547,12 +601,17 @@ class PostgresWarehouse:
                     f"INSERT INTO {self.qualified(name)} ({columns}) "
                     f"SELECT {columns} FROM {_staging_name(table)}"
                 )
-            self._upsert_run(cur)
+            self._insert_run(cur)
 
     def record_run(self, run: dict[str, Any]) -> None:
+        """Record a run that loaded nothing, as a new attempt of its run id and month."""
         with self._transaction() as cur:
             self._stage(cur, PIPELINE_RUN, _run_table(run))
-            self._upsert_run(cur)
+            cur.execute(
+                "SELECT pg_advisory_xact_lock($1)",
+                parameters=(_advisory_key(self.schema, run_row(run)["month"].isoformat()),),
+            )
+            self._insert_run(cur)
 
     def _stage(self, cur: adbc.Cursor, table: Table, rows: pa.Table) -> None:
         """Bulk-load ``rows`` into a temporary table that the transaction's end drops."""
@@ -561,23 +620,22 @@ class PostgresWarehouse:
         if rows.num_rows:
             cur.adbc_ingest(_staging_name(table, quoted=False), rows, mode="append", temporary=True)
 
-    def _upsert_run(self, cur: adbc.Cursor) -> None:
-        columns = PIPELINE_RUN.column_names
-        names = ", ".join(quote_ident(c) for c in columns)
+    def _insert_run(self, cur: adbc.Cursor) -> None:
+        """Insert the staged run as the next attempt of its (run_id, month); the caller holds
+        the month's advisory lock, so attempts are numbered one at a time."""
+        table = self.qualified(PIPELINE_RUN.name)
+        given = [c for c in PIPELINE_RUN.column_names if c not in ("attempt", "recorded_at")]
+        names = ", ".join(quote_ident(c) for c in (*given, "attempt", "recorded_at"))
+        kinds = dict(PIPELINE_RUN.columns)
         values = ", ".join(
-            f"{quote_ident(c)}::jsonb" if kind == "json" else quote_ident(c)
-            for c, kind in PIPELINE_RUN.columns
+            f"s.{quote_ident(c)}::jsonb" if kinds[c] == "json" else f"s.{quote_ident(c)}"
+            for c in given
         )
-        updates = ", ".join(
-            f"{quote_ident(c)} = EXCLUDED.{quote_ident(c)}"
-            for c in columns
-            if c not in PIPELINE_RUN.key
-        )
-        key = ", ".join(quote_ident(c) for c in PIPELINE_RUN.key)
         cur.execute(
-            f"INSERT INTO {self.qualified(PIPELINE_RUN.name)} ({names}) "
-            f"SELECT {values} FROM {_staging_name(PIPELINE_RUN)} "
-            f"ON CONFLICT ({key}) DO UPDATE SET {updates}"
+            f"INSERT INTO {table} ({names}) "
+            f"SELECT {values}, 1 + coalesce((SELECT max(r.attempt) FROM {table} AS r "
+            "WHERE r.run_id = s.run_id AND r.month = s.month), 0), clock_timestamp() "
+            f"FROM {_staging_name(PIPELINE_RUN)} AS s"
         )
 
     # reading --------------------------------------------------------------------------

@@ -1,5 +1,9 @@
 """The warehouse: reporting tables that BI tools read, replaced one month at a time.
 
+The DuckDB warehouse (default) keeps each table's month as an immutable Parquet file and
+publishes a small DuckDB catalog of views over the current files at the configured path,
+so that BI tools reading it never block a load and a load never breaks a reader.
+
 ``open_warehouse(cfg)`` returns the DuckDB warehouse (default) or the PostgreSQL one
 (``pipeline.postgres``); both offer the same methods:
 
@@ -13,18 +17,34 @@
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
+import os
+import shutil
+import tempfile
+import uuid
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from datetime import date
+from contextlib import contextmanager, suppress
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from pipeline.config import Config
-from pipeline.schema import PIPELINE_RUN, REPORTING_TABLES, TABLES, Table
+from pipeline.schema import (
+    PIPELINE_RUN,
+    REPORTING_TABLES,
+    TABLES,
+    Table,
+    comment_statements,
+    description_digest,
+)
 from pipeline.sql import sql_text
 
 DUCKDB_TYPES = {
@@ -99,59 +119,340 @@ def conform(table: Table, data: pa.Table) -> pa.Table:
     return data.select(table.column_names).cast(table.arrow_schema())
 
 
+# --- the DuckDB warehouse: immutable month files and a published catalog -----------------
+
+# The catalog is written in the storage format DuckDB 1.0 introduced, so that BI drivers
+# that bundle DuckDB 1.x (and 2.x) open it; it holds views only, so the format costs nothing.
+CATALOG_STORAGE_VERSION = "v1.0.0"
+# Superseded month files stay this long, for readers that still hold an older catalog.
+KEEP_SUPERSEDED = timedelta(hours=48)
+_STATE_FORMAT = 1
+_GLOB_CHARACTERS = set("*?[]{}")
+
+
+@dataclass
+class _State:
+    """What the warehouse holds: the current file of each table's month and every run
+    attempt's file, as paths relative to the data folder. ``state.json`` is the commit
+    point of a load; the catalog is published from it."""
+
+    generation: int = 0
+    files: dict[str, dict[str, str]] = field(default_factory=dict)
+    runs: list[str] = field(default_factory=list)
+    superseded: list[dict[str, str]] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self) | {"format": _STATE_FORMAT}, indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> _State:
+        data = json.loads(text)
+        if data.pop("format", None) != _STATE_FORMAT:
+            raise ValueError("unknown warehouse state format")
+        return cls(**data)
+
+
 class DuckDBWarehouse:
-    """The default warehouse: one DuckDB file (one writing process at a time)."""
+    """The default warehouse: immutable Parquet files per table and month beside a small
+    DuckDB catalog file that BI tools open read-only.
 
-    def __init__(self, path: str) -> None:
-        self.path = path
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self.con = duckdb.connect(path)
-        self.con.execute("SET TimeZone = 'UTC'")
+    ``<path>.d/<table>/month=YYYY-MM/<sha256>.parquet`` holds a table's month (named by
+    its content, never rewritten); ``<path>.d/state.json`` says which files are current.
+    A load writes the month's new files, commits ``state.json`` (atomic rename) and then
+    publishes ``<path>``: a DuckDB file of views over exactly the current files (plus the
+    BI views and their descriptions), built under a temporary name and renamed onto
+    ``<path>``. A reader that holds the previous catalog keeps its file (the inode) and
+    its month files, so it goes on seeing whole months; it sees the new month when it
+    reconnects. Writers take ``<path>.d/writer.lock`` (fcntl), readers take no lock.
+    """
 
-    def ensure_schema(self) -> None:
-        for table in (*REPORTING_TABLES, PIPELINE_RUN):
-            self.con.execute(create_table_sql(table, DUCKDB_TYPES, table.name))
-        self.con.execute(sql_text("warehouse_views"))
+    def __init__(self, path: str, *, keep_superseded: timedelta = KEEP_SUPERSEDED) -> None:
+        self._scratch: str | None = None
+        if path == ":memory:":  # a throwaway warehouse (tests)
+            self._scratch = tempfile.mkdtemp(prefix="tiers-warehouse-")
+            path = str(Path(self._scratch) / "warehouse.duckdb")
+        self.path = Path(path).resolve()
+        self.data = self.path.with_name(self.path.name + ".d")
+        if _GLOB_CHARACTERS & set(str(self.data)):
+            raise ValueError(
+                f"warehouse path {self.path}: DuckDB reads Parquet paths as glob patterns, so "
+                f"the folder cannot contain any of {''.join(sorted(_GLOB_CHARACTERS))}; "
+                "choose another warehouse.url"
+            )
+        self.keep_superseded = keep_superseded
+        self._pending: _State | None = None
+
+    # writing --------------------------------------------------------------------------
 
     @contextmanager
-    def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        self.con.execute("BEGIN TRANSACTION")
-        try:
-            yield self.con
-            self.con.execute("COMMIT")
-        except BaseException:
-            self.con.execute("ROLLBACK")
-            raise
+    def _writing(self) -> Iterator[_State]:
+        """The state under the writer lock; committed and published if the block succeeds."""
+        self.data.mkdir(parents=True, exist_ok=True)
+        with open(self.data / "writer.lock", "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # loaders queue here; readers never lock
+            try:
+                self._pending = self._read_state() or self._migrate_legacy()
+                before = self._pending.to_json()
+                yield self._pending
+                if self._pending.to_json() != before:
+                    self._pending.generation += 1
+                    self._commit(self._pending)
+                self._publish_if_stale(self._pending)
+                self._collect_garbage(self._pending)
+            finally:
+                self._pending = None
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def ensure_schema(self) -> None:
+        with self._writing():
+            pass  # creates the data folder, migrates a legacy file, publishes if stale
 
     def load_month(self, month: date, tables: Mapping[str, pa.Table], run: dict[str, Any]) -> None:
         incoming = month_tables(month, tables)
-        with self._transaction() as con:
+        with self._writing() as state:
+            key = month.isoformat()
             for name, rows in incoming.items():
-                con.execute(f"DELETE FROM {name} WHERE month = ?", [month])
-                con.register("incoming_rows", rows)
-                con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM incoming_rows")
-                con.unregister("incoming_rows")
+                path = self._write_file(TABLES[name], month, rows)
+                current = state.files.setdefault(name, {}).get(key)
+                if current != path:
+                    state.files[name][key] = path
+                    if current is not None:
+                        state.superseded.append({"path": current, "since": _utc_now()})
             self._insert_run(run)
 
     def record_run(self, run: dict[str, Any]) -> None:
-        with self._transaction():
+        with self._writing():
             self._insert_run(run)
 
     def _insert_run(self, run: Mapping[str, Any]) -> None:
+        """Add the run as a new attempt (a run id may be re-run: Airflow retries)."""
+        state = self._pending
         row = run_row(run)
-        self.con.register("incoming_run", pa.Table.from_pylist([row], PIPELINE_RUN.arrow_schema()))
-        self.con.execute("INSERT OR REPLACE INTO pipeline_run BY NAME SELECT * FROM incoming_run")
-        self.con.unregister("incoming_run")
+        month = row["month"]
+        prefix = f"pipeline_run/month={month:%Y-%m}/{_file_safe(row['run_id'])}."
+        row["attempt"] = 1 + sum(1 for path in state.runs if path.startswith(prefix))
+        row["recorded_at"] = datetime.now(UTC)
+        data = pa.Table.from_pylist([row], PIPELINE_RUN.arrow_schema())
+        state.runs.append(self._write_file(PIPELINE_RUN, month, data, prefix=prefix))
+
+    def _write_file(
+        self, table: Table, month: date, rows: pa.Table, *, prefix: str | None = None
+    ) -> str:
+        """Write ``rows`` as an immutable Parquet file named by its content (same rows in the
+        same order, same bytes, same name); returns its path relative to the data folder.
+        Snappy: the fastest codec every DuckDB reader has (zstd cost 1.5x the write time)."""
+        folder = prefix or f"{table.name}/month={month:%Y-%m}/"
+        target_dir = self.data / folder.rsplit("/", 1)[0]
+        target_dir.mkdir(parents=True, exist_ok=True)
+        scratch = target_dir / f".incoming-{os.getpid()}-{uuid.uuid4().hex}"
+        try:
+            pq.write_table(rows, scratch, compression="snappy", row_group_size=256 * 1024)
+            digest = hashlib.sha256(scratch.read_bytes()).hexdigest()[:32]
+            relative = f"{folder}{digest}.parquet"
+            target = self.data / relative
+            if target.exists():
+                scratch.unlink()
+            else:
+                _fsync(scratch)
+                os.replace(scratch, target)
+            return relative
+        finally:
+            scratch.unlink(missing_ok=True)
+
+    def _commit(self, state: _State) -> None:
+        _atomic_write(self.data / "state.json", state.to_json())
+
+    def _read_state(self) -> _State | None:
+        try:
+            text = (self.data / "state.json").read_text()
+        except FileNotFoundError:
+            return None
+        try:
+            return _State.from_json(text)
+        except (ValueError, TypeError) as exc:
+            raise RuntimeError(
+                f"warehouse state {self.data / 'state.json'} cannot be read ({exc}); restore it "
+                "from a backup or move the warehouse aside and backfill again"
+            ) from None
+
+    # publishing -----------------------------------------------------------------------
+
+    def _catalog_digest(self, state: _State) -> str:
+        """What the published catalog was built from: the state, the views and the folder."""
+        held = json.dumps([state.files, state.runs], sort_keys=True)
+        text = "\x1f".join((held, str(self.data), catalog_sql_version()))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def _publish_if_stale(self, state: _State) -> None:
+        marker = self.data / "published"
+        digest = self._catalog_digest(state)
+        current = marker.read_text().strip() if marker.exists() else None
+        if current == digest and self.path.exists():
+            return
+        self._publish(state)
+        _atomic_write(marker, digest)
+
+    def _publish(self, state: _State) -> None:
+        """Build the catalog under a temporary name and rename it onto the stable path."""
+        scratch = self.path.with_name(f".{self.path.name}.{os.getpid()}-{uuid.uuid4().hex}")
+        try:
+            con = duckdb.connect(
+                str(scratch), config={"storage_compatibility_version": CATALOG_STORAGE_VERSION}
+            )
+            try:
+                con.execute("SET TimeZone = 'UTC'")
+                con.execute("BEGIN TRANSACTION")  # one commit: statement by statement is slow
+                for table in REPORTING_TABLES:
+                    paths = sorted(state.files.get(table.name, {}).values())
+                    con.execute(self._table_view_sql(table, paths))
+                con.execute(self._table_view_sql(PIPELINE_RUN, sorted(state.runs)))
+                con.execute(sql_text("warehouse_views"))
+                for statement in comment_statements(con_columns(con)):
+                    con.execute(statement)
+                con.execute("COMMIT")
+                con.execute("CHECKPOINT")
+            finally:
+                con.close()
+            _fsync(scratch)
+            os.replace(scratch, self.path)  # readers of the old catalog keep their inode
+            _fsync_dir(self.path.parent)
+        finally:
+            scratch.unlink(missing_ok=True)
+            scratch.with_name(scratch.name + ".wal").unlink(missing_ok=True)
+
+    def _table_view_sql(self, table: Table, paths: list[str]) -> str:
+        if not paths:  # no month loaded yet: the table's columns, no rows
+            columns = ", ".join(
+                f'CAST(NULL AS {DUCKDB_TYPES[kind]}) AS "{name}"' for name, kind in table.columns
+            )
+            return f"CREATE VIEW {table.name} AS SELECT {columns} WHERE false"
+        files = ", ".join(_sql_string(str(self.data / path)) for path in paths)
+        columns = ", ".join(f'"{name}"' for name in table.column_names)
+        return (
+            f"CREATE VIEW {table.name} AS SELECT {columns} "
+            f"FROM read_parquet([{files}], hive_partitioning = false)"
+        )
+
+    def _collect_garbage(self, state: _State) -> None:
+        """Delete superseded files older than ``keep_superseded`` that are not current."""
+        current = {p for months in state.files.values() for p in months.values()}
+        cutoff = datetime.now(UTC) - self.keep_superseded
+        keep = []
+        for entry in state.superseded:
+            if entry["path"] in current:
+                continue
+            if datetime.fromisoformat(entry["since"]) > cutoff:
+                keep.append(entry)
+            else:
+                (self.data / entry["path"]).unlink(missing_ok=True)
+        if keep != state.superseded:
+            state.superseded = keep
+            self._commit(state)
+
+    def _migrate_legacy(self) -> _State:
+        """A new state; the tables of a warehouse file of the one-file layout, if any."""
+        state = _State()
+        if not self.path.exists():
+            return state
+        con = duckdb.connect(str(self.path), read_only=True)
+        try:
+            found = con.sql("SELECT table_name FROM duckdb_tables()").fetchall()
+            tables = {row[0] for row in found}
+            if not tables:
+                return state
+            for table in REPORTING_TABLES:
+                if table.name not in tables:
+                    continue
+                data = con.sql(f"SELECT * FROM {table.name}").to_arrow_table()
+                for month in sorted(set(data.column("month").to_pylist())):
+                    rows = data.filter(pc.equal(data.column("month"), month))
+                    path = self._write_file(table, month, conform(table, rows))
+                    state.files.setdefault(table.name, {})[month.isoformat()] = path
+            if PIPELINE_RUN.name in tables:
+                query = "SELECT * FROM pipeline_run ORDER BY finished_at, run_id"
+                runs = con.sql(query).to_arrow_table().to_pylist()
+        finally:
+            con.close()
+        if PIPELINE_RUN.name in tables:
+            self._pending = state
+            for run in runs:
+                self._insert_run(run)
+        state.generation = 1
+        self._commit(state)
+        return state
+
+    # reading --------------------------------------------------------------------------
 
     def read_table(self, name: str, month: date | None = None) -> pa.Table:
-        if name not in TABLES and name != PIPELINE_RUN.name:
+        """The table's current rows (from the committed state: no catalog, no lock)."""
+        table = TABLES.get(name) or (PIPELINE_RUN if name == PIPELINE_RUN.name else None)
+        if table is None:
             raise ValueError(f"unknown table {name!r}")
-        if month is None:
-            return self.con.sql(f"SELECT * FROM {name}").to_arrow_table()
-        return self.con.sql(
-            f"SELECT * FROM {name} WHERE month = ?", params=[month]
-        ).to_arrow_table()
+        state = self._read_state() or _State()
+        if table is PIPELINE_RUN:
+            prefix = None if month is None else f"pipeline_run/month={month:%Y-%m}/"
+            paths = [p for p in state.runs if prefix is None or p.startswith(prefix)]
+        else:
+            months = state.files.get(name, {})
+            paths = [months[m] for m in sorted(months) if month is None or m == month.isoformat()]
+        schema = table.arrow_schema()
+        parts = [pq.read_table(self.data / path, schema=schema) for path in paths]
+        return pa.concat_tables(parts) if parts else schema.empty_table()
 
     def close(self) -> None:
-        self.con.close()
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
+
+
+def catalog_sql_version() -> str:
+    """A digest of everything besides the state that goes into a published catalog."""
+    text = "\x1f".join((sql_text("warehouse_views"), repr(TABLES), repr(PIPELINE_RUN)))
+    text += description_digest()
+    return hashlib.sha256((text + CATALOG_STORAGE_VERSION).encode()).hexdigest()
+
+
+def con_columns(con: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
+    """Each view of the catalog and its columns, in order."""
+    rows = con.sql(
+        "SELECT table_name, column_name FROM duckdb_columns() "
+        "WHERE database_name = current_database() AND schema_name = 'main' "
+        "ORDER BY table_name, column_index"
+    ).fetchall()
+    columns: dict[str, list[str]] = {}
+    for table, column in rows:
+        columns.setdefault(table, []).append(column)
+    return columns
+
+
+def _utc_now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _file_safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in str(text))[:80]
+
+
+def _sql_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    with suppress(OSError):
+        _fsync(path)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    scratch = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex}")
+    scratch.write_text(text)
+    _fsync(scratch)
+    os.replace(scratch, path)
+    _fsync_dir(path.parent)

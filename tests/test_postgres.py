@@ -33,7 +33,7 @@ from pipeline.postgres import (
     read_source_month,
     redact_dsn,
 )
-from pipeline.schema import PIPELINE_RUN, REPORTING_TABLES, TABLES
+from pipeline.schema import DESCRIPTIONS, PIPELINE_RUN, REPORTING_TABLES, TABLES
 from pipeline.sources import SourceError, open_months
 from pipeline.sql import connect
 from pipeline.warehouse import DuckDBWarehouse, conform
@@ -530,13 +530,12 @@ def test_ensure_schema_creates_the_contract_for_bi_tools(pg, pg_dsn, pg_schema) 
             assert (table.name, column) in leading, (table.name, column)
     assert pg.execute(
         sql.SQL("SELECT version FROM {}").format(sql.Identifier(pg_schema, "schema_version"))
-    ).fetchall() == [(1,)]
+    ).fetchall() == [(1,), (2,)]
     views = {row[0] for row in catalog(pg, pg_schema, VIEWS)}
-    assert views == {
-        "latest_customer_segment",
-        "latest_customer_class",
-        "latest_customer_tier",
-        "month_overview",
+    assert views == {name for name in DESCRIPTIONS if name not in TABLES} - {
+        PIPELINE_RUN.name,
+        "schema_version",
+        "schema_views",
     }
     for view in views:
         pg.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(pg_schema, view)))
@@ -587,8 +586,8 @@ def test_concurrent_first_ensure_schema_calls_create_the_schema_once(pg, pg_dsn,
     assert errors == []
     assert pg.execute(
         sql.SQL("SELECT version FROM {}").format(sql.Identifier(pg_schema, "schema_version"))
-    ).fetchall() == [(1,)]
-    assert len(catalog(pg, pg_schema, VIEWS)) == 4
+    ).fetchall() == [(1,), (2,)]
+    assert len(catalog(pg, pg_schema, VIEWS)) == 12  # sql/warehouse_views.sql
 
 
 def test_ensure_schema_does_not_wait_for_bi_sessions(pg_dsn, pg_schema) -> None:
@@ -649,6 +648,8 @@ def sorted_rows(name: str, data: pa.Table) -> list[dict]:
     for row in rows:
         if isinstance(row.get("check_results"), str):
             row["check_results"] = json.loads(row["check_results"])
+        if row.pop("recorded_at", None) is None and table is PIPELINE_RUN:
+            raise AssertionError("the warehouse did not record when it recorded the run")
     return rows
 
 
@@ -709,12 +710,19 @@ def test_reloading_a_month_replaces_only_that_month(pg_dsn, pg_schema) -> None:
     with pytest.raises(ValueError, match="missing table"):
         warehouse.load_month(FEB, {"customer_month": february["customer_month"]}, {})
     assert month_contents(warehouse, FEB) == expected_contents(replacement)
-    # A failed month is recorded without touching its rows; re-recording a run replaces it.
+    # A failed month is recorded without touching its rows; re-recording a run (a retry)
+    # adds an attempt.
     failed = run_record("r4", FEB) | {"status": "failed", "error": "raw_gate: 2 bad rows"}
     warehouse.record_run(failed)
     warehouse.record_run(failed | {"error": "raw_gate: 3 bad rows"})
-    runs = {r["run_id"]: r for r in warehouse.read_table("pipeline_run", FEB).to_pylist()}
-    assert sorted(runs) == ["r2", "r3", "r4"]
+    rows = warehouse.read_table("pipeline_run", FEB).to_pylist()
+    assert [(r["run_id"], r["attempt"]) for r in rows] == [
+        ("r2", 1),
+        ("r3", 1),
+        ("r4", 1),
+        ("r4", 2),
+    ]
+    runs = {r["run_id"]: r for r in rows}
     assert runs["r4"]["error"] == "raw_gate: 3 bad rows"
     assert json.loads(runs["r4"]["check_results"]) == run_record("r4", FEB)["check_results"]
     assert month_contents(warehouse, FEB) == expected_contents(replacement)

@@ -1,0 +1,279 @@
+"""The warehouse as BI tools and operators see it: run attempts, the BI views' answers,
+the DuckDB writer lock, superseded files and the one-file layout of earlier versions."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import date, timedelta
+from pathlib import Path
+
+import duckdb
+import psycopg
+import pyarrow as pa
+import pytest
+
+from pipeline.postgres import PostgresWarehouse
+from pipeline.schema import PIPELINE_RUN, TABLES
+from pipeline.warehouse import DUCKDB_TYPES, DuckDBWarehouse, create_table_sql
+
+from golden import expected_rows
+
+pytest_plugins = ["pg_support"]  # fixtures: pg_dsn, pg_schema
+
+JAN, FEB, MAR = date(2025, 1, 1), date(2025, 2, 1), date(2025, 3, 1)
+FULL_MONTHS = [date(2025 + (m // 12), m % 12 + 1, 1) for m in range(15)]  # 2025-01..2026-03
+REPO = Path(__file__).resolve().parents[1]
+
+
+def golden_tables(month: date) -> dict[str, pa.Table]:
+    return {
+        name: pa.Table.from_pylist(expected_rows("full", name, {month}), schema=t.arrow_schema())
+        for name, t in TABLES.items()
+    }
+
+
+def run(run_id: str, month: date, status: str = "loaded", error: str | None = None) -> dict:
+    return {"run_id": run_id, "month": month, "status": status, "error": error}
+
+
+class Reader:
+    """Runs SQL on the warehouse as a BI tool would (DuckDB: the published catalog,
+    read-only; PostgreSQL: the warehouse schema)."""
+
+    def __init__(self, warehouse) -> None:
+        self.warehouse = warehouse
+
+    def __call__(self, query: str, *params) -> list[tuple]:
+        if isinstance(self.warehouse, DuckDBWarehouse):
+            con = duckdb.connect(str(self.warehouse.path), read_only=True)
+            try:
+                return con.execute(query, list(params)).fetchall()
+            finally:
+                con.close()
+        with psycopg.connect(self.warehouse.url, autocommit=True) as conn:
+            conn.execute("SELECT set_config('search_path', %s, false)", [self.warehouse.schema])
+            return conn.execute(query.replace("?", "%s"), list(params)).fetchall()
+
+
+@pytest.fixture(params=["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
+def warehouse(request, tmp_path) -> Iterator:
+    if request.param == "duckdb":
+        each = DuckDBWarehouse(str(tmp_path / "warehouse.duckdb"))
+    else:
+        each = PostgresWarehouse(
+            request.getfixturevalue("pg_dsn"), request.getfixturevalue("pg_schema")
+        )
+    each.ensure_schema()
+    yield each
+    each.close()
+
+
+def test_every_attempt_is_a_row_and_month_load_says_which_run_a_month_holds(warehouse) -> None:
+    sql = Reader(warehouse)
+    warehouse.load_month(JAN, golden_tables(JAN), run("r1", JAN))
+    warehouse.load_month(FEB, golden_tables(FEB), run("r1", FEB))
+    # an Airflow retry of the same run fails at a gate: a new attempt, the data stays
+    warehouse.record_run(run("r1", FEB, "failed", "raw_gate: 3 bad rows"))
+    attempts = [
+        (r["run_id"], r["attempt"], r["status"])
+        for r in warehouse.read_table("pipeline_run", FEB).to_pylist()
+    ]
+    assert sorted(attempts) == [("r1", 1, "loaded"), ("r1", 2, "failed")]
+    loads = sql(
+        "SELECT month, run_id, attempt, last_attempt_status, last_attempt_error, is_current "
+        "FROM month_load ORDER BY month"
+    )
+    assert loads == [
+        (JAN, "r1", 1, "loaded", None, False),
+        (FEB, "r1", 1, "failed", "raw_gate: 3 bad rows", True),
+    ]
+    assert warehouse.read_table("customer_month", FEB).num_rows == len(
+        expected_rows("full", "customer_month", {FEB})
+    )
+    warehouse.load_month(FEB, golden_tables(FEB), run("r2", FEB))
+    assert sql(
+        "SELECT run_id, attempt, last_attempt_status FROM month_load WHERE month = ?", FEB
+    ) == [("r2", 1, "loaded")]
+    assert sql("SELECT month FROM current_month") == [(FEB,)]
+
+
+@pytest.mark.slow
+def test_the_bi_views_answer_the_analysts_questions_in_one_query(warehouse) -> None:
+    for i, month in enumerate(FULL_MONTHS):
+        warehouse.load_month(month, golden_tables(month), run(f"r{i:02d}", month))
+    sql = Reader(warehouse)
+    last = FULL_MONTHS[-1]
+    # "latest" is the last loaded month, not each customer's last active month
+    assert sql("SELECT DISTINCT month FROM latest_customer_segment") == [(last,)]
+    assert sql("SELECT DISTINCT month FROM latest_customer_tier") == [(last,)]
+    vips = {
+        (r["metric"], r["customer_id"])
+        for r in expected_rows("full", "customer_segment", {last})
+        if r["segment"] == "vip"
+    }
+    assert set(sql("SELECT metric, customer_id FROM current_vip")) == vips
+    # the call list's columns are the numbers behind the alert (golden customer_segment)
+    segments = {
+        (r["month"], r["metric"], r["customer_id"]): (r["rank"], r["value"])
+        for r in expected_rows("full", "customer_segment")
+    }
+    calls = sql(
+        "SELECT month, metric, customer_id, alert, previous_rank, previous_value, current_rank, "
+        "current_value, value_at_stake, months_as_vip, last_paid_month FROM vip_call_list"
+    )
+    assert len(calls) == len(expected_rows("full", "customer_alert"))
+    checked = 0
+    for month, metric, customer, alert, *numbers in calls:
+        prev_rank, prev_value, rank, value, at_stake, months, paid = numbers
+        before = date(month.year - (month.month == 1), (month.month - 2) % 12 + 1, 1)
+        assert (prev_rank, prev_value) == segments.get((before, metric, customer), (None, None))
+        assert (rank, value) == segments.get((month, metric, customer), (None, None))
+        if alert == "vip_stopped_paying":
+            assert (rank, at_stake) == (None, prev_value)
+            assert paid in (before, month)  # no value by the metric; a refund is a payment
+        elif alert == "vip_dropped":
+            assert at_stake == prev_value - value and paid == month
+        else:  # margin_erosion: a VIP of this month
+            assert rank is not None and paid == month
+        assert months >= 1
+        checked += 1
+    assert checked > 10
+    # three kinds of leaving VIP, each under its own name
+    exits = dict(sql("SELECT reason, count(*) FROM vip_exit GROUP BY reason"))
+    segments = expected_rows("full", "customer_segment")
+    alerts = expected_rows("full", "customer_alert")
+    changes = expected_rows("full", "vip_roster_change")
+    assert exits == {
+        "dropped_vip": sum(r["movement"] == "dropped_vip" for r in segments),
+        "stopped_paying": sum(r["alert"] == "vip_stopped_paying" for r in alerts),
+        "removed_from_roster": sum(r["change"] == "removed" for r in changes),
+    }
+    # tier names beside numbers; class migration with the previous month's class
+    assert set(sql("SELECT DISTINCT tier, tier_name FROM customer_tier_named")) <= {
+        (1, "ideal"),
+        (2, "good earner"),
+        (3, "break-even"),
+        (4, "money loser"),
+    }
+    classes = {
+        (r["month"], r["metric"], r["window_months"], r["customer_id"]): r["abc_class"]
+        for r in expected_rows("full", "customer_abc")
+    }
+    migrations = sql(
+        "SELECT month, metric, window_months, customer_id, abc_class, previous_abc_class "
+        "FROM customer_class_migration"
+    )
+    assert len(migrations) == len(classes)
+    for month, metric, window, customer, abc, previous in migrations:
+        before = (date(month.year - (month.month == 1), (month.month - 2) % 12 + 1, 1),)
+        assert abc == classes[(month, metric, window, customer)]
+        assert previous == classes.get((*before, metric, window, customer))
+
+
+LOADER = """
+import sys
+sys.path.insert(0, "tests")
+from datetime import date
+from pipeline.warehouse import DuckDBWarehouse
+from test_warehouse import golden_tables, run
+
+warehouse = DuckDBWarehouse(sys.argv[1])
+warehouse.ensure_schema()
+for text in sys.argv[2:]:
+    month = date.fromisoformat(text)
+    warehouse.load_month(month, golden_tables(month), run("loader-" + text, month))
+warehouse.close()
+"""
+
+
+@pytest.mark.slow
+def test_concurrent_duckdb_loaders_queue_on_the_writer_lock(tmp_path) -> None:
+    path = tmp_path / "warehouse.duckdb"
+    groups = [FULL_MONTHS[i::3] for i in range(3)]
+    loaders = [
+        subprocess.Popen(
+            [sys.executable, "-c", LOADER, str(path), *(m.isoformat() for m in group)],
+            cwd=REPO,
+            stderr=subprocess.PIPE,
+        )
+        for group in groups
+    ]
+    for loader in loaders:
+        assert loader.wait(timeout=120) == 0, loader.stderr.read().decode()
+    warehouse = DuckDBWarehouse(str(path))
+    months = set(warehouse.read_table("customer_month").column("month").to_pylist())
+    assert months == set(FULL_MONTHS)  # no load lost to another's read-modify-write
+    assert len(warehouse.read_table("pipeline_run")) == len(FULL_MONTHS)
+    assert Reader(warehouse)("SELECT count(*) FROM month_load") == [(len(FULL_MONTHS),)]
+
+
+def test_superseded_files_stay_for_readers_until_the_grace_period_ends(tmp_path) -> None:
+    path = str(tmp_path / "warehouse.duckdb")
+    warehouse = DuckDBWarehouse(path)
+    warehouse.load_month(JAN, golden_tables(JAN), run("r1", JAN))
+    files = set((tmp_path / "warehouse.duckdb.d" / "customer_month").rglob("*.parquet"))
+    held = duckdb.connect(path, read_only=True)  # a BI tool holding the old catalog
+    before = held.execute("SELECT count(*), sum(revenue) FROM customer_month").fetchall()
+    relabelled = {
+        name: t.set_column(0, "month", pa.array([JAN] * t.num_rows, pa.date32()))
+        for name, t in golden_tables(FEB).items()
+    }
+    warehouse.load_month(JAN, relabelled, run("r2", JAN))  # new content: a new file
+    assert held.execute("SELECT count(*), sum(revenue) FROM customer_month").fetchall() == before
+    after = set((tmp_path / "warehouse.duckdb.d" / "customer_month").rglob("*.parquet"))
+    assert files < after  # the old file is kept while readers may hold it
+    held.close()
+    DuckDBWarehouse(path, keep_superseded=timedelta(0)).ensure_schema()
+    assert len(set((tmp_path / "warehouse.duckdb.d" / "customer_month").rglob("*.parquet"))) == 1
+    reloaded = DuckDBWarehouse(path).read_table("customer_month")
+    assert reloaded.num_rows == relabelled["customer_month"].num_rows
+
+
+def test_a_warehouse_file_of_the_one_file_layout_is_carried_over(tmp_path) -> None:
+    path = tmp_path / "warehouse.duckdb"
+    legacy_run = [(n, k) for n, k in PIPELINE_RUN.columns if n not in ("attempt", "recorded_at")]
+    con = duckdb.connect(str(path))
+    for name, table in TABLES.items():
+        con.execute(create_table_sql(table, DUCKDB_TYPES, name))
+        con.register("rows", golden_tables(JAN)[name])
+        con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM rows")
+        con.unregister("rows")
+    columns = ", ".join(f'"{n}" {DUCKDB_TYPES[k]}' for n, k in legacy_run)
+    con.execute(f"CREATE TABLE pipeline_run ({columns}, PRIMARY KEY (run_id, month))")
+    con.execute(
+        "INSERT INTO pipeline_run (run_id, month, status) VALUES ('old', ?, 'loaded')", [JAN]
+    )
+    con.close()
+    warehouse = DuckDBWarehouse(str(path))
+    warehouse.ensure_schema()
+    for name in TABLES:
+        assert warehouse.read_table(name).num_rows == golden_tables(JAN)[name].num_rows, name
+    assert Reader(warehouse)("SELECT run_id, attempt FROM month_load") == [("old", 1)]
+
+
+def test_every_table_view_and_column_has_a_description(warehouse) -> None:
+    warehouse.load_month(JAN, golden_tables(JAN), run("r1", JAN))
+    sql = Reader(warehouse)
+    if isinstance(warehouse, DuckDBWarehouse):
+        relations = sql("SELECT view_name, comment FROM duckdb_views() WHERE NOT internal")
+        columns = sql(
+            "SELECT table_name, column_name, comment FROM duckdb_columns() "
+            "WHERE database_name = current_database() AND schema_name = 'main'"
+        )
+    else:
+        relations = sql(
+            "SELECT c.relname, obj_description(c.oid, 'pg_class') FROM pg_class c "
+            "WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'v')"
+        )
+        columns = sql(
+            "SELECT c.relname, a.attname, col_description(c.oid, a.attnum) FROM pg_class c "
+            "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
+            "WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'v')"
+        )
+    names = {name for name, _ in relations}
+    assert {*TABLES, PIPELINE_RUN.name, "month_load", "current_vip", "vip_call_list"} <= names
+    assert [name for name, comment in relations if not comment] == []
+    assert [(t, c) for t, c, comment in columns if not comment] == []
+    assert len(columns) > 150
