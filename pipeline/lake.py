@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from pipeline.config import Config
 from pipeline.months import format_month, parse_month
-from pipeline.sources import SourceRows, open_months
+from pipeline.sources import SourceRows, csv_parse_error, open_months
 from pipeline.sql import connect, run_sql
 
 SCHEMA_VERSION = 1
@@ -156,6 +156,8 @@ def extract_months(
                 yield month, _extract_month(cfg, con, source, month, quarantine)
             except BadInputError as exc:
                 yield month, exc
+    except duckdb.InvalidInputException as exc:  # a CSV the parser cannot read is bad input
+        raise csv_parse_error(cfg.source, exc, BadInputError) from None
     finally:
         con.close()
 
