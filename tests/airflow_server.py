@@ -61,6 +61,7 @@ class AirflowServer:
             AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC=metadata_url,
             AIRFLOW__CORE__EXECUTOR="LocalExecutor",
             AIRFLOW__CORE__PARALLELISM="4",
+            AIRFLOW__CORE__PLUGINS_FOLDER=str(af.DAGS / "plugins"),
             AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="false",
             AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{self.port}/execution/",
             AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS="admin:admin",
@@ -202,6 +203,13 @@ class AirflowServer:
         """A manual run through REST, without a logical date; returns its run id."""
         body = {"logical_date": None, "conf": conf, "note": note}
         return self.api("POST", f"/dags/{af_dag_id()}/dagRuns", json=body)["dag_run_id"]
+
+    def cli_trigger(self, conf: dict[str, Any], *args: str) -> str:
+        """``airflow dags trigger --conf`` as the README writes it; returns the new run's id."""
+        before = {r["dag_run_id"] for r in self.runs()}
+        self.cli("dags", "trigger", af_dag_id(), "--conf", json.dumps(conf), *args)
+        (new,) = [r["dag_run_id"] for r in self.runs() if r["dag_run_id"] not in before]
+        return new
 
     def set_variable(self, key: str, value: str) -> None:
         if self.client.get(f"/variables/{key}").status_code == 200:

@@ -100,9 +100,11 @@ def test_runs_under_a_real_scheduler_load_exactly_the_months_asked_for(golden, t
     ) as server:
         phase("start")
         # 1. REST, no logical date, the month as a Param: exactly January is loaded
-        january = server.trigger({"month": "2026-01"}, note="business month 2026-01")
+        january = server.trigger({"month": "2026-01"}, note="first load")
         run = server.wait_for_runs([january])[january]
         assert run["state"] == "success", server.logs()
+        # the month shows on the run in the UI: the plugin writes it before the user's note
+        assert run["note"] == "Business month 2026-01 - first load"
         assert (run["logical_date"], run["conf"]["month"]) == (None, "2026-01")
         assert states(server, january) == {
             **{task: ("success", 1) for task in MONTH_CHAIN},
@@ -135,6 +137,11 @@ def test_runs_under_a_real_scheduler_load_exactly_the_months_asked_for(golden, t
         ], output
         finished = server.wait_for_runs([r["dag_run_id"] for r in backfill_runs], timeout=420)
         assert {r["state"] for r in finished.values()} == {"success"}, server.logs()
+        assert [finished[r["dag_run_id"]]["note"] for r in backfill_runs] == [
+            "Business month 2026-01",
+            "Business month 2026-02",
+            "Business month 2026-03",
+        ]
         by_month = {r["logical_date"][:7]: r["dag_run_id"] for r in backfill_runs}
         assert {
             (parse_month(m), pipeline_run_id(run_id), "loaded") for m, run_id in by_month.items()
@@ -149,9 +156,12 @@ def test_runs_under_a_real_scheduler_load_exactly_the_months_asked_for(golden, t
         before = read_manifest(tmp_path / "airflow" / "lake", JAN).fingerprint
         restated = payments.read_text() + "p990,c02,2026-01-30T12:00:00Z,-7.00,EUR\n"
         payments.write_text(restated)
-        cascade = server.trigger({"month": "2026-01", "cascade": True})
+        # with the README's CLI command: no --logical-date, the month and cascade as conf
+        cascade = server.cli_trigger({"month": "2026-01", "cascade": True})
         run = server.wait_for_runs([cascade], timeout=300)[cascade]
         assert run["state"] == "success", server.logs()
+        assert (run["run_type"], run["logical_date"]) == ("manual", None)
+        assert run["note"] == "Business month 2026-01"
         assert {s for s, _ in states(server, cascade).values()} == {"success"}
         assert read_manifest(tmp_path / "airflow" / "lake", JAN).fingerprint != before
         this_run = pipeline_run_id(cascade)
@@ -197,5 +207,15 @@ def test_runs_under_a_real_scheduler_load_exactly_the_months_asked_for(golden, t
         assert "unparseable amount" in server.task_log(failing, "extract")
         assert all(months == set() for months in loaded_months(bad_config).values())
         phase("bad_row")
+
+        # 5. a manual run given the logical date of a scheduled month is refused at once:
+        # it would make `airflow backfill create` skip 2025-06
+        dated = server.cli_trigger({"month": "2025-05"}, "--logical-date", "2025-06-01T00:00:00Z")
+        run = server.wait_for_runs([dated])[dated]
+        assert run["state"] == "failed"
+        assert states(server, dated)["extract"] == ("failed", 1)
+        assert run["note"].startswith("No business month: this manual run has logical date")
+        assert "`airflow backfill create` would skip 2025-06" in server.task_log(dated, "extract")
+        phase("dated_manual_run")
     phase("stop")
     print(json.dumps({"real_scheduler_seconds": phases}))
