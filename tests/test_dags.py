@@ -492,6 +492,26 @@ def test_month_whose_history_no_run_extracts_fails_at_once_with_the_fix(
 
 
 @pytest.mark.slow
+def test_month_whose_history_an_active_run_holds_is_retried(airflow_home, golden, tmp_path):
+    config_file = basics_config(tmp_path, golden)
+    # a queued backfill run of January stands for a backfill in progress: February's
+    # computation waits for it (retries) instead of failing at once
+    result, output = af.dag_test(
+        airflow_home,
+        [RUN_FEBRUARY],
+        config_variable=str(config_file),
+        retries=1,
+        queued_run="2026-01-01T00:00:00+00:00",
+    )
+    (run,) = result["runs"]
+
+    assert run["state"] == "failed"
+    assert run["tasks"]["compute"]["try_number"] == 2, task_states(run)
+    assert "1 active run(s) of tiers_monthly are extracting the missing month(s)" in output
+    assert "No active run of tiers_monthly extracts" not in output
+
+
+@pytest.mark.slow
 def test_cascade_param_recomputes_the_later_months(airflow_home, golden, tmp_path):
     from pipeline import runner
 
