@@ -150,10 +150,11 @@ def _fail_unless_history_is_on_its_way(path: str, month: str, error: Exception) 
     missing = [m for m in months_between(first, current) if m not in extracted]
     if not missing:  # extracted meanwhile: a retry will find it
         return
+    earlier = [m for m in missing if m != current]  # the run's own month is its own job
     ti = get_current_context()["ti"]
-    active = ti.get_dr_count(
+    active = earlier == missing and ti.get_dr_count(
         dag_id=DAG_ID,
-        logical_dates=[month_start(m, SCHEDULE_TIMEZONE) for m in missing],
+        logical_dates=[month_start(m, SCHEDULE_TIMEZONE) for m in earlier],
         states=["queued", "running"],
     )
     if active:
@@ -181,9 +182,12 @@ def _cascade() -> dict[str, Any]:
     if not (context.get("params") or {}).get(CASCADE_PARAM):
         # skipped, not successful: a skipped task sends no asset event
         raise AirflowSkipException(f"no cascade asked for (Param {CASCADE_PARAM} is false)")
-    path = config_path(Variable.get(CONFIG_VARIABLE, default=None))
-    month = _month(context, path)
-    cfg = load_config(path)
+    try:
+        path = config_path(Variable.get(CONFIG_VARIABLE, default=None))
+        month = _month(context, path)
+        cfg = load_config(path)
+    except ValueError as exc:  # configuration or month: retrying cannot fix it
+        raise AirflowFailException(f"cascade: {exc}") from exc
     later = runner.months_reading(cfg, parse_month(month))[1:]
     if not later:
         raise AirflowSkipException(f"cascade {month}: no later month in the lake reads it")

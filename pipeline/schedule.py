@@ -17,7 +17,7 @@ interval is [1st of M, 1st of M+1). Which month a run processes:
   of a month at midnight in the business zone): Airflow keeps one run per logical date,
   so such a run makes ``airflow backfill create`` skip that month. It is refused with the
   command to use instead. Trigger without a logical date (REST ``"logical_date": null``,
-  the CLI without ``--logical-date``, the UI form's default).
+  the CLI without ``--logical-date``, the UI form with its logical date left empty).
 
 An interval that is not exactly one calendar month in the business zone is refused: it
 means the DAG's schedule and ``business.timezone`` disagree (a UTC schedule for an Oslo
