@@ -48,17 +48,38 @@ browser-tools:
 	  { $(SUDO) apt-get update -qq && \
 	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-dejavu-core; }
 
-# Airflow 3 on this machine (SQLite, standalone) on the demo data: http://localhost:8080,
-# user admin, password in .airflow/simple_auth_manager_passwords.json.generated
+# Airflow 3 on this machine (standalone) on the demo data: http://localhost:8080, user
+# admin, password in .airflow/simple_auth_manager_passwords.json.generated. Sized for a
+# small machine: the metadata database is PostgreSQL (SQLite locks under a backfill's
+# concurrent writers), the LocalExecutor runs at most AIRFLOW_PARALLELISM tasks at once,
+# one API server worker, one DAG-parsing process.
+AIRFLOW_DB_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/airflow_tiers
+AIRFLOW_PARALLELISM ?= 2
 AIRFLOW_ENV = AIRFLOW_HOME=$(CURDIR)/.airflow \
 	AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
 	AIRFLOW__CORE__LOAD_EXAMPLES=false \
+	AIRFLOW__CORE__PLUGINS_FOLDER=$(CURDIR)/dags/plugins \
+	AIRFLOW__CORE__EXECUTOR=LocalExecutor \
+	AIRFLOW__CORE__PARALLELISM=$(AIRFLOW_PARALLELISM) \
+	AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=$(AIRFLOW_DB_URL) \
+	AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC=$(AIRFLOW_DB_URL) \
 	AIRFLOW__API__HOST=127.0.0.1 \
+	AIRFLOW__API__WORKERS=1 \
+	AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES=1 \
 	TIERS_CONFIG=$(CURDIR)/demo/tiers.toml \
 	TIERS_TIMEZONE=$$($(VENV)/bin/python -c 'import tomllib; print(tomllib.load(open("demo/tiers.toml", "rb"))["business"]["timezone"])') \
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH
 
+# creates the metadata database named at the end of AIRFLOW_DB_URL if it is missing
+AIRFLOW_CREATE_DB = import sys, psycopg; from psycopg import sql; \
+	server, name = sys.argv[1].replace("+psycopg", "").rsplit("/", 1); \
+	conn = psycopg.connect(server + "/postgres", autocommit=True); \
+	found = conn.execute("select 1 from pg_database where datname = %s", [name]).fetchone(); \
+	found or conn.execute(sql.SQL("create database {}").format(sql.Identifier(name))); \
+	print(f"metadata database {name}:", "exists" if found else "created")
+
 airflow: demo/tiers.toml
+	$(VENV)/bin/python -c '$(AIRFLOW_CREATE_DB)' "$(AIRFLOW_DB_URL)"
 	$(AIRFLOW_ENV) airflow db migrate
 	$(AIRFLOW_ENV) airflow pools set tiers_warehouse 1 "Single writer of the tiers warehouse"
 	@echo "UI http://localhost:8080 - user admin, password in .airflow/simple_auth_manager_passwords.json.generated"

@@ -1,25 +1,34 @@
 """tiers_monthly: one business month of payments -> customer segments in the warehouse.
 
-The run that starts on the 1st of month M+1 processes month M (``pipeline/schedule.py``
-explains the month of manual runs and ``dag.test()``). Each task calls one function of
-``pipeline.runner``; the steps hand their results over through the run's folder, so a
-retried or cleared task picks up where the run stands.
+**Which month.** Scheduled and backfill runs process the month of their data interval:
+the run that starts on the 1st of month M+1 processes M. A manual run processes the month
+in its `month` Param (YYYY-MM), whatever its dates, and carries no logical date (one that
+is the 1st of a month would take the date of that month's scheduled or backfill run and
+is refused). `pipeline/schedule.py` has the rules. Every task logs the month, and its
+`month` (and `cascade`) show in the run's conf.
 
-    extract -> raw_gate -> compute -> output_gates -> load -> publish
+    extract -> raw_gate -> compute -> output_gates -> load -> publish -> cascade
 
-* The configuration path comes from the Airflow Variable ``tiers_config``, else from the
-  environment variable ``TIERS_CONFIG``; both are read when a task runs, never at parse
-  time. The schedule's time zone is ``TIERS_TIMEZONE`` (default UTC) and must equal the
-  configuration's ``business.timezone``: a task refuses to run otherwise.
-* Bad input, a failed gate or an invalid configuration fail the task at once (retrying
-  cannot fix data); anything else (I/O, database, a month the computation needs that a
-  parallel run has not extracted yet) is retried with exponential backoff.
-* ``load`` runs in the pool ``tiers_warehouse`` (one slot): the warehouse has a single
-  writer, while extract and compute of different months run in parallel.
-* ``publish`` updates the Asset ``tiers_reporting_tables``; BI DAGs schedule on it and find
-  the month in the asset event's ``extra``.
+* Run or re-run a month: `airflow dags trigger tiers_monthly --conf '{"month": "2026-02"}'`
+  (or the UI's trigger form). A range: `airflow backfill create` (README).
+* Cascade a restatement: `--conf '{"month": "2026-02", "cascade": true}'` re-extracts the
+  month, loads it, then recomputes and loads every later month in the lake that reads it,
+  in order, in the `cascade` task.
+* The configuration path comes from the Airflow Variable `tiers_config`, else from the
+  environment variable `TIERS_CONFIG`; both are read when a task runs, never at parse
+  time. The schedule's time zone is `TIERS_TIMEZONE` (default UTC) and must equal the
+  configuration's `business.timezone`: a task refuses to run otherwise.
+* Bad input (bad rows, a CSV the parser cannot read), a failed gate, an invalid
+  configuration or month fail the task at once (retrying cannot fix data). A month whose
+  history is missing from the lake fails at once with the command that extracts it,
+  unless an active run of this DAG is processing that history: then it is retried, as
+  are I/O and database errors, with exponential backoff.
+* `load` and `cascade` run in the pool `tiers_warehouse` (one slot): the warehouse has a
+  single writer, while extract and compute of different months run in parallel.
+* `publish` updates the Asset `tiers_reporting_tables`; BI DAGs schedule on it and find
+  the month in the asset event's `extra`.
 
-Only ``pipeline.schedule`` (pure Python) is imported here: DuckDB, Arrow and Great
+Only `pipeline.schedule` (pure Python) is imported here: DuckDB, Arrow and Great
 Expectations load inside the tasks, so parsing this file stays fast.
 """
 
@@ -31,18 +40,29 @@ from datetime import timedelta
 from typing import Any
 
 import pendulum
-from airflow.sdk import Asset, CronDataIntervalTimetable, Variable, dag, get_current_context, task
+from airflow.sdk import (
+    Asset,
+    CronDataIntervalTimetable,
+    Param,
+    Variable,
+    dag,
+    get_current_context,
+    task,
+)
 
 from pipeline.schedule import (
+    CASCADE_PARAM,
     CONFIG_VARIABLE,
+    DAG_ID,
+    MONTH_PARAM,
+    MONTH_PATTERN,
     check_business_timezone,
     config_path,
-    month_for_interval,
     pipeline_run_id,
+    run_month,
     schedule_timezone,
 )
 
-DAG_ID = "tiers_monthly"
 WAREHOUSE_POOL = "tiers_warehouse"
 SCHEDULE_TIMEZONE = schedule_timezone()  # an environment variable, not a Variable: parse-safe
 REPORTING_TABLES = Asset(
@@ -69,6 +89,7 @@ def _run_step(step: str) -> dict[str, Any]:
 
     from pipeline import runner
     from pipeline.checks import GateFailed
+    from pipeline.lake import MissingMonthError
 
     context = get_current_context()
     try:
@@ -78,10 +99,13 @@ def _run_step(step: str) -> dict[str, Any]:
         log.info("%s: month %s, run %s, configuration %s", step, month, run_id, path)
         summary = getattr(runner, f"{step}_step")(path, month, run_id)
     except (ValueError, GateFailed) as exc:
-        # Bad rows, failed gates, invalid configuration: the same input fails the same way,
-        # so fail now instead of retrying. Anything else (I/O, a database, a month another
-        # run has not extracted yet) is retried with backoff.
+        # Bad rows, unreadable files, failed gates, invalid configuration or month: the same
+        # input fails the same way, so fail now instead of retrying. I/O and database
+        # errors are retried with backoff.
         raise AirflowFailException(f"{step}: {exc}") from exc
+    except MissingMonthError as exc:
+        _fail_unless_history_is_on_its_way(path, month, exc)
+        raise
     log.info("%s %s: %s", step, month, _describe(step, summary))
     log.info("%s %s summary: %s", step, month, json.dumps(summary, sort_keys=True, default=str))
     return summary
@@ -92,13 +116,104 @@ def _month(context: Any, path: str) -> str:
     from pipeline.config import load_config
 
     check_business_timezone(SCHEDULE_TIMEZONE, load_config(path).business.timezone)
-    return month_for_interval(
+    dag_run = context["dag_run"]
+    return run_month(
+        dag_run.run_type,
+        (context.get("params") or {}).get(MONTH_PARAM),
         context.get("data_interval_start"),
         context.get("data_interval_end"),
         context.get("logical_date"),
-        run_after=getattr(context["dag_run"], "run_after", None),
         timezone=SCHEDULE_TIMEZONE,
     )
+
+
+def _fail_unless_history_is_on_its_way(path: str, month: str, error: Exception) -> None:
+    """Retry only while an active run of this DAG is extracting a month the lake lacks.
+
+    In a backfill, month M+1 may compute before the run of M has extracted M: waiting
+    fixes that. A month whose history no active run extracts would retry for nothing,
+    so it fails at once with the command that extracts the history.
+    """
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from pipeline import lake
+    from pipeline.config import load_config
+    from pipeline.months import add_months, months_between, parse_month
+    from pipeline.schedule import missing_history_command, month_start
+
+    cfg = load_config(path)
+    current = parse_month(month)
+    first = max(
+        cfg.business.history_start, add_months(current, 1 - cfg.segmentation.lookback_months)
+    )
+    extracted = set(lake.extracted_months(cfg.lake.root))
+    missing = [m for m in months_between(first, current) if m not in extracted]
+    if not missing:  # extracted meanwhile: a retry will find it
+        return
+    earlier = [m for m in missing if m != current]  # the run's own month is its own job
+    ti = get_current_context()["ti"]
+    active = earlier == missing and ti.get_dr_count(
+        dag_id=DAG_ID,
+        logical_dates=[month_start(m, SCHEDULE_TIMEZONE) for m in earlier],
+        states=["queued", "running"],
+    )
+    if active:
+        log.info(
+            "%d active run(s) of %s are extracting the missing month(s): retrying", active, DAG_ID
+        )
+        return
+    raise AirflowFailException(
+        f"{error}. No active run of {DAG_ID} extracts "
+        + ", ".join(f"{m:%Y-%m}" for m in missing)
+        + ": extract the history first, e.g. "
+        + missing_history_command(path, missing[0], missing[-1], SCHEDULE_TIMEZONE)
+    ) from error
+
+
+def _cascade() -> dict[str, Any]:
+    """With the cascade Param: recompute and load the later months that read this one."""
+    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+    from pipeline import runner
+    from pipeline.config import load_config
+    from pipeline.months import format_month, parse_month
+
+    context = get_current_context()
+    if not (context.get("params") or {}).get(CASCADE_PARAM):
+        # skipped, not successful: a skipped task sends no asset event
+        raise AirflowSkipException(f"no cascade asked for (Param {CASCADE_PARAM} is false)")
+    try:
+        path = config_path(Variable.get(CONFIG_VARIABLE, default=None))
+        month = _month(context, path)
+        cfg = load_config(path)
+    except ValueError as exc:  # configuration or month: retrying cannot fix it
+        raise AirflowFailException(f"cascade: {exc}") from exc
+    later = runner.months_reading(cfg, parse_month(month))[1:]
+    if not later:
+        raise AirflowSkipException(f"cascade {month}: no later month in the lake reads it")
+    run_id = pipeline_run_id(context["dag_run"].run_id) + "-cascade"
+    log.info(
+        "cascade %s: recomputing %s .. %s (run %s)",
+        month,
+        format_month(later[0]),
+        format_month(later[-1]),
+        run_id,
+    )
+    results = runner.backfill(cfg, later[0], later[-1], extract=False, run_id=run_id)
+    for result in results:
+        log.info(
+            "cascade %s: %s %s %s",
+            month,
+            format_month(result.month),
+            result.status,
+            result.error or "",
+        )
+    failed = [r for r in results if r.status != "loaded"]
+    if failed:
+        raise AirflowFailException(
+            f"cascade {month}: " + "; ".join(f"{format_month(r.month)}: {r.error}" for r in failed)
+        )
+    return {"months": [format_month(r.month) for r in results], "run_id": run_id}
 
 
 def _describe(step: str, summary: dict[str, Any]) -> str:
@@ -138,6 +253,27 @@ def _gate_reports(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
     max_active_runs=4,
     dagrun_timeout=timedelta(hours=12),
     default_args=DEFAULT_ARGS,
+    params={
+        MONTH_PARAM: Param(
+            None,
+            type=["null", "string"],
+            pattern=MONTH_PATTERN,
+            title="Business month (YYYY-MM)",
+            description=(
+                "The month a manual run processes (required for manual runs). Scheduled and "
+                "backfill runs take it from their data interval."
+            ),
+        ),
+        CASCADE_PARAM: Param(
+            False,
+            type="boolean",
+            title="Cascade",
+            description=(
+                "After loading the month, recompute and load every later month in the lake "
+                "that reads it, in order (a restatement)."
+            ),
+        ),
+    },
     tags=["tiers", "segmentation"],
     doc_md=__doc__,
 )
@@ -178,7 +314,18 @@ def tiers_monthly() -> None:
         }
         return summary
 
-    extract() >> raw_gate() >> compute() >> output_gates() >> load() >> publish()
+    @task(outlets=[REPORTING_TABLES], pool=WAREHOUSE_POOL, pool_slots=1)
+    def cascade() -> dict[str, Any]:
+        """With the cascade Param: recompute and load the later months that read this one."""
+        summary = _cascade()
+        get_current_context()["outlet_events"][REPORTING_TABLES].extra = {
+            "month": summary["months"][-1],
+            "months": summary["months"],
+            "run_id": summary["run_id"],
+        }
+        return summary
+
+    (extract() >> raw_gate() >> compute() >> output_gates() >> load() >> publish() >> cascade())
 
 
 tiers_monthly_dag = tiers_monthly()

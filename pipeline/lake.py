@@ -43,7 +43,7 @@ import pyarrow.parquet as pq
 from pipeline.config import Config, metrics_available
 from pipeline.months import format_month, parse_month
 from pipeline.schema import TABLES
-from pipeline.sources import SourceRows, open_months
+from pipeline.sources import SourceRows, csv_parse_error, open_months
 from pipeline.sql import bounded_connection, run_sql
 
 SCHEMA_VERSION = 2  # 2: the partition carries its derived customer_month and ranking
@@ -248,6 +248,8 @@ def extract_months(
                 yield month, _extract_month(cfg, con, source, month, quarantine)
             except BadInputError as exc:
                 yield month, exc
+    except duckdb.InvalidInputException as exc:  # a CSV the parser cannot read is bad input
+        raise csv_parse_error(cfg.source, exc, BadInputError) from None
     finally:
         con.close()
 

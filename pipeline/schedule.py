@@ -4,21 +4,20 @@ Pure Python (no Airflow, no DuckDB): the DAG in ``dags/`` imports this at parse 
 
 The monthly DAG runs on ``CronDataIntervalTimetable("0 0 1 * *", timezone=<business zone>)``:
 the run that starts at midnight of the 1st of month M+1 processes month M, whose data
-interval is [1st of M, 1st of M+1). Airflow gives a run its interval in three ways, and
-every one of them maps to the same month here:
+interval is [1st of M, 1st of M+1). Which month a run processes:
 
-* scheduled and backfill runs: the interval is the month itself (logical date = its
-  start), so the month is the month of ``data_interval_start`` in the business zone;
-* manual runs and ``dag.test()``: Airflow infers the interval from the logical date with
-  ``infer_manual_data_interval`` - the last complete month *before* it - so a manual run
-  with logical date 2026-03-01 (or 2026-03-17) processes 2026-02, exactly like the
-  scheduled run that starts on 2026-03-01;
-* a manual run with a zero-width interval (start == end, as ``DataInterval.exact`` makes)
-  or none at all (a run triggered without a logical date): we apply the same rule to the
-  logical date (or, failing that, to ``run_after``) and process the month BEFORE the one
-  it falls in. Taking the month of the date itself instead would make "trigger on the
-  2nd" process a month that has barely started, and would disagree with the scheduled
-  run of that same day.
+* scheduled and backfill runs: the month of their data interval (logical date = the
+  month's start, midnight of the 1st in the business zone). A ``month`` Param that
+  disagrees with it is refused.
+* manual runs: the ``month`` Param (YYYY-MM), whatever their dates. Airflow infers a
+  manual run's interval from the moment it is triggered, not from the logical date given
+  (``airflow dags trigger --logical-date`` processed "last month"), so dates are never
+  trusted for manual runs, and a manual run without the Param is refused.
+* a manual run must carry no logical date that a scheduled or backfill run needs (the 1st
+  of a month at midnight in the business zone): Airflow keeps one run per logical date,
+  so such a run makes ``airflow backfill create`` skip that month. It is refused with the
+  command to use instead. Trigger without a logical date (REST ``"logical_date": null``,
+  the CLI without ``--logical-date``, the UI form with its logical date left empty).
 
 An interval that is not exactly one calendar month in the business zone is refused: it
 means the DAG's schedule and ``business.timezone`` disagree (a UTC schedule for an Oslo
@@ -34,12 +33,17 @@ from collections.abc import Mapping
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
-from pipeline.months import add_months, format_month
+from pipeline.months import add_months, format_month, parse_month
 
 CONFIG_VARIABLE = "tiers_config"  # the Airflow Variable holding the configuration path
 CONFIG_ENV = "TIERS_CONFIG"  # the environment variable used when the Variable is unset
 TIMEZONE_ENV = "TIERS_TIMEZONE"  # the business time zone the DAG's schedule runs in
 DEFAULT_TIMEZONE = "UTC"
+MONTH_PARAM = "month"  # the DAG Param naming the business month of a manual run
+CASCADE_PARAM = "cascade"  # the DAG Param: also recompute the later months that read it
+MONTH_PATTERN = r"^[0-9]{4}-(0[1-9]|1[0-2])$"  # JSON-schema pattern of the month Param
+DAG_ID = "tiers_monthly"
+INTERVAL_RUN_TYPES = ("scheduled", "backfill")  # runs whose month is their data interval
 _UNSAFE_RUN_ID = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -89,6 +93,76 @@ def month_for_interval(
     if anchor is None:
         raise ScheduleError("the run has neither a data interval, a logical date nor run_after")
     return format_month(add_months(_local(anchor, zone).date().replace(day=1), -1))
+
+
+def run_month(
+    run_type: str,
+    month_param: str | None,
+    data_interval_start: datetime | None,
+    data_interval_end: datetime | None,
+    logical_date: datetime | None,
+    *,
+    timezone: str = DEFAULT_TIMEZONE,
+) -> str:
+    """The business month ('YYYY-MM') a DAG run processes (rules in the module docstring)."""
+    run_type = str(getattr(run_type, "value", run_type))
+    month = None
+    if month_param is not None and str(month_param).strip():
+        try:
+            month = format_month(parse_month(str(month_param)))
+        except ValueError as exc:
+            raise ScheduleError(f"the {MONTH_PARAM} Param {month_param!r}: {exc}") from None
+    if run_type in INTERVAL_RUN_TYPES:
+        interval_month = month_for_interval(
+            data_interval_start, data_interval_end, logical_date, timezone=timezone
+        )
+        if month is not None and month != interval_month:
+            raise ScheduleError(
+                f"this {run_type} run processes {interval_month} (its data interval) but its "
+                f"{MONTH_PARAM} Param says {month}: drop the Param from the run's conf"
+            )
+        return interval_month
+    if month is None:
+        raise ScheduleError(
+            f"a manual run needs the {MONTH_PARAM} Param (YYYY-MM): " + trigger_command("YYYY-MM")
+        )
+    if logical_date is not None and is_month_start(logical_date, timezone):
+        taken = format_month(_local(logical_date, ZoneInfo(timezone)).date())
+        raise ScheduleError(
+            f"this manual run has logical date {logical_date.isoformat()}, the date of the "
+            f"scheduled/backfill run of {taken}: Airflow keeps one run per logical date, so "
+            f"`airflow backfill create` would skip {taken}. Delete this run and trigger "
+            f"without a logical date: {trigger_command(month)}"
+        )
+    return month
+
+
+def trigger_command(month: str, *, cascade: bool = False) -> str:
+    """The CLI command that runs ``month`` (and, with ``cascade``, the months that read it)."""
+    conf = f'"{MONTH_PARAM}": "{month}"' + (f', "{CASCADE_PARAM}": true' if cascade else "")
+    return f"airflow dags trigger {DAG_ID} --conf '{{{conf}}}'"
+
+
+def is_month_start(moment: datetime, timezone: str) -> bool:
+    """Whether ``moment`` is midnight of a 1st in the zone (a scheduled run's logical date)."""
+    local = _local(moment, ZoneInfo(timezone))
+    return (local.day, local.hour, local.minute, local.second, local.microsecond) == (
+        1,
+        0,
+        0,
+        0,
+        0,
+    )
+
+
+def missing_history_command(config: str, first: date, last: date, timezone: str) -> str:
+    """The commands that extract and load months first..last, for an error message."""
+    from_date, to_date = backfill_window(first, last, timezone)
+    return (
+        f"tiers backfill --config {config} --from {format_month(first)} "
+        f"--to {format_month(last)}, or in Airflow: airflow backfill create --dag-id {DAG_ID} "
+        f"--from-date {from_date} --to-date {to_date}"
+    )
 
 
 def check_business_timezone(schedule_zone: str, business_zone: str) -> None:

@@ -10,7 +10,10 @@ included, since they could belong to any month.
 
 from __future__ import annotations
 
+import csv
 import glob
+import io
+import re
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -78,6 +81,80 @@ def open_months(
     _canonical_view(relation, source, present, label).create_view("source_rows", replace=True)
     optional = tuple(c for c in present if c not in REQUIRED_COLUMNS)
     return SourceRows(label=label, columns_present=optional)
+
+
+_CSV_LINE = re.compile(r"CSV Error on Line: (\d+)")
+_CSV_FILE = re.compile(r"^\s*file = (.+)$", re.MULTILINE)
+_CSV_SNIFF_FILE = re.compile(r'Error when sniffing file "([^"]+)"')
+_CSV_PARSE_MARKERS = ("CSV Error on Line", "sniffing file", "CSV Parser", "CSV file")
+
+
+def csv_parse_error(
+    source: SourceConfig, error: Exception, error_type: type[Exception]
+) -> Exception:
+    """A DuckDB error that says a CSV file cannot be parsed, as ``error_type`` (bad input)
+    naming the file and line; any other error is returned as it is.
+
+    DuckDB names the line for most faults; when it does not (its parser's "invalid state",
+    a dialect it cannot sniff), the files are scanned with Python's csv module for the
+    first row that breaks the header's field count, the quoting or the encoding.
+    """
+    text = str(error)
+    if source.kind != "csv" or not any(marker in text for marker in _CSV_PARSE_MARKERS):
+        return error
+    files = _expand(source.path)
+    named = _CSV_FILE.search(text) or _CSV_SNIFF_FILE.search(text)
+    line_match = _CSV_LINE.search(text)
+    if named and line_match:
+        where = f"{named.group(1).strip()}: line {line_match.group(1)}"
+    else:
+        where = _first_unreadable_line(named.group(1).strip() if named else None, files, source)
+    reason = _csv_reason(text)
+    return error_type(
+        f"{where}: the CSV parser cannot read the source ({reason}). Nothing of the month was "
+        f"written; fix the file (quoting, number of fields, UTF-8 encoding, delimiter "
+        f"{source.delimiter!r}) and run the month again."
+    )
+
+
+def _csv_reason(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for index, line in enumerate(lines):
+        if line.startswith("Original Line:"):
+            detail = lines[index + 1] if index + 1 < len(lines) else ""
+            return f"{detail}; the line reads {line.removeprefix('Original Line:').strip()!r}"
+    return lines[0].removeprefix("Invalid Input Error: ") if lines else "unknown error"
+
+
+def _first_unreadable_line(named: str | None, files: tuple[str, ...], source: SourceConfig) -> str:
+    candidates = [named] if named in files else list(files)
+    for path in candidates:
+        line = _scan_csv(path, source.delimiter)
+        if line is not None:
+            return f"{path}: line {line}"
+    return candidates[0] if len(candidates) == 1 else ", ".join(candidates)
+
+
+def _scan_csv(path: str, delimiter: str) -> int | None:
+    """The 1-based line of the first row Python's strict csv reader rejects, or None."""
+    with open(path, "rb") as raw:
+        data = raw.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return data.count(b"\n", 0, exc.start) + 1
+    # lines end at "\n" only, as line numbers count them: a stray "\r" is an error
+    reader = csv.reader(io.StringIO(text, newline="\n"), delimiter=delimiter, strict=True)
+    width = None
+    try:
+        for row in reader:
+            if width is None:
+                width = len(row)
+            elif row and len(row) != width:
+                return reader.line_num
+    except csv.Error:
+        return reader.line_num
+    return None
 
 
 def _expand(pattern: str) -> tuple[str, ...]:

@@ -2,8 +2,9 @@
 
 Airflow reads its configuration once per process, so everything that needs an Airflow
 home runs in a subprocess: ``airflow db migrate`` through the CLI, then this file as a
-script, which runs ``dag.test()`` for one or more logical dates and prints one JSON
-line (prefixed with ``RESULT_MARKER``) describing every run and task instance.
+script, which runs ``dag.test()`` for one or more runs (a logical date and/or a run conf)
+and prints one JSON line (prefixed with ``RESULT_MARKER``) describing every run and task
+instance.
 """
 
 from __future__ import annotations
@@ -63,6 +64,11 @@ def migrate(home: Path) -> None:
         )
 
 
+def manual(month: str, **conf: Any) -> str:
+    """A ``dag_test`` run: a manual run of ``month``, without a logical date."""
+    return json.dumps({"conf": {"month": month, **conf}})
+
+
 def dag_test(
     home: Path,
     logical_dates: list[str],
@@ -71,9 +77,13 @@ def dag_test(
     env: dict[str, str] | None = None,
     retries: int = 0,
     mark_success: str | None = None,
+    queued_run: str | None = None,
     timeout: float = 900,
 ) -> tuple[dict[str, Any], str]:
-    """Run ``dag.test()`` for each logical date in a subprocess.
+    """Run ``dag.test()`` for each run in a subprocess.
+
+    Each run is an ISO logical date or a JSON object {"logical_date": ..., "conf": {...}}
+    (see ``manual``).
 
     Returns ({"runs": [...], "asset_events": [...]}, the subprocess's whole output).
     """
@@ -86,6 +96,8 @@ def dag_test(
     ]
     if mark_success is not None:
         command += ["--mark-success", mark_success]
+    if queued_run is not None:
+        command += ["--queued-run", queued_run]
     if config_variable is not None:
         variables = home / "variables.json"
         variables.write_text(json.dumps({"tiers_config": config_variable}))
@@ -172,12 +184,14 @@ def _describe_dag(dag) -> dict[str, Any]:
         "timezone": str(dag.timetable.timezone),
         "catchup": dag.catchup,
         "max_active_runs": dag.max_active_runs,
+        "params": {key: dag.params.get_param(key).dump() for key in dag.params},
         "tasks": {
             task.task_id: {
                 "downstream": sorted(task.downstream_task_ids),
                 "pool": task.pool,
                 "pool_slots": task.pool_slots,
                 "retries": task.retries,
+                "trigger_rule": str(task.trigger_rule),
                 "retry_delay": task.retry_delay.total_seconds(),
                 "retry_exponential_backoff": task.retry_exponential_backoff,
                 "max_retry_delay": task.max_retry_delay.total_seconds()
@@ -259,10 +273,15 @@ def _main(argv: list[str]) -> None:
         print(RESULT_MARKER + json.dumps(_probe()), flush=True)
         return
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("logical_dates", nargs="+", help="ISO logical dates, one dag.test() each")
+    parser.add_argument(
+        "logical_dates", nargs="+", help="ISO logical dates or JSON runs, one dag.test() each"
+    )
     parser.add_argument("--variables", help="JSON file of Airflow Variables for the runs")
     parser.add_argument("--retries", type=int, default=0, help="retries of every task, no delay")
     parser.add_argument("--mark-success", help="regex of task ids marked successful, not run")
+    parser.add_argument(
+        "--queued-run", help="logical date of a queued backfill run to create before the runs"
+    )
     args = parser.parse_args(argv)
 
     from airflow.models.pool import Pool
@@ -276,16 +295,22 @@ def _main(argv: list[str]) -> None:
         task.retry_delay = timedelta(0)
         task.max_retry_delay = timedelta(0)
 
+    if args.queued_run:
+        _queue_backfill_run(dag, args.queued_run)
+
     results = []
     for text in args.logical_dates:
+        spec = json.loads(text) if text.startswith("{") else {"logical_date": text}
+        logical_date = spec.get("logical_date")
         run = dag.test(
-            logical_date=datetime.fromisoformat(text),
+            logical_date=datetime.fromisoformat(logical_date) if logical_date else None,
+            run_conf=spec.get("conf"),
             variable_file_path=args.variables,
             mark_success_pattern=args.mark_success,
         )
         results.append(
             {
-                "logical_date": text,
+                "logical_date": _iso(run.logical_date),
                 "run_id": run.run_id,
                 "state": str(run.state),
                 "data_interval_start": _iso(run.data_interval_start),
@@ -299,6 +324,36 @@ def _main(argv: list[str]) -> None:
     print(
         RESULT_MARKER + json.dumps({"runs": results, "asset_events": _asset_events()}), flush=True
     )
+
+
+def _queue_backfill_run(dag, logical_date: str) -> None:
+    """A queued backfill run of ``logical_date``'s month, as another backfill would leave it.
+
+    The DAG reaches the metadata DB through a first ``dag.test()`` whose tasks are all
+    marked successful without running; the queued run is then added beside it.
+    """
+    import pendulum
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState
+    from airflow.utils.types import DagRunTriggeredByType, DagRunType
+
+    dag.test(logical_date=None, run_conf={"month": "2000-01"}, mark_success_pattern=".*")
+    start = pendulum.parse(logical_date)
+    end = start.add(months=1)
+    with create_session() as session:
+        session.add(
+            DagRun(
+                dag_id=dag.dag_id,
+                run_id=f"backfill__{end.isoformat()}",
+                logical_date=start,
+                run_after=end,
+                data_interval=(start, end),
+                run_type=DagRunType.BACKFILL_JOB,
+                state=DagRunState.QUEUED,
+                triggered_by=DagRunTriggeredByType.TEST,
+            )
+        )
 
 
 def _asset_events() -> list[dict[str, Any]]:

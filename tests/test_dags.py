@@ -19,8 +19,10 @@ from pipeline.schedule import (
     backfill_window,
     check_business_timezone,
     config_path,
+    missing_history_command,
     month_for_interval,
     pipeline_run_id,
+    run_month,
     schedule_timezone,
 )
 from pipeline.schema import TABLES
@@ -30,7 +32,8 @@ from golden import expected_rows, table_differences
 from support import write_config
 
 PROBE_ZONE = "Europe/Oslo"  # the DAG is parsed with TIERS_TIMEZONE set to it
-TASK_CHAIN = ["extract", "raw_gate", "compute", "output_gates", "load", "publish"]
+TASK_CHAIN = ["extract", "raw_gate", "compute", "output_gates", "load", "publish", "cascade"]
+MONTH_CHAIN = TASK_CHAIN[:-1]  # cascade is skipped unless the run asks for it
 
 
 def at(text: str) -> datetime:
@@ -66,7 +69,7 @@ def test_tasks_form_the_monthly_chain(probe):
     assert set(tasks) == set(TASK_CHAIN)
     for task_id, next_id in zip(TASK_CHAIN, TASK_CHAIN[1:], strict=False):
         assert tasks[task_id]["downstream"] == [next_id]
-    assert tasks["publish"]["downstream"] == []
+    assert tasks["cascade"]["downstream"] == []
 
 
 def test_retries_back_off_exponentially(probe):
@@ -77,20 +80,41 @@ def test_retries_back_off_exponentially(probe):
         assert task["max_retry_delay"] and task["max_retry_delay"] > task["retry_delay"], task_id
 
 
-def test_only_load_holds_the_single_warehouse_slot(probe):
+def test_only_the_loading_tasks_hold_the_single_warehouse_slot(probe):
     tasks = probe["dag"]["tasks"]
-    assert tasks["load"]["pool"] == "tiers_warehouse" and tasks["load"]["pool_slots"] == 1
-    assert {t["pool"] for name, t in tasks.items() if name != "load"} == {"default_pool"}
+    for loader in ("load", "cascade"):
+        assert (tasks[loader]["pool"], tasks[loader]["pool_slots"]) == ("tiers_warehouse", 1)
+    others = {t["pool"] for name, t in tasks.items() if name not in {"load", "cascade"}}
+    assert others == {"default_pool"}
     assert 1 < probe["dag"]["max_active_runs"] <= 8  # months compute in parallel, boundedly
     assert probe["dag"]["catchup"] is False
 
 
-def test_publish_updates_the_reporting_asset(probe):
+def test_publish_and_cascade_update_the_reporting_asset(probe):
     tasks = probe["dag"]["tasks"]
-    assert tasks["publish"]["outlets"] == [
-        {"name": "tiers_reporting_tables", "uri": "x-tiers://warehouse/reporting_tables"}
-    ]
-    assert all(not t["outlets"] for name, t in tasks.items() if name != "publish")
+    asset = [{"name": "tiers_reporting_tables", "uri": "x-tiers://warehouse/reporting_tables"}]
+    assert tasks["publish"]["outlets"] == asset
+    assert tasks["cascade"]["outlets"] == asset  # a skipped cascade sends no event
+    assert all(not t["outlets"] for name, t in tasks.items() if name not in {"publish", "cascade"})
+
+
+def test_month_and_cascade_params_are_validated(probe):
+    params = probe["dag"]["params"]
+    month, cascade = params["month"], params["cascade"]
+    assert month["value"] is None
+    assert month["schema"]["type"] == ["null", "string"]
+    import re
+
+    pattern = re.compile(month["schema"]["pattern"])
+    assert pattern.match("2026-02") and pattern.match("1999-12")
+    assert not any(pattern.match(t) for t in ("2026-13", "2026-00", "2026-2", "26-02", "2026/02"))
+    assert (cascade["value"], cascade["schema"]["type"]) == (False, "boolean")
+
+
+def test_dag_docs_are_markdown_without_rest_literals():
+    doc = af.load_dag_module().tiers_monthly_dag.doc_md
+    assert "``" not in doc  # reST literals show their backticks in the UI's Markdown
+    assert '"month": "2026-02"' in doc
 
 
 def test_schedule_is_monthly_in_the_business_zone(probe):
@@ -121,7 +145,59 @@ def test_scheduled_runs_process_the_month_that_just_ended(probe):
     ]
 
 
-def test_manual_runs_process_the_month_before_their_logical_date(probe):
+def test_manual_runs_process_their_month_param_whatever_their_dates():
+    oslo = "Europe/Oslo"
+    now = at("2026-11-24T16:00:00+00:00")  # Airflow's CLI infers the interval from "now"
+    october = (at("2026-10-01T00:00:00+02:00"), at("2026-11-01T00:00:00+01:00"))
+    assert run_month("manual", "2024-11", *october, None, timezone=oslo) == "2024-11"
+    assert run_month("manual", "2024-11", None, None, None, timezone=oslo) == "2024-11"
+    assert run_month("manual", "2024-11", None, None, now, timezone=oslo) == "2024-11"
+    # scheduled and backfill runs keep the month of their data interval
+    assert run_month("backfill", None, *october, october[0], timezone=oslo) == "2026-10"
+    assert run_month("scheduled", "2026-10", *october, october[0], timezone=oslo) == "2026-10"
+
+
+def test_manual_runs_without_a_month_or_on_a_scheduled_date_are_refused():
+    oslo = "Europe/Oslo"
+    with pytest.raises(ScheduleError, match="a manual run needs the month Param") as caught:
+        run_month("manual", None, None, None, at("2024-12-01T00:00:00+01:00"), timezone=oslo)
+    assert """airflow dags trigger tiers_monthly --conf '{"month": "YYYY-MM"}'""" in str(
+        caught.value
+    )
+    # the 1st at midnight in the business zone is the logical date of a scheduled run
+    with pytest.raises(ScheduleError, match="backfill create` would skip 2025-01") as caught:
+        run_month("manual", "2024-12", None, None, at("2025-01-01T00:00:00+01:00"), timezone=oslo)
+    assert """--conf '{"month": "2024-12"}'""" in str(caught.value)
+    # a UTC midnight is not an Oslo month start: no collision, the Param wins
+    assert (
+        run_month("manual", "2024-12", None, None, at("2025-01-01T00:00:00+00:00"), timezone=oslo)
+        == "2024-12"
+    )
+    for bad in ("2024-13", "next month", "2024/12"):
+        with pytest.raises(ScheduleError, match="month Param"):
+            run_month("manual", bad, None, None, None, timezone=oslo)
+    with pytest.raises(ScheduleError, match="its month Param says 2026-09"):
+        run_month(
+            "backfill",
+            "2026-09",
+            at("2026-10-01T00:00:00+00:00"),
+            at("2026-11-01T00:00:00+00:00"),
+            None,
+        )
+
+
+def test_the_missing_history_message_has_both_commands():
+    text = missing_history_command(
+        "/srv/tiers.toml", date(2025, 1, 1), date(2025, 3, 1), "Europe/Oslo"
+    )
+    assert "tiers backfill --config /srv/tiers.toml --from 2025-01 --to 2025-03" in text
+    assert (
+        "airflow backfill create --dag-id tiers_monthly --from-date 2025-01-01T00:00:00+01:00 "
+        "--to-date 2025-03-01T00:00:00+01:00" in text
+    )
+
+
+def test_interval_mapping_of_manual_intervals_airflow_infers(probe):
     zone = probe["intervals"]["timezone"]
     manual = probe["intervals"]["manual"]
     months = [
@@ -252,8 +328,8 @@ def test_pipeline_run_id_is_a_safe_folder_name():
 # --- real runs with dag.test() -----------------------------------------------------------
 
 JAN, FEB = parse_month("2026-01"), parse_month("2026-02")
-# dag.test() runs are manual: logical date 2026-02-01 processes January (see pipeline/schedule.py)
-RUN_JANUARY, RUN_FEBRUARY = "2026-02-01T00:00:00+00:00", "2026-03-01T00:00:00+00:00"
+# dag.test() runs are manual: the month Param says which month, no logical date
+RUN_JANUARY, RUN_FEBRUARY = af.manual("2026-01"), af.manual("2026-02")
 
 
 @pytest.fixture(scope="module")
@@ -302,12 +378,10 @@ def test_two_months_through_airflow_match_the_golden_case_and_the_cli(
 
     assert [r["state"] for r in runs] == ["success", "success"], output[-6000:]
     for run in runs:
-        assert task_states(run) == dict.fromkeys(TASK_CHAIN, "success")
+        assert task_states(run) == {**dict.fromkeys(MONTH_CHAIN, "success"), "cascade": "skipped"}
         assert {ti["try_number"] for ti in run["tasks"].values()} == {1}
-    assert [(r["data_interval_start"], r["data_interval_end"]) for r in runs] == [
-        ("2026-01-01T00:00:00+00:00", "2026-02-01T00:00:00+00:00"),
-        ("2026-02-01T00:00:00+00:00", "2026-03-01T00:00:00+00:00"),
-    ]
+    # manual runs carry no logical date: none can take a scheduled or backfill run's date
+    assert [(r["logical_date"], r["data_interval_start"]) for r in runs] == [(None, None)] * 2
 
     problems = []
     for name in TABLES:
@@ -390,23 +464,82 @@ def test_bad_row_fails_extract_at_once_and_loads_nothing(airflow_home, golden, t
 
 
 @pytest.mark.slow
-def test_month_whose_history_is_missing_is_retried_then_fails(airflow_home, golden, tmp_path):
+def test_month_whose_history_no_run_extracts_fails_at_once_with_the_fix(
+    airflow_home, golden, tmp_path
+):
     config_file = basics_config(tmp_path, golden)
-    # February alone: its computation reads January, which no run has extracted. In a
-    # parallel backfill that is a matter of time, so the task retries before failing.
+    # February alone: its computation reads January, which no active run extracts, so
+    # retrying cannot help; the task says which command extracts it
     result, output = af.dag_test(
-        airflow_home, [RUN_FEBRUARY], config_variable=str(config_file), retries=1
+        airflow_home, [RUN_FEBRUARY], config_variable=str(config_file), retries=2
     )
     (run,) = result["runs"]
 
     assert run["state"] == "failed"
     failed = [task for task, state in task_states(run).items() if state == "failed"]
     assert failed == ["compute"], task_states(run)
-    assert run["tasks"]["compute"]["try_number"] == 2
+    assert run["tasks"]["compute"]["try_number"] == 1
     assert "month 2026-01 is not in the lake" in output
+    assert "No active run of tiers_monthly extracts 2026-01" in output
+    assert f"tiers backfill --config {config_file} --from 2026-01 --to 2026-01" in output
+    assert (
+        "airflow backfill create --dag-id tiers_monthly --from-date 2026-01-01T00:00:00+00:00"
+        in output
+    )
     assert (tmp_path / "lake" / "payments" / "month=2026-02" / "manifest.json").exists()
     for name in TABLES:
         assert warehouse_table(config_file, name).num_rows == 0, name
+
+
+@pytest.mark.slow
+def test_month_whose_history_an_active_run_holds_is_retried(airflow_home, golden, tmp_path):
+    config_file = basics_config(tmp_path, golden)
+    # a queued backfill run of January stands for a backfill in progress: February's
+    # computation waits for it (retries) instead of failing at once
+    result, output = af.dag_test(
+        airflow_home,
+        [RUN_FEBRUARY],
+        config_variable=str(config_file),
+        retries=1,
+        queued_run="2026-01-01T00:00:00+00:00",
+    )
+    (run,) = result["runs"]
+
+    assert run["state"] == "failed"
+    assert run["tasks"]["compute"]["try_number"] == 2, task_states(run)
+    assert "1 active run(s) of tiers_monthly are extracting the missing month(s)" in output
+    assert "No active run of tiers_monthly extracts" not in output
+
+
+@pytest.mark.slow
+def test_cascade_param_recomputes_the_later_months(airflow_home, golden, tmp_path):
+    from pipeline import runner
+
+    config_file = basics_config(tmp_path, golden)
+    assert [r.status for r in runner.backfill(str(config_file), "2026-01", "2026-02")] == [
+        "loaded",
+        "loaded",
+    ]
+    result, output = af.dag_test(
+        airflow_home, [af.manual("2026-01", cascade=True)], config_variable=str(config_file)
+    )
+    (run,) = result["runs"]
+    assert run["state"] == "success", output[-6000:]
+    assert task_states(run) == dict.fromkeys(TASK_CHAIN, "success")
+    this_run = pipeline_run_id(run["run_id"])
+    records = {
+        (r["month"], r["run_id"], r["status"])
+        for r in warehouse_table(config_file, "pipeline_run").to_pylist()
+    }
+    assert {(JAN, this_run, "loaded"), (FEB, this_run + "-cascade", "loaded")} <= records
+    events = [e for e in result["asset_events"] if e["source_run_id"] == run["run_id"]]
+    assert [e["extra"]["month"] for e in events] == ["2026-01", "2026-02"]
+    problems = []
+    for name in TABLES:
+        problems += table_differences(
+            "basics", name, warehouse_table(config_file, name), months={JAN, FEB}
+        )
+    assert problems == []
 
 
 @pytest.mark.slow
