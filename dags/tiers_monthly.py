@@ -7,7 +7,8 @@ is the 1st of a month would take the date of that month's scheduled or backfill 
 is refused). `pipeline/schedule.py` has the rules. Every task logs the month, and its
 `month` (and `cascade`) show in the run's conf.
 
-    extract -> raw_gate -> compute -> output_gates -> load -> publish -> cascade
+    extract -> raw_gate -> compute -> output_gates -> load -> report -> publish -> notify
+                                                                                 -> cascade
 
 * Run or re-run a month: `airflow dags trigger tiers_monthly --conf '{"month": "2026-02"}'`
   (or the UI's trigger form). A range: `airflow backfill create` (README).
@@ -25,8 +26,11 @@ is refused). `pipeline/schedule.py` has the rules. Every task logs the month, an
   are I/O and database errors, with exponential backoff.
 * `load` and `cascade` run in the pool `tiers_warehouse` (one slot): the warehouse has a
   single writer, while extract and compute of different months run in parallel.
-* `publish` updates the Asset `tiers_reporting_tables`; BI DAGs schedule on it and find
-  the month in the asset event's `extra`.
+* `report` draws the month's HTML report from the warehouse; `publish` updates the Asset
+  `tiers_reporting_tables`; BI DAGs schedule on it and find the month and the report's
+  path in the asset event's `extra`. `notify` then mails the month's call list to the
+  recipients of `[notify]` (does nothing without it; a recipient is never mailed twice for
+  a month, so a retry after an SMTP fault sends only what is missing).
 
 Only `pipeline.schedule` (pure Python) is imported here: DuckDB, Arrow and Great
 Expectations load inside the tasks, so parsing this file stays fast.
@@ -83,11 +87,12 @@ DEFAULT_ARGS: dict[str, Any] = {
 }
 
 
-def _run_step(step: str) -> dict[str, Any]:
-    """Run ``pipeline.runner.<step>_step`` for this DAG run's month and log its summary."""
+def _run_step(step: str, module: str = "pipeline.runner") -> dict[str, Any]:
+    """Run ``<module>.<step>_step`` for this DAG run's month and log its summary."""
+    import importlib
+
     from airflow.sdk.exceptions import AirflowFailException
 
-    from pipeline import runner
     from pipeline.checks import GateFailed
     from pipeline.lake import MissingMonthError
 
@@ -97,7 +102,7 @@ def _run_step(step: str) -> dict[str, Any]:
         month = _month(context, path)
         run_id = pipeline_run_id(context["dag_run"].run_id)
         log.info("%s: month %s, run %s, configuration %s", step, month, run_id, path)
-        summary = getattr(runner, f"{step}_step")(path, month, run_id)
+        summary = getattr(importlib.import_module(module), f"{step}_step")(path, month, run_id)
     except (ValueError, GateFailed) as exc:
         # Bad rows, unreadable files, failed gates, invalid configuration or month: the same
         # input fails the same way, so fail now instead of retrying. I/O and database
@@ -303,16 +308,27 @@ def tiers_monthly() -> None:
         """Replace the month in the warehouse, atomically (one writer: the pool has one slot)."""
         return _run_step("load")
 
+    @task
+    def report() -> dict[str, Any]:
+        """Draw the month's report (a self-contained HTML page) from the warehouse."""
+        return _run_step("report", "pipeline.report")
+
     @task(outlets=[REPORTING_TABLES])
     def publish() -> dict[str, Any]:
-        """Announce the loaded month to the Asset's consumers."""
+        """Announce the loaded month and its report to the Asset's consumers."""
         summary = _run_step("publish")
         get_current_context()["outlet_events"][REPORTING_TABLES].extra = {
             "month": summary.get("month"),
             "run_id": summary.get("run_id"),
             "rows": summary.get("rows", {}),
+            "report": summary.get("report"),
         }
         return summary
+
+    @task
+    def notify() -> dict[str, Any]:
+        """Send the month's call list to its recipients ([notify]; nothing when not set)."""
+        return _run_step("notify", "pipeline.notify")
 
     @task(outlets=[REPORTING_TABLES], pool=WAREHOUSE_POOL, pool_slots=1)
     def cascade() -> dict[str, Any]:
@@ -325,7 +341,9 @@ def tiers_monthly() -> None:
         }
         return summary
 
-    (extract() >> raw_gate() >> compute() >> output_gates() >> load() >> publish() >> cascade())
+    loaded = extract() >> raw_gate() >> compute() >> output_gates() >> load()
+    announced = loaded >> report() >> publish()
+    announced >> [notify(), cascade()]
 
 
 tiers_monthly_dag = tiers_monthly()

@@ -101,7 +101,7 @@ def notify_step(cfg: Config | str | Path, month: str | date, run_id: str) -> dic
 
     Does nothing when ``[notify]`` is not configured. A failure is recorded in the run's
     ``run.json`` and raised; the month's load and its ``pipeline_run`` row are untouched."""
-    from pipeline.runner import _update_state, run_dir
+    from pipeline.runner import run_dir, update_run_state
 
     cfg = cfg if isinstance(cfg, Config) else load_config(cfg)
     month = parse_month(month)
@@ -111,9 +111,9 @@ def notify_step(cfg: Config | str | Path, month: str | date, run_id: str) -> dic
     try:
         outcome = send_month(cfg, month)
     except NotifyError as exc:
-        _update_state(folder, notify_error=str(exc))
+        update_run_state(folder, notify_error=str(exc))
         raise
-    _update_state(folder, notify=outcome.to_dict(), notify_error=None)
+    update_run_state(folder, notify=outcome.to_dict(), notify_error=None)
     return outcome.to_dict()
 
 

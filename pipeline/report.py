@@ -67,13 +67,13 @@ def report_step(cfg: Config | str | Path, month: str | date, run_id: str) -> dic
     """The runner's step after ``load``: the month's report next to the run's files.
 
     A failed report does not touch the loaded month or its ``pipeline_run`` row."""
-    from pipeline.runner import _update_state, run_dir
+    from pipeline.runner import run_dir, update_run_state
 
     cfg = cfg if isinstance(cfg, Config) else load_config(cfg)
     month = parse_month(month)
     folder = run_dir(cfg, month, run_id)
     path, metric, _ = write_report(cfg, month, folder / "report.html", run_id=run_id)
-    _update_state(folder, report=str(path), report_metric=metric)
+    update_run_state(folder, report=str(path), report_metric=metric)
     return {"report": str(path), "month": format_month(month), "metric": metric}
 
 
@@ -104,15 +104,15 @@ def write_report(
 def record_report(cfg: Config, month: date, metric: str, path: Path, run_id: str | None) -> None:
     """Note a page drawn again in the run folder of the run it shows, when that folder is on
     this machine (``run.json``: ``reports`` = {metric: path})."""
-    from pipeline.runner import _read_state, _update_state, run_dir
+    from pipeline.runner import read_run_state, run_dir, update_run_state
 
     if run_id is None:
         return
     folder = run_dir(cfg, month, run_id)
     if not (folder / "run.json").exists():
         return
-    reports = _read_state(folder).get("reports", {}) | {metric: str(path)}
-    _update_state(folder, reports=reports)
+    reports = read_run_state(folder).get("reports", {}) | {metric: str(path)}
+    update_run_state(folder, reports=reports)
 
 
 # ---------------------------------------------------------------- what the page shows

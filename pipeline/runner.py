@@ -53,22 +53,22 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-def _read_state(folder: Path) -> dict[str, Any]:
+def read_run_state(folder: Path) -> dict[str, Any]:
     path = folder / "run.json"
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def _update_state(folder: Path, **changes: Any) -> dict[str, Any]:
+def update_run_state(folder: Path, **changes: Any) -> dict[str, Any]:
     folder.mkdir(parents=True, exist_ok=True)
-    state = _read_state(folder) | changes
+    state = read_run_state(folder) | changes
     (folder / "run.json").write_text(json.dumps(state, indent=2, default=str) + "\n")
     return state
 
 
 def _add_gate(folder: Path, report: checks.GateReport) -> None:
-    state = _read_state(folder)
+    state = read_run_state(folder)
     gates = state.get("gates", {}) | {report.gate: report.to_dict()}
-    _update_state(folder, gates=gates)
+    update_run_state(folder, gates=gates)
 
 
 def run_record(state: dict[str, Any], *, status: str, error: str | None = None) -> dict[str, Any]:
@@ -104,7 +104,7 @@ def _leave_failures_to_parent() -> None:
 
 
 def record_failure(cfg: Config, month: date, run_id: str) -> None:
-    state = _read_state(run_dir(cfg, month, run_id))
+    state = read_run_state(run_dir(cfg, month, run_id))
     error = f"{state.get('failed_step')}: {state.get('error')}"
     warehouse = open_warehouse(cfg)
     try:
@@ -118,13 +118,13 @@ def record_failure(cfg: Config, month: date, run_id: str) -> None:
 def _step(cfg: Config, month: date, run_id: str, name: str) -> Iterator[Path]:
     """Run one step; on failure record the month as failed, then re-raise."""
     folder = run_dir(cfg, month, run_id)
-    state = _read_state(folder)
+    state = read_run_state(folder)
     if "started_at" not in state:
-        _update_state(folder, run_id=run_id, month=format_month(month), started_at=_now())
+        update_run_state(folder, run_id=run_id, month=format_month(month), started_at=_now())
     try:
         yield folder
     except Exception as exc:
-        _update_state(folder, failed_step=name, error=str(exc))
+        update_run_state(folder, failed_step=name, error=str(exc))
         if _record_failures:
             try:
                 record_failure(cfg, month, run_id)
@@ -157,14 +157,14 @@ _EXTRACT_SUMMARY = (
 
 def _record_extract(folder: Path, manifest: lake.Manifest) -> dict[str, Any]:
     summary = {key: getattr(manifest, key) for key in _EXTRACT_SUMMARY}
-    _update_state(folder, extract=summary)
+    update_run_state(folder, extract=summary)
     return summary
 
 
 def raw_gate_step(cfg: ConfigLike, month: str | date, run_id: str) -> dict[str, Any]:
     cfg, month = _config(cfg), parse_month(month)
     with _step(cfg, month, run_id, "raw_gate") as folder:
-        if "extract" not in _read_state(folder):  # a run that reuses the lake as it is
+        if "extract" not in read_run_state(folder):  # a run that reuses the lake as it is
             _record_extract(folder, lake.read_manifest(cfg.lake.root, month))
         report = checks.gate_raw(cfg, month, folder)
         _add_gate(folder, report)
@@ -178,7 +178,7 @@ def compute_step(cfg: ConfigLike, month: str | date, run_id: str) -> dict[str, A
         tables = compute_month(cfg, month)
         write_tables(folder, tables)
         counts = {name: table.num_rows for name, table in tables.items()}
-        _update_state(folder, counts=counts, headline=headline(tables))
+        update_run_state(folder, counts=counts, headline=headline(tables))
         return counts
 
 
@@ -213,7 +213,7 @@ def headline(tables: dict[str, pa.Table]) -> dict[str, Any]:
 
 
 def month_headline(cfg: Config, month: date, run_id: str) -> dict[str, Any] | None:
-    return _read_state(run_dir(cfg, month, run_id)).get("headline")
+    return read_run_state(run_dir(cfg, month, run_id)).get("headline")
 
 
 def output_gates_step(cfg: ConfigLike, month: str | date, run_id: str) -> dict[str, Any]:
@@ -235,11 +235,11 @@ def load_step(cfg: ConfigLike, month: str | date, run_id: str) -> dict[str, Any]
     cfg, month = _config(cfg), parse_month(month)
     with _step(cfg, month, run_id, "load") as folder:
         tables = read_tables(folder)
-        state = _read_state(folder)
+        state = read_run_state(folder)
         report = checks.gate_before_load(cfg, month, tables, state["counts"], folder)
         _add_gate(folder, report)
         checks.raise_if_failed(report)
-        state = _update_state(folder, loaded_at=_now())
+        state = update_run_state(folder, loaded_at=_now())
         warehouse = open_warehouse(cfg)
         try:
             warehouse.ensure_schema()
@@ -252,12 +252,13 @@ def load_step(cfg: ConfigLike, month: str | date, run_id: str) -> dict[str, Any]
 def publish_step(cfg: ConfigLike, month: str | date, run_id: str) -> dict[str, Any]:
     """The loaded month's summary, for logs and the Airflow Asset event."""
     cfg, month = _config(cfg), parse_month(month)
-    state = _read_state(run_dir(cfg, month, run_id))
+    state = read_run_state(run_dir(cfg, month, run_id))
     return {
         "month": format_month(month),
         "run_id": run_id,
         "rows": state.get("counts", {}),
         "warehouse": _redacted(cfg.warehouse.url),
+        "report": state.get("report"),  # written by pipeline.report.report_step
     }
 
 
@@ -311,7 +312,7 @@ def run_month(
     steps = ((extract_step,) if extract else ()) + MONTH_STEPS
     for step in steps:
         step(cfg, month, run_id)
-    counts = _read_state(run_dir(cfg, month, run_id))["counts"]
+    counts = read_run_state(run_dir(cfg, month, run_id))["counts"]
     return MonthResult(month, run_id, "loaded", counts)
 
 

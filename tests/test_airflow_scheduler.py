@@ -34,7 +34,16 @@ from support import write_config
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 JAN, FEB, MAR = (parse_month(m) for m in ("2026-01", "2026-02", "2026-03"))
-MONTH_CHAIN = ["extract", "raw_gate", "compute", "output_gates", "load", "publish"]
+MONTH_CHAIN = [
+    "extract",
+    "raw_gate",
+    "compute",
+    "output_gates",
+    "load",
+    "report",
+    "publish",
+    "notify",
+]
 
 
 def config(folder, payments):

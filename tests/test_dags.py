@@ -9,6 +9,7 @@ throw-away SQLite metadata DB that load the golden ``basics`` case into a wareho
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
@@ -32,8 +33,10 @@ from golden import expected_rows, table_differences
 from support import write_config
 
 PROBE_ZONE = "Europe/Oslo"  # the DAG is parsed with TIERS_TIMEZONE set to it
-TASK_CHAIN = ["extract", "raw_gate", "compute", "output_gates", "load", "publish", "cascade"]
-MONTH_CHAIN = TASK_CHAIN[:-1]  # cascade is skipped unless the run asks for it
+# the month's chain; after publish, notify and cascade both follow it
+TASK_CHAIN = ["extract", "raw_gate", "compute", "output_gates", "load", "report", "publish"]
+AFTER_PUBLISH = ["notify", "cascade"]
+MONTH_CHAIN = [*TASK_CHAIN, "notify"]  # cascade is skipped unless the run asks for it
 
 
 def at(text: str) -> datetime:
@@ -66,10 +69,11 @@ def test_dagbag_imports_the_dag_without_errors_or_warnings(probe):
 
 def test_tasks_form_the_monthly_chain(probe):
     tasks = probe["dag"]["tasks"]
-    assert set(tasks) == set(TASK_CHAIN)
+    assert set(tasks) == {*TASK_CHAIN, *AFTER_PUBLISH}
     for task_id, next_id in zip(TASK_CHAIN, TASK_CHAIN[1:], strict=False):
         assert tasks[task_id]["downstream"] == [next_id]
-    assert tasks["cascade"]["downstream"] == []
+    assert sorted(tasks["publish"]["downstream"]) == sorted(AFTER_PUBLISH)
+    assert tasks["cascade"]["downstream"] == tasks["notify"]["downstream"] == []
 
 
 def test_retries_back_off_exponentially(probe):
@@ -413,6 +417,10 @@ def test_two_months_through_airflow_match_the_golden_case_and_the_cli(
     ]
     february_customers = len(expected_rows("basics", "customer_month", {FEB}))
     assert events[1]["extra"]["rows"]["customer_month"] == february_customers
+    # the event names the month's report, drawn after the load
+    report = Path(events[1]["extra"]["report"])
+    assert report.name == "report.html" and "month=2026-02" in str(report)
+    assert report.is_file() and "2026-02" in report.read_text()
 
     # the same months through the CLI's backfill give the same reporting tables
     from pipeline import runner
@@ -450,7 +458,7 @@ def test_bad_row_fails_extract_at_once_and_loads_nothing(airflow_home, golden, t
     assert run["state"] == "failed"
     assert task_states(run) == {
         "extract": "failed",
-        **dict.fromkeys(TASK_CHAIN[1:], "upstream_failed"),
+        **dict.fromkeys([*TASK_CHAIN[1:], *AFTER_PUBLISH], "upstream_failed"),
     }
     assert run["tasks"]["extract"]["try_number"] == 1  # bad data is not retried
     assert "unparseable amount" in output
