@@ -8,6 +8,7 @@ to the source's own). Every value is read as text; ``customer_id`` is required a
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -32,6 +33,27 @@ def read_customers(cfg: Config) -> pa.Table | None:
     source = cfg.customers
     raw, label = _read_raw(source)
     return _canonical(raw, source, label)
+
+
+def customer_rows(customers: pa.Table) -> pa.Table:
+    """The warehouse's ``customer`` rows: id, name, owner and the other columns as JSON."""
+    extras = [c for c in customers.column_names if c not in CUSTOMER_COLUMNS]
+    attributes = (
+        [
+            json.dumps({k: row[k] for k in extras}, sort_keys=True, default=str) if extras else None
+            for row in customers.select(extras).to_pylist()
+        ]
+        if extras
+        else [None] * customers.num_rows
+    )
+    return pa.table(
+        {
+            "customer_id": customers.column("customer_id").cast(pa.string()),
+            "name": customers.column("name").cast(pa.string()),
+            "owner_email": customers.column("owner_email").cast(pa.string()),
+            "attributes": pa.array(attributes, pa.string()),
+        }
+    )
 
 
 def attributes_by_customer(customers: pa.Table | None, ids: Iterable[str]) -> dict[str, dict]:

@@ -32,16 +32,17 @@ from psycopg import sql
 from pipeline.config import SourceConfig
 from pipeline.months import month_bounds
 from pipeline.schema import (
+    CUSTOMER,
     PIPELINE_RUN,
-    REPORTING_TABLES,
     TABLES,
+    WAREHOUSE_TABLES,
     Table,
     comment_statements,
     description_digest,
 )
 from pipeline.sources import SourceError
 from pipeline.sql import sql_text
-from pipeline.warehouse import create_table_sql, month_tables, run_row
+from pipeline.warehouse import conform, create_table_sql, month_tables, run_row
 
 log = logging.getLogger(__name__)
 
@@ -350,7 +351,7 @@ def _ddl_sync(warehouse: PostgresWarehouse, cur: psycopg.Cursor) -> None:
     """
     columns = warehouse.columns(cur)
     indexes = warehouse.indexes(cur)
-    for table in (*REPORTING_TABLES, PIPELINE_RUN):
+    for table in WAREHOUSE_TABLES:
         target = warehouse.qualified(table.name)
         if not any(t == table.name for t, _ in columns):
             cur.execute(create_table_sql(table, POSTGRES_TYPES, target))
@@ -370,7 +371,7 @@ def _ddl_sync(warehouse: PostgresWarehouse, cur: psycopg.Cursor) -> None:
 def _indexed_columns(table: Table) -> list[str]:
     # The primary key of a reporting table starts with month, so it already serves
     # month filters; pipeline_run's key starts with run_id and needs its own.
-    month = [] if table.key[0] == "month" else ["month"]
+    month = [] if table.key[0] == "month" or "month" not in table.column_names else ["month"]
     return month + [c for c in table.indexes if c != table.key[0]]
 
 
@@ -378,7 +379,7 @@ def _type_mismatches(columns: Mapping[tuple[str, str], str]) -> list[str]:
     """Contract columns whose PostgreSQL type is not the contract's."""
     return [
         f"{table.name}.{name} is {columns[(table.name, name)]}, expected {POSTGRES_TYPES[kind]}"
-        for table in (*REPORTING_TABLES, PIPELINE_RUN)
+        for table in WAREHOUSE_TABLES
         for name, kind in table.columns
         if columns.get((table.name, name)) not in (None, POSTGRES_TYPES[kind])
     ]
@@ -409,6 +410,7 @@ def _run_attempts(warehouse: PostgresWarehouse, cur: psycopg.Cursor) -> None:
 MIGRATIONS = (
     (1, "reporting tables, pipeline_run, keys and indexes", _ddl_sync),
     (2, "pipeline_run keeps every attempt of a run", _run_attempts),
+    (3, "customer attributes (names and owners for the BI views)", _ddl_sync),
 )
 
 
@@ -515,12 +517,12 @@ class PostgresWarehouse:
             if [row[0] for row in cur.fetchall()] != [views_digest]:
                 problems.append("views")
             columns = self.columns(cur)
-            for table in (*REPORTING_TABLES, PIPELINE_RUN):
+            for table in WAREHOUSE_TABLES:
                 missing = [c for c in table.column_names if (table.name, c) not in columns]
                 problems += [f"{table.name}.{c} missing" for c in missing]
             problems += _type_mismatches(columns)
             indexes = self.indexes(cur)
-            for table in (*REPORTING_TABLES, PIPELINE_RUN):
+            for table in WAREHOUSE_TABLES:
                 problems += [
                     f"index {table.name}_{c}_idx"
                     for c in _indexed_columns(table)
@@ -613,6 +615,25 @@ class PostgresWarehouse:
             )
             self._insert_run(cur)
 
+    def replace_customers(self, rows: pa.Table) -> None:
+        """Replace the customer attributes, in one transaction (readers see old or new)."""
+        with self._transaction() as cur:
+            self._stage(cur, CUSTOMER, conform(CUSTOMER, rows))
+            cur.execute(
+                "SELECT pg_advisory_xact_lock($1)",
+                parameters=(_advisory_key(self.schema, CUSTOMER.name),),
+            )
+            target = self.qualified(CUSTOMER.name)
+            names = ", ".join(quote_ident(c) for c in CUSTOMER.column_names)
+            values = ", ".join(
+                f"{quote_ident(c)}::jsonb" if kind == "json" else quote_ident(c)
+                for c, kind in CUSTOMER.columns
+            )
+            cur.execute(f"DELETE FROM {target}")
+            cur.execute(
+                f"INSERT INTO {target} ({names}) SELECT {values} FROM {_staging_name(CUSTOMER)}"
+            )
+
     def _stage(self, cur: adbc.Cursor, table: Table, rows: pa.Table) -> None:
         """Bulk-load ``rows`` into a temporary table that the transaction's end drops."""
         columns = ", ".join(f"{quote_ident(n)} {_STAGING_TYPES[k]}" for n, k in table.columns)
@@ -641,7 +662,9 @@ class PostgresWarehouse:
     # reading --------------------------------------------------------------------------
 
     def read_table(self, name: str, month: date | None = None) -> pa.Table:
-        table = TABLES.get(name) or (PIPELINE_RUN if name == PIPELINE_RUN.name else None)
+        table = TABLES.get(name) or {PIPELINE_RUN.name: PIPELINE_RUN, CUSTOMER.name: CUSTOMER}.get(
+            name
+        )
         if table is None:
             raise ValueError(f"unknown table {name!r}")
         columns = ", ".join(
@@ -653,7 +676,7 @@ class PostgresWarehouse:
         connection = self._connection()
         cur = connection.cursor()
         try:
-            if month is None:
+            if month is None or table is CUSTOMER:
                 cur.execute(f"{query} ORDER BY {order}")
             else:
                 cur.execute(f"{query} WHERE month = $1 ORDER BY {order}", parameters=(month,))

@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 
 from pipeline import checks, lake
 from pipeline.config import Config, load_config
+from pipeline.customers import customer_rows, read_customers
 from pipeline.months import add_months, format_month, months_between, parse_month
 from pipeline.schema import TABLES
 from pipeline.transform import compute_month
@@ -240,10 +241,13 @@ def load_step(cfg: ConfigLike, month: str | date, run_id: str) -> dict[str, Any]
         _add_gate(folder, report)
         checks.raise_if_failed(report)
         state = update_run_state(folder, loaded_at=_now())
+        customers = read_customers(cfg)  # before the load: a bad source loads nothing
         warehouse = open_warehouse(cfg)
         try:
             warehouse.ensure_schema()
             warehouse.load_month(month, tables, run_record(state, status="loaded"))
+            if customers is not None:
+                warehouse.replace_customers(customer_rows(customers))
         finally:
             warehouse.close()
         return state["counts"]

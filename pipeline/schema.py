@@ -196,7 +196,18 @@ PIPELINE_RUN = Table(
     key=("run_id", "month", "attempt"),
 )
 
+# Customer attributes from the optional [customers] source (pipeline.customers): not
+# month-partitioned, replaced whole by each load; the BI views join names and owners on it.
+CUSTOMER = Table(
+    "customer",
+    (("customer_id", "text"), ("name", "text"), ("owner_email", "text"), ("attributes", "json")),
+    key=("customer_id",),
+    indexes=("owner_email",),
+)
+
 TABLES = {table.name: table for table in REPORTING_TABLES}
+# every table the warehouse holds
+WAREHOUSE_TABLES = (*REPORTING_TABLES, PIPELINE_RUN, CUSTOMER)
 
 # --- descriptions BI tools show (COMMENT ON) -------------------------------------------
 
@@ -223,6 +234,8 @@ DESCRIPTIONS = {
     "metrics overlap (Jaccard index).",
     "pipeline_run": "One row per attempt to run a month (a retry or re-run adds a row): "
     "status, row counts, checks, error. Which attempt a month holds: month_load.",
+    "customer": "Customer attributes from the [customers] source as of the last load: name, "
+    "account owner and the source's other columns (attributes, JSON). Empty without it.",
     "schema_version": "Migrations applied to this warehouse schema (PostgreSQL).",
     "schema_views": "Digest of the BI views last created (PostgreSQL).",
     "month_load": "Per loaded month: the run (and attempt) whose data the month holds now, "
@@ -296,6 +309,9 @@ COLUMN_DESCRIPTIONS = {
     "n_b": "VIPs by metric_b.",
     "n_both": "Customers VIP by both metrics.",
     "jaccard": "n_both / customers VIP by either metric.",
+    "name": "The customer's name (from the [customers] source; NULL when unknown).",
+    "owner_email": "The account manager who owns the customer (from the [customers] source).",
+    "attributes": "The [customers] source's other columns for the customer (JSON).",
     "run_id": "The pipeline run (an Airflow run or a CLI run).",
     "status": "loaded or failed.",
     "rows_read": "Source rows read for the month.",

@@ -12,6 +12,8 @@ so that BI tools reading it never block a load and a load never breaks a reader.
   month and records the run, in one transaction: readers see the old month or the
   new one, never a mix, and a killed load leaves the old month;
 * ``record_run(run)`` records a run that loaded nothing (a failed month);
+* ``replace_customers(rows)`` replaces the customer attributes (names, owners) that the
+  BI views join, from the optional ``[customers]`` source;
 * ``read_table(name, month=None)`` returns rows as Arrow, for checks and tests.
 """
 
@@ -38,6 +40,7 @@ import pyarrow.parquet as pq
 
 from pipeline.config import Config
 from pipeline.schema import (
+    CUSTOMER,
     PIPELINE_RUN,
     REPORTING_TABLES,
     TABLES,
@@ -68,6 +71,8 @@ class Warehouse(Protocol):
     ) -> None: ...
 
     def record_run(self, run: dict[str, Any]) -> None: ...
+
+    def replace_customers(self, rows: pa.Table) -> None: ...
 
     def read_table(self, name: str, month: date | None = None) -> pa.Table: ...
 
@@ -139,6 +144,7 @@ class _State:
     generation: int = 0
     files: dict[str, dict[str, str]] = field(default_factory=dict)
     runs: list[str] = field(default_factory=list)
+    customers: str | None = None  # the customer attributes' file (replaced whole)
     superseded: list[dict[str, str]] = field(default_factory=list)
 
     def to_json(self) -> str:
@@ -224,6 +230,14 @@ class DuckDBWarehouse:
         with self._writing():
             self._insert_run(run)
 
+    def replace_customers(self, rows: pa.Table) -> None:
+        """Replace the customer attributes (one file, published like a month)."""
+        with self._writing() as state:
+            path = self._write_file(CUSTOMER, None, conform(CUSTOMER, rows), prefix="customer/")
+            if state.customers not in (None, path):
+                state.superseded.append({"path": state.customers, "since": _utc_now()})
+            state.customers = path
+
     def _insert_run(self, run: Mapping[str, Any]) -> None:
         """Add the run as a new attempt (a run id may be re-run: Airflow retries)."""
         state = self._pending
@@ -236,7 +250,7 @@ class DuckDBWarehouse:
         state.runs.append(self._write_file(PIPELINE_RUN, month, data, prefix=prefix))
 
     def _write_file(
-        self, table: Table, month: date, rows: pa.Table, *, prefix: str | None = None
+        self, table: Table, month: date | None, rows: pa.Table, *, prefix: str | None = None
     ) -> str:
         """Write ``rows`` as an immutable Parquet file named by its content (same rows in the
         same order, same bytes, same name); returns its path relative to the data folder.
@@ -279,7 +293,7 @@ class DuckDBWarehouse:
 
     def _catalog_digest(self, state: _State) -> str:
         """What the published catalog was built from: the state, the views and the folder."""
-        held = json.dumps([state.files, state.runs], sort_keys=True)
+        held = json.dumps([state.files, state.runs, state.customers], sort_keys=True)
         text = "\x1f".join((held, str(self.data), catalog_sql_version()))
         return hashlib.sha256(text.encode()).hexdigest()
 
@@ -306,6 +320,9 @@ class DuckDBWarehouse:
                     paths = sorted(state.files.get(table.name, {}).values())
                     con.execute(self._table_view_sql(table, paths))
                 con.execute(self._table_view_sql(PIPELINE_RUN, sorted(state.runs)))
+                con.execute(
+                    self._table_view_sql(CUSTOMER, [state.customers] * bool(state.customers))
+                )
                 con.execute(sql_text("warehouse_views"))
                 for statement in comment_statements(con_columns(con)):
                     con.execute(statement)
@@ -336,6 +353,7 @@ class DuckDBWarehouse:
     def _collect_garbage(self, state: _State) -> None:
         """Delete superseded files older than ``keep_superseded`` that are not current."""
         current = {p for months in state.files.values() for p in months.values()}
+        current.add(state.customers)
         cutoff = datetime.now(UTC) - self.keep_superseded
         keep = []
         for entry in state.superseded:
@@ -385,11 +403,15 @@ class DuckDBWarehouse:
 
     def read_table(self, name: str, month: date | None = None) -> pa.Table:
         """The table's current rows (from the committed state: no catalog, no lock)."""
-        table = TABLES.get(name) or (PIPELINE_RUN if name == PIPELINE_RUN.name else None)
+        table = TABLES.get(name) or {PIPELINE_RUN.name: PIPELINE_RUN, CUSTOMER.name: CUSTOMER}.get(
+            name
+        )
         if table is None:
             raise ValueError(f"unknown table {name!r}")
         state = self._read_state() or _State()
-        if table is PIPELINE_RUN:
+        if table is CUSTOMER:
+            paths = [state.customers] if state.customers else []
+        elif table is PIPELINE_RUN:
             prefix = None if month is None else f"pipeline_run/month={month:%Y-%m}/"
             paths = [p for p in state.runs if prefix is None or p.startswith(prefix)]
         else:
@@ -407,7 +429,9 @@ class DuckDBWarehouse:
 
 def catalog_sql_version() -> str:
     """A digest of everything besides the state that goes into a published catalog."""
-    text = "\x1f".join((sql_text("warehouse_views"), repr(TABLES), repr(PIPELINE_RUN)))
+    text = "\x1f".join(
+        (sql_text("warehouse_views"), repr(TABLES), repr(PIPELINE_RUN), repr(CUSTOMER))
+    )
     text += description_digest()
     return hashlib.sha256((text + CATALOG_STORAGE_VERSION).encode()).hexdigest()
 

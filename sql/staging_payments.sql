@@ -60,7 +60,7 @@ judged as (
             when paid_at is null then 'unparseable paid_at'
             when nullif(trim(raw_amount), '') is null then 'missing amount'
             when amount_wide is null and not amount_is_number then 'unparseable amount'
-            when amount_wide is null or abs(amount_wide) >= 1e16 then 'amount out of range'
+            when amount_wide is null or abs(amount_wide) >= 10000000000000000::decimal(38, 10) then 'amount out of range'
             when amount_has_cents_fraction or amount is null or amount_wide <> amount
                 then 'amount with more than 2 decimals'
             when $has_currency and currency is null then 'missing currency'
@@ -70,7 +70,7 @@ judged as (
             when $has_units and units < 0 then 'negative units'
             when $has_cost and nullif(trim(raw_cost), '') is null then 'missing cost'
             when $has_cost and cost_wide is null and not cost_is_number then 'unparseable cost'
-            when $has_cost and (cost_wide is null or abs(cost_wide) >= 1e16)
+            when $has_cost and (cost_wide is null or abs(cost_wide) >= 10000000000000000::decimal(38, 10))
                 then 'cost out of range'
             when $has_cost and (cost_has_cents_fraction or cost is null or cost_wide <> cost)
                 then 'cost with more than 2 decimals'

@@ -11,7 +11,9 @@
 --   latest_customer_class    the current month's ABC / XYZ class, per metric and window
 --   latest_customer_tier     the current month's profitability tier, with its name
 --   current_vip              the current month's VIPs, with their previous rank and value
---   vip_call_list            every alert with its numbers as columns (whom to call, why)
+--                            (and name and account owner, from the customer table)
+--   vip_call_list            every alert with its numbers as columns (whom to call, why),
+--                            with the customer's name and account owner
 --   vip_exit                 the three ways of leaving VIP, one row per customer and reason
 --   month_overview           per month and metric: customers, VIPs, A/B/C counts, alerts
 
@@ -179,11 +181,16 @@ previous_segments as (
 roster as (
     select month, metric, customer_id, months_as_vip, first_vip_month from vip_roster
 ),
+customers as (
+    select customer_id, name, owner_email from customer
+),
 final as (
     select
         vips.month,
         vips.metric,
         vips.customer_id,
+        customers.name,
+        customers.owner_email,
         vips.rank,
         vips.value,
         vips.movement,
@@ -201,6 +208,7 @@ final as (
         on roster.month = vips.month
         and roster.metric = vips.metric
         and roster.customer_id = vips.customer_id
+    left join customers on customers.customer_id = vips.customer_id
 )
 select * from final;
 
@@ -217,11 +225,16 @@ roster as (
 paid_months as (
     select customer_id, month from customer_month where payments > 0
 ),
+customers as (
+    select customer_id, name, owner_email from customer
+),
 final as (
     select
         alerts.month,
         alerts.metric,
         alerts.customer_id,
+        customers.name,
+        customers.owner_email,
         alerts.alert,
         prev.rank as previous_rank,
         prev.value as previous_value,
@@ -250,6 +263,7 @@ final as (
         on roster.month = alerts.month
         and roster.metric = alerts.metric
         and roster.customer_id = alerts.customer_id
+    left join customers on customers.customer_id = alerts.customer_id
 )
 select * from final;
 

@@ -93,3 +93,42 @@ def test_the_notify_step_does_nothing_without_a_notify_section(tmp_path) -> None
     cfg = config(tmp_path)
     assert notify_step(cfg, "2026-01", "run-1") == {"month": "2026-01", "notify": "not configured"}
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_load_puts_the_attributes_in_the_warehouse_for_the_bi_views(tmp_path) -> None:
+    """Each month's load replaces the warehouse's customer table from the source; a source
+    that cannot be read stops the load before anything of the month is loaded."""
+    from pipeline import runner
+    from pipeline.warehouse import open_warehouse
+
+    (tmp_path / "customers.csv").write_text(ROWS)
+    payments = write_payments(
+        tmp_path / "payments.csv",
+        [("p1", "c1", "2026-01-05", "10.00", "EUR"), ("p2", "c2", "2026-01-06", "5.00", "EUR")],
+    )
+    cfg = csv_config(
+        tmp_path, payments, customers={"kind": "csv", "path": "customers.csv", "columns": MAPPING}
+    )
+    runner.run_month(cfg, "2026-01")
+    warehouse = open_warehouse(cfg)
+    try:
+        stored = warehouse.read_table("customer").to_pylist()
+    finally:
+        warehouse.close()
+    assert stored == [
+        {
+            "customer_id": "c1",
+            "name": "Alpha",
+            "owner_email": None,
+            "attributes": '{"region": "west"}',
+        },
+        {
+            "customer_id": "c2",
+            "name": "Beta",
+            "owner_email": "b@example.com",
+            "attributes": '{"region": "north"}',
+        },
+    ]
+    (tmp_path / "customers.csv").write_text("id,display_name,account_manager\nc1,A,\nc1,B,\n")
+    with pytest.raises(CustomersError, match="more than once"):
+        runner.run_month(cfg, "2026-01")

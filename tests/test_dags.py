@@ -533,7 +533,7 @@ def test_cascade_param_recomputes_the_later_months(airflow_home, golden, tmp_pat
     )
     (run,) = result["runs"]
     assert run["state"] == "success", output[-6000:]
-    assert task_states(run) == dict.fromkeys(TASK_CHAIN, "success")
+    assert task_states(run) == dict.fromkeys([*TASK_CHAIN, *AFTER_PUBLISH], "success")
     this_run = pipeline_run_id(run["run_id"])
     records = {
         (r["month"], r["run_id"], r["status"])
@@ -572,7 +572,7 @@ def test_failing_gate_fails_the_run_at_once_and_loads_nothing(airflow_home, gold
     assert task_states(run) == {
         "extract": "success",
         "raw_gate": "failed",
-        **dict.fromkeys(TASK_CHAIN[2:], "upstream_failed"),
+        **dict.fromkeys([*TASK_CHAIN[2:], *AFTER_PUBLISH], "upstream_failed"),
     }
     assert run["tasks"]["raw_gate"]["try_number"] == 1  # a failed gate is not retried
     assert "raw.currency_is_configured" in output

@@ -3,6 +3,7 @@ the DuckDB writer lock, superseded files and the one-file layout of earlier vers
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ import psycopg
 import pyarrow as pa
 import pytest
 
+from pipeline.customers import customer_rows
 from pipeline.postgres import PostgresWarehouse
 from pipeline.schema import PIPELINE_RUN, TABLES
 from pipeline.warehouse import DUCKDB_TYPES, DuckDBWarehouse, create_table_sql
@@ -277,3 +279,40 @@ def test_every_table_view_and_column_has_a_description(warehouse) -> None:
     assert [name for name, comment in relations if not comment] == []
     assert [(t, c) for t, c, comment in columns if not comment] == []
     assert len(columns) > 150
+
+
+def test_names_and_owners_reach_the_bi_views(warehouse) -> None:
+    """The customer attributes (pipeline.customers) are replaced whole and joined by the
+    call list and the current VIPs; a customer the source does not know has NULLs."""
+    last = FULL_MONTHS[-1]
+    for i, month in enumerate(FULL_MONTHS[-2:]):
+        warehouse.load_month(month, golden_tables(month), run(f"r{i:02d}", month))
+    called = sorted({r["customer_id"] for r in expected_rows("full", "customer_alert", {last})})
+    known, unknown = called[:-1], called[-1]
+    attributes = pa.table(
+        {
+            "customer_id": known,
+            "name": [f"Customer {c}" for c in known],
+            "owner_email": [f"am{i % 2}@example.com" for i, _ in enumerate(known)],
+            "region": ["north"] * len(known),
+        }
+    )
+    warehouse.replace_customers(customer_rows(attributes))
+    sql = Reader(warehouse)
+    calls = sql(
+        "SELECT DISTINCT customer_id, name, owner_email FROM vip_call_list WHERE month = ?", last
+    )
+    assert {c: (n, o) for c, n, o in calls} == {
+        **{c: (f"Customer {c}", f"am{i % 2}@example.com") for i, c in enumerate(known)},
+        unknown: (None, None),
+    }
+    stored = warehouse.read_table("customer")
+    assert stored.column("customer_id").to_pylist() == known
+    assert json.loads(stored.column("attributes")[0].as_py()) == {"region": "north"}
+    vips = sql("SELECT customer_id, name FROM current_vip")
+    assert vips and all(name == (f"Customer {c}" if c in known else None) for c, name in vips)
+    # replaced whole: a customer dropped from the source leaves the warehouse
+    warehouse.replace_customers(customer_rows(attributes.slice(1)))
+    assert warehouse.read_table("customer").column("customer_id").to_pylist() == known[1:]
+    gone = sql("SELECT name FROM vip_call_list WHERE customer_id = ? AND month = ?", known[0], last)
+    assert gone and {name for (name,) in gone} == {None}
