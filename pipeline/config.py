@@ -14,7 +14,7 @@ import tomllib
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -60,23 +60,28 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class SourceConfig(_Section):
+class _TableSource(_Section):
+    """Where rows are read from: a CSV or Parquet file (or glob), a DuckDB table or
+    PostgreSQL; the payments ([source]) and the customer attributes ([customers]) alike."""
+
+    section: ClassVar[str]  # the TOML section, for messages
+    known_columns: ClassVar[tuple[str, ...]]  # the canonical names [<section>.columns] maps
+
     kind: Literal["csv", "parquet", "duckdb", "postgres"]
     path: str | None = None
     table: str | None = None
     query: str | None = None
     dsn: str | None = Field(default=None, repr=False)
     delimiter: str = ","
-    decimal_separator: Literal[".", ","] = "."
     columns: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("columns")
     @classmethod
     def _known_columns(cls, value: dict[str, str]) -> dict[str, str]:
-        unknown = sorted(set(value) - set(CANONICAL_COLUMNS))
+        unknown = sorted(set(value) - set(cls.known_columns))
         if unknown:
             raise ValueError(
-                f"unknown canonical column(s) {unknown}; known: {list(CANONICAL_COLUMNS)}"
+                f"unknown {cls.section} column(s) {unknown}; known: {list(cls.known_columns)}"
             )
         return value
 
@@ -88,20 +93,28 @@ class SourceConfig(_Section):
         return value
 
     @model_validator(mode="after")
-    def _kind_needs(self) -> SourceConfig:
+    def _kind_needs(self) -> _TableSource:
+        name = self.section
         if self.kind in ("csv", "parquet", "duckdb") and not self.path:
-            raise ValueError(f"source.path is required for kind = {self.kind!r}")
+            raise ValueError(f"{name}.path is required for kind = {self.kind!r}")
         if self.kind == "duckdb" and not self.table:
-            raise ValueError("source.table is required for kind = 'duckdb'")
+            raise ValueError(f"{name}.table is required for kind = 'duckdb'")
         if self.kind == "postgres" and not (self.table or self.query):
-            raise ValueError("source.table or source.query is required for kind = 'postgres'")
+            raise ValueError(f"{name}.table or {name}.query is required for kind = 'postgres'")
         if len(self.delimiter) != 1:
-            raise ValueError("source.delimiter must be a single character")
+            raise ValueError(f"{name}.delimiter must be a single character")
         return self
 
     def source_column(self, canonical: str) -> str:
         """The source's own name for a canonical column."""
         return self.columns.get(canonical, canonical)
+
+
+class SourceConfig(_TableSource):
+    section: ClassVar[str] = "source"
+    known_columns: ClassVar[tuple[str, ...]] = CANONICAL_COLUMNS
+
+    decimal_separator: Literal[".", ","] = "."
 
 
 class BusinessConfig(_Section):
@@ -255,52 +268,19 @@ class RunConfig(_Section):
 CUSTOMER_COLUMNS = ("customer_id", "name", "owner_email")
 
 
-class CustomersConfig(_Section):
+class CustomersConfig(_TableSource):
     """Customer attributes (name, account owner, any extra columns), read like the source."""
 
-    kind: Literal["csv", "parquet", "duckdb", "postgres"]
-    path: str | None = None
-    table: str | None = None
-    query: str | None = None
-    dsn: str | None = Field(default=None, repr=False)
-    delimiter: str = ","
-    columns: dict[str, str] = Field(default_factory=dict)
-
-    @field_validator("columns")
-    @classmethod
-    def _known_columns(cls, value: dict[str, str]) -> dict[str, str]:
-        unknown = sorted(set(value) - set(CUSTOMER_COLUMNS))
-        if unknown:
-            raise ValueError(
-                f"unknown customer column(s) {unknown}; known: {list(CUSTOMER_COLUMNS)}"
-            )
-        return value
-
-    @field_validator("table")
-    @classmethod
-    def _safe_table(cls, value: str | None) -> str | None:
-        if value is not None and not all(_IDENTIFIER.match(p) for p in value.split(".")):
-            raise ValueError(f"table {value!r} is not a plain identifier like schema.table")
-        return value
+    section: ClassVar[str] = "customers"
+    known_columns: ClassVar[tuple[str, ...]] = CUSTOMER_COLUMNS
 
     @model_validator(mode="after")
-    def _kind_needs(self) -> CustomersConfig:
-        if self.kind in ("csv", "parquet", "duckdb") and not self.path:
-            raise ValueError(f"customers.path is required for kind = {self.kind!r}")
-        if self.kind == "duckdb" and not self.table:
-            raise ValueError("customers.table is required for kind = 'duckdb'")
-        if self.kind == "postgres" and not (self.table or self.query):
-            raise ValueError("customers.table or customers.query is required for kind = 'postgres'")
+    def _postgres_needs_dsn(self) -> CustomersConfig:
         if self.kind == "postgres" and not self.dsn:
             raise ValueError(
                 "customers.dsn is required for kind = 'postgres' (TIERS__CUSTOMERS__DSN)"
             )
-        if len(self.delimiter) != 1:
-            raise ValueError("customers.delimiter must be a single character")
         return self
-
-    def source_column(self, canonical: str) -> str:
-        return self.columns.get(canonical, canonical)
 
 
 class NotifyConfig(_Section):

@@ -333,16 +333,10 @@ def call_list_csv(month: date, calls: list[Call]) -> str:
 
 
 def compose(cfg: Config, month: date, metric: str, recipient: str, calls: list[Call]):
-    import jinja2
+    from pipeline.report import template_environment
 
     notify = _settings(cfg)
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("pipeline", "templates"),
-        autoescape=jinja2.select_autoescape(["html", "j2"]),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
+    env = template_environment()
     integer = metric in ("payments", "units")
     env.filters["value"] = lambda v: f"{int(v):,}" if integer else f"{v:,.2f}"
     context = {

@@ -558,17 +558,23 @@ def _script_json(value: Any) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def render(data: ReportData) -> str:
+def template_environment(**options: Any):
+    """Jinja2 over ``pipeline/templates/`` (the report and the call-list mails): HTML
+    escaped, a missing variable is an error, not an empty string."""
     import jinja2
 
-    env = jinja2.Environment(
+    return jinja2.Environment(
         loader=jinja2.PackageLoader("pipeline", "templates"),
         autoescape=jinja2.select_autoescape(["html", "j2"]),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
-        keep_trailing_newline=True,
+        **options,
     )
+
+
+def render(data: ReportData) -> str:
+    env = template_environment(keep_trailing_newline=True)
     integer = data.metric in ("payments", "units")
     env.filters |= {
         "money": lambda v: _money(v),
