@@ -203,6 +203,7 @@ def demo(
     """Create a realistic sample (24 months) and run the whole pipeline on it."""
     from pipeline import demo as sample
     from pipeline.charts import write_charts
+    from pipeline.report import write_report
     from pipeline.warehouse import open_warehouse
 
     started = time.perf_counter()
@@ -222,11 +223,14 @@ def demo(
         charts = write_charts(warehouse, folder / "charts", spec.last_month)
     finally:
         warehouse.close()
+    report, *_ = write_report(cfg, spec.last_month) if spec.last_month in loaded else (None,)
     console.print(f"\nconfig:    {config_path}")
     console.print(f"lake:      {cfg.lake.root}")
     console.print(f"warehouse: {cfg.warehouse.url}")
     console.print(f"runs:      {cfg.runs.root}  (gate reports, pipeline_run records)")
     console.print("charts:    " + ", ".join(str(c) for c in charts))
+    if report:
+        console.print(f"report:    {report}  (open it in a browser)")
     console.print(f"done in {time.perf_counter() - started:.1f} s")
     if len(loaded) != len(results):
         raise typer.Exit(1)
