@@ -8,6 +8,8 @@ import csv
 import io
 import json
 import socket
+import ssl
+import subprocess
 from email import message_from_bytes, policy
 
 import pytest
@@ -271,3 +273,88 @@ def test_an_owner_that_is_not_an_address_goes_to_the_team(full_case, tmp_path, s
     (team,) = smtp.by_recipient()[TEAM]
     assert "k00032" in {r["customer_id"] for r in attachment_rows(team)}
     assert any("'ben at example' is not an email address" in line for line in outcome.lines())
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory):
+    """A self-signed certificate for 127.0.0.1 (openssl), which clients trust through
+    SSL_CERT_FILE, as they would a company's own certificate authority."""
+    folder = tmp_path_factory.mktemp("tls")
+    key, cert = folder / "key.pem", folder / "cert.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return cert, context
+
+
+def test_starttls_with_login_and_implicit_tls(full_case, tmp_path, monkeypatch, certificate):
+    cert, server_context = certificate
+    logins = []
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        logins.append(session.ssl is not None)  # the password only ever crosses TLS
+        return AuthResult(success=auth_data.password == b"pw", handled=False)
+
+    monkeypatch.setenv("TEST_SMTP_PW", "pw")
+    (tmp_path / "starttls").mkdir()
+    (tmp_path / "ssl").mkdir()
+    starttls, port = Mailbox(), free_port()
+    controller = Controller(
+        starttls,
+        hostname="127.0.0.1",
+        port=port,
+        tls_context=server_context,
+        require_starttls=True,
+        authenticator=authenticator,
+        auth_required=True,
+    )
+    controller.start()
+    try:
+        cfg = configured(
+            full_case,
+            tmp_path / "starttls",
+            port,
+            tls="starttls",
+            username="tiers",
+            password_env="TEST_SMTP_PW",
+        )
+        monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+        with pytest.raises(NotifyError, match="CERTIFICATE_VERIFY_FAILED"):
+            send_month(cfg, FULL_LAST)  # an unknown certificate is refused, not ignored
+        assert starttls.messages == []
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        assert len(send_month(cfg, FULL_LAST).sent) == 3
+        assert len(starttls.messages) == 3 and logins and all(logins)
+    finally:
+        controller.stop()
+
+    implicit, port = Mailbox(), free_port()
+    controller = Controller(implicit, hostname="127.0.0.1", port=port, ssl_context=server_context)
+    controller.start()
+    try:
+        cfg = configured(full_case, tmp_path / "ssl", port, tls="ssl")
+        assert len(send_month(cfg, FULL_LAST).sent) == 3
+        assert len(implicit.messages) == 3
+    finally:
+        controller.stop()
