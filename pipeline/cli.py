@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from datetime import date
@@ -333,8 +334,34 @@ def notify(
         console.print(line, highlight=False)
 
 
-def main() -> None:  # pragma: no cover - console entry point
-    sys.exit(app())
+def main() -> None:
+    """The ``tiers`` command. An error the pipeline did not foresee (a database that cannot
+    be reached, a full disk) ends in one message, not a traceback; ``--debug`` (anywhere
+    on the command line) or TIERS_DEBUG=1 shows the traceback instead."""
+    debug = "--debug" in sys.argv[1:] or os.environ.get("TIERS_DEBUG") == "1"
+    if "--debug" in sys.argv[1:]:
+        sys.argv.remove("--debug")
+    try:
+        app()
+    except Exception as exc:
+        if debug:
+            raise
+        _print_error(
+            "error:",
+            f"{_plain(exc)}\n(unexpected: run the command again with --debug for the traceback; "
+            "what a step recorded is in the run's folder and in pipeline_run)",
+        )
+        sys.exit(1)
+
+
+def _plain(exc: BaseException) -> str:
+    """The error in one line or a few: its type when the message does not say it."""
+    text = str(exc).strip() or type(exc).__name__
+    from pipeline.postgres import redact_dsn  # a connection error may quote the DSN
+
+    text = text if ":" in text else f"{type(exc).__name__}: {text}"
+    text = "\n".join([text, *getattr(exc, "__notes__", [])])
+    return redact_dsn(text) if "postgres" in text else text
 
 
 if __name__ == "__main__":  # pragma: no cover

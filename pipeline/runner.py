@@ -125,6 +125,7 @@ def _step(cfg: Config, month: date, run_id: str, name: str) -> Iterator[Path]:
     try:
         yield folder
     except Exception as exc:
+        exc.add_note(f"(step {name} of month {format_month(month)}, run {run_id})")
         update_run_state(folder, failed_step=name, error=str(exc))
         if _record_failures:
             try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -87,3 +89,27 @@ def test_warehouse_init_and_grant_reader_needs_postgres(tmp_path: Path) -> None:
     refused = cli.invoke(app, ["warehouse", "grant-reader", "-c", config])
     assert refused.exit_code == 1
     assert "needs a PostgreSQL warehouse" in refused.output
+
+
+def test_an_unforeseen_fault_is_one_message_and_debug_shows_the_traceback(tmp_path: Path) -> None:
+    """The warehouse cannot be reached: the `tiers` command (its real entry point) says
+    what failed, in which step and month, where it was recorded, and hides the password."""
+    source = write_payments(tmp_path / "p.csv", [("p1", "c1", "2026-01-05", "1.00", "EUR")])
+    csv_config(tmp_path, source, warehouse={"url": "postgresql://tiers:hunter2@127.0.0.1:1/x"})
+    tiers = [str(Path(sys.executable).with_name("tiers")), "run", "-c", "tiers.toml"]
+    result = subprocess.run(
+        [*tiers, "-m", "2026-01"], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and "hunter2" not in result.stderr
+    assert "Connection refused" in result.stderr
+    assert "step load of month 2026-01" in result.stderr
+    assert "run.json" in result.stderr and "--debug" in result.stderr
+    debug = subprocess.run(
+        [*tiers, "-m", "2026-01", "--debug"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert debug.returncode == 1 and "Traceback" in debug.stderr
