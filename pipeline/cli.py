@@ -35,6 +35,13 @@ JOBS_HELP = (
     "Months computed in parallel processes. 1 is fastest on 2 cores (DuckDB already uses "
     "both); raise it on bigger machines."
 )
+ProvisionalOption = Annotated[
+    bool,
+    typer.Option(
+        "--provisional",
+        help="Allow a month that has not ended yet (partial figures, marked provisional).",
+    ),
+]
 MonthOption = Annotated[str, typer.Option("--month", "-m", help="The business month, YYYY-MM.")]
 
 
@@ -82,13 +89,14 @@ def extract(
             "--quarantine/--no-quarantine", help="Set bad rows aside instead of stopping."
         ),
     ] = None,
+    provisional: ProvisionalOption = False,
 ) -> None:
     """Extract one month of payments from the source into the lake."""
     from pipeline.lake import extract as extract_month
 
     the_month, cfg = _month(month), _load(config)
     try:
-        manifest = extract_month(cfg, the_month, quarantine=quarantine)
+        manifest = extract_month(cfg, the_month, quarantine=quarantine, provisional=provisional)
     except _known_errors() as exc:
         _fail(str(exc))
     console.print(
@@ -108,13 +116,14 @@ def run(
     do_extract: Annotated[
         bool, typer.Option("--extract/--no-extract", help="Re-extract the month first.")
     ] = True,
+    provisional: ProvisionalOption = False,
 ) -> None:
     """Run one month: extract, check, compute, check, load."""
     from pipeline import runner
 
     first, cfg = _month(month), _load(config)
     try:
-        results = [runner.run_month(cfg, first, extract=do_extract)]
+        results = [runner.run_month(cfg, first, extract=do_extract, provisional=provisional)]
         console.print(f"{format_month(first)}: loaded")
         if cascade:
             later = runner.months_reading(cfg, first)[1:]

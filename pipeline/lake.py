@@ -41,7 +41,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.config import Config, metrics_available
-from pipeline.months import format_month, parse_month
+from pipeline.months import format_month, month_bounds, parse_month
 from pipeline.schema import TABLES
 from pipeline.sources import SourceRows, csv_parse_error, open_months
 from pipeline.sql import bounded_connection, run_sql
@@ -91,6 +91,10 @@ class MissingMonthError(LookupError):
     """A month the computation needs has not been extracted into the lake."""
 
 
+class UnfinishedMonthError(BadInputError):
+    """The month has not ended in the business time zone: its payments are still coming."""
+
+
 class CorruptPartitionError(ValueError):
     """A lake partition does not match its manifest (a file changed, damaged or missing)."""
 
@@ -114,6 +118,7 @@ class Manifest:
     problems: dict[str, int] = field(default_factory=dict)
     customer_month_file: str | None = None  # None in partitions of schema version 1
     monthly_ranking_file: str | None = None  # likewise
+    provisional: bool = False  # extracted before the month ended (asked for explicitly)
     payment_id_min: str | None = None  # the range of the month's payment_ids, so that the
     payment_id_max: str | None = None  # check across months reads only months it overlaps
     schema_version: int = SCHEMA_VERSION
@@ -211,21 +216,27 @@ def extracted_months(lake_root: Path) -> list[date]:
     return months
 
 
-def extract(cfg: Config, month: date, *, quarantine: bool | None = None) -> Manifest:
+def extract(
+    cfg: Config, month: date, *, quarantine: bool | None = None, provisional: bool = False
+) -> Manifest:
     """Read month ``month`` from the source into its lake partition (atomically)."""
-    ((_, outcome),) = extract_months(cfg, [parse_month(month)], quarantine=quarantine)
+    ((_, outcome),) = extract_months(
+        cfg, [parse_month(month)], quarantine=quarantine, provisional=provisional
+    )
     if isinstance(outcome, Exception):
         raise outcome
     return outcome
 
 
 def extract_months(
-    cfg: Config, months: list[date], *, quarantine: bool | None = None
+    cfg: Config, months: list[date], *, quarantine: bool | None = None, provisional: bool = False
 ) -> Iterator[tuple[date, Manifest | BadInputError]]:
     """Extract several months, reading and parsing the source once.
 
     Yields each month with its manifest, or with the BadInputError that stopped it
-    (that month's partition is left as it was; the other months go on).
+    (that month's partition is left as it was; the other months go on). A month that has
+    not ended in the business time zone is refused unless ``provisional``: then it is
+    extracted and its manifest marked provisional.
     """
     months = sorted(parse_month(m) for m in months)
     quarantine = cfg.lake.quarantine if quarantine is None else quarantine
@@ -243,9 +254,11 @@ def extract_months(
             has_cost="cost" in source.columns_present,
         )
         for month in months:
-            run_sql(con, "month_payments", create="staged_payments", month=month)
             try:
-                yield month, _extract_month(cfg, con, source, month, quarantine)
+                unfinished = _refuse_unfinished(cfg, month, provisional)
+                run_sql(con, "month_payments", create="staged_payments", month=month)
+                manifest = _extract_month(cfg, con, source, month, quarantine, unfinished)
+                yield month, manifest
             except BadInputError as exc:
                 yield month, exc
     except duckdb.InvalidInputException as exc:  # a CSV the parser cannot read is bad input
@@ -254,8 +267,28 @@ def extract_months(
         con.close()
 
 
+def _refuse_unfinished(cfg: Config, month: date, provisional: bool) -> bool:
+    """Whether ``month`` is still going; refused (UnfinishedMonthError) unless provisional."""
+    end = month_bounds(month, cfg.business.timezone)[1]
+    if datetime.now(UTC) >= end:
+        return False
+    if not provisional:
+        raise UnfinishedMonthError(
+            f"month {format_month(month)} has not ended in {cfg.business.timezone} (it ends "
+            f"{end.isoformat()}): its payments are still coming, so its figures would be "
+            "partial; nothing was written. Run it once it has ended, or pass --provisional to "
+            "load it now, marked provisional in pipeline_run."
+        )
+    return True
+
+
 def _extract_month(
-    cfg: Config, con: duckdb.DuckDBPyConnection, source: SourceRows, month: date, quarantine: bool
+    cfg: Config,
+    con: duckdb.DuckDBPyConnection,
+    source: SourceRows,
+    month: date,
+    quarantine: bool,
+    provisional: bool = False,
 ) -> Manifest:
     problems = dict(
         con.execute(
@@ -294,6 +327,7 @@ def _extract_month(
         amount_sum=str(amount_sum),
         paid_at_min=_iso_utc(first_paid),
         paid_at_max=_iso_utc(last_paid),
+        provisional=provisional,
         payment_id_min=id_range[0],
         payment_id_max=id_range[1],
         fingerprint=_fingerprint(con),

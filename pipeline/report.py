@@ -33,6 +33,7 @@ from pipeline.call_list import (
 )
 from pipeline.config import ALL_METRICS, Config, load_config
 from pipeline.months import add_months, format_month, parse_month
+from pipeline.schema import LOADED
 
 CURVE_POINTS = 400  # points per curve in the page; the tables keep every customer
 CLASSES = ("A", "B", "C")
@@ -353,7 +354,7 @@ def _chosen_run(runs: list[dict], run_id: str | None) -> dict | None:
         match = [r for r in runs if r["run_id"] == run_id]
         if match:
             return match[0]
-    loaded = [r for r in runs if r["status"] == "loaded"]
+    loaded = [r for r in runs if r["status"] in LOADED]
     return max(loaded, key=lambda r: (r["finished_at"], r["run_id"])) if loaded else None
 
 

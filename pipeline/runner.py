@@ -31,7 +31,7 @@ from pipeline import checks, lake
 from pipeline.config import Config, load_config
 from pipeline.customers import customer_rows, read_customers
 from pipeline.months import add_months, format_month, months_between, parse_month
-from pipeline.schema import TABLES
+from pipeline.schema import LOADED, TABLES
 from pipeline.transform import compute_month
 from pipeline.warehouse import open_warehouse
 
@@ -76,6 +76,8 @@ def run_record(state: dict[str, Any], *, status: str, error: str | None = None) 
     """The ``pipeline_run`` row of a month from its run state."""
     gates = state.get("gates", {})
     extract = state.get("extract", {})
+    if status == "loaded" and extract.get("provisional"):
+        status = "provisional"  # loaded from a month that had not ended: partial figures
     return {
         "run_id": state["run_id"],
         "month": parse_month(state["month"]),
@@ -83,7 +85,7 @@ def run_record(state: dict[str, Any], *, status: str, error: str | None = None) 
         "rows_read": extract.get("rows_read"),
         "rows_duplicate": extract.get("rows_duplicate"),
         "rows_quarantined": extract.get("rows_quarantined"),
-        "rows_loaded": sum(state.get("counts", {}).values()) if status == "loaded" else 0,
+        "rows_loaded": sum(state.get("counts", {}).values()) if status in LOADED else 0,
         "checks_passed": sum(g["n_passed"] for g in gates.values()),
         "checks_failed": sum(g["n_failed"] for g in gates.values()),
         "checks_warned": sum(g["n_warned"] for g in gates.values()),
@@ -138,10 +140,12 @@ def _step(cfg: Config, month: date, run_id: str, name: str) -> Iterator[Path]:
         raise
 
 
-def extract_step(cfg: ConfigLike, month: str | date, run_id: str) -> dict[str, Any]:
+def extract_step(
+    cfg: ConfigLike, month: str | date, run_id: str, *, provisional: bool = False
+) -> dict[str, Any]:
     cfg, month = _config(cfg), parse_month(month)
     with _step(cfg, month, run_id, "extract") as folder:
-        return _record_extract(folder, lake.extract(cfg, month))
+        return _record_extract(folder, lake.extract(cfg, month, provisional=provisional))
 
 
 _EXTRACT_SUMMARY = (
@@ -154,6 +158,7 @@ _EXTRACT_SUMMARY = (
     "amount_sum",
     "fingerprint",
     "problems",
+    "provisional",
 )
 
 
@@ -307,15 +312,22 @@ class MonthResult:
 
 
 def run_month(
-    cfg: ConfigLike, month: str | date, *, run_id: str | None = None, extract: bool = True
+    cfg: ConfigLike,
+    month: str | date,
+    *,
+    run_id: str | None = None,
+    extract: bool = True,
+    provisional: bool = False,
 ) -> MonthResult:
-    """Extract (optionally), check, compute, check and load one month."""
+    """Extract (optionally), check, compute, check and load one month; ``provisional``
+    allows a month that has not ended (recorded as such in pipeline_run)."""
     cfg, month = _config(cfg), parse_month(month)
     run_id = run_id or new_run_id()
     if cfg.checks.enabled:
         checks.warm_up()
-    steps = ((extract_step,) if extract else ()) + MONTH_STEPS
-    for step in steps:
+    if extract:
+        extract_step(cfg, month, run_id, provisional=provisional)
+    for step in MONTH_STEPS:
         step(cfg, month, run_id)
     counts = read_run_state(run_dir(cfg, month, run_id))["counts"]
     return MonthResult(month, run_id, "loaded", counts)

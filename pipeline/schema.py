@@ -177,7 +177,7 @@ PIPELINE_RUN = Table(
     (
         ("run_id", "text"),
         ("month", "date"),
-        ("status", "text"),  # loaded | failed
+        ("status", "text"),  # loaded | provisional | failed
         ("rows_read", "bigint"),
         ("rows_duplicate", "bigint"),
         ("rows_quarantined", "bigint"),
@@ -206,6 +206,8 @@ CUSTOMER = Table(
 )
 
 TABLES = {table.name: table for table in REPORTING_TABLES}
+# the pipeline_run statuses of an attempt whose tables the warehouse holds
+LOADED = ("loaded", "provisional")
 # every table the warehouse holds
 WAREHOUSE_TABLES = (*REPORTING_TABLES, PIPELINE_RUN, CUSTOMER)
 
@@ -313,7 +315,8 @@ COLUMN_DESCRIPTIONS = {
     "owner_email": "The account manager who owns the customer (from the [customers] source).",
     "attributes": "The [customers] source's other columns for the customer (JSON).",
     "run_id": "The pipeline run (an Airflow run or a CLI run).",
-    "status": "loaded or failed.",
+    "status": "loaded, provisional (loaded before the month had ended: partial figures) or failed.",
+    "load_status": "loaded, or provisional: loaded before the month had ended (partial).",
     "rows_read": "Source rows read for the month.",
     "rows_duplicate": "Exact duplicate rows dropped.",
     "rows_quarantined": "Bad rows set aside (quarantine on).",

@@ -53,7 +53,7 @@ loads as (
             partition by month order by recorded_at desc, attempt desc
         ) as newest_load_first
     from attempts
-    where status = 'loaded'
+    where status in ('loaded', 'provisional')
 ),
 final as (
     select
@@ -61,6 +61,7 @@ final as (
         loads.run_id,
         loads.attempt,
         loads.recorded_at as loaded_at,
+        loads.status as load_status,
         loads.rows_loaded,
         loads.source_fingerprint,
         last_attempt.status as last_attempt_status,

@@ -113,3 +113,41 @@ def test_an_unforeseen_fault_is_one_message_and_debug_shows_the_traceback(tmp_pa
         timeout=120,
     )
     assert debug.returncode == 1 and "Traceback" in debug.stderr
+
+
+def test_a_month_that_has_not_ended_is_refused_unless_provisional(tmp_path: Path) -> None:
+    """The current month is still receiving payments: by default nothing of it is written;
+    --provisional loads it and pipeline_run and month_load say provisional."""
+    from datetime import UTC, datetime
+
+    from pipeline.config import load_config
+    from pipeline.warehouse import open_warehouse
+
+    now = datetime.now(UTC)
+    month = f"{now.year}-{now.month:02d}"
+    source = write_payments(tmp_path / "p.csv", [("p1", "c1", f"{month}-01", "1.00", "EUR")])
+    csv_config(tmp_path, source, history_start=month)
+    config = str(tmp_path / "tiers.toml")
+    refused = cli.invoke(app, ["run", "-c", config, "-m", month])
+    assert refused.exit_code == 1
+    assert f"month {month} has not ended in UTC" in refused.output
+    assert "--provisional" in refused.output and "nothing was written" in refused.output
+    assert not (tmp_path / "lake" / "payments" / f"month={month}").exists()
+
+    loaded = cli.invoke(app, ["run", "-c", config, "-m", month, "--provisional"])
+    assert loaded.exit_code == 0, loaded.output
+    warehouse = open_warehouse(load_config(config))
+    try:
+        records = sorted(
+            warehouse.read_table("pipeline_run").to_pylist(), key=lambda r: r["recorded_at"]
+        )
+        # the refusal is recorded as a failed attempt; the provisional load after it
+        assert [r["status"] for r in records] == ["failed", "provisional"]
+        assert "has not ended" in records[0]["error"] and records[1]["rows_loaded"] > 0
+        assert warehouse.read_table("customer_month").num_rows == 1
+    finally:
+        warehouse.close()
+    import duckdb
+
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
+        assert con.sql("select load_status from month_load").fetchall() == [("provisional",)]
