@@ -64,10 +64,11 @@ def test_month_is_the_calendar_month_in_the_business_time_zone(
     try:
         source = write_payments(tmp_path / "p.csv", [("p1", "c1", paid_at, "10.00", "EUR")])
         cfg = csv_config(tmp_path, source, timezone=zone, history_start="2025-01")
-        extract(cfg, expected)
+        # some cases lie in the future (29 February 2028): provisional lets them extract
+        extract(cfg, expected, provisional=True)
         assert ids(cfg, expected) == ["p1"]
         for other in (add_months(expected, -1), add_months(expected, 1)):
-            assert extract(cfg, other).rows_read == 0
+            assert extract(cfg, other, provisional=True).rows_read == 0
     finally:
         monkeypatch.delenv("TZ")
         time.tzset()
