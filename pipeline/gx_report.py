@@ -12,12 +12,12 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
-import uuid
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from pipeline.files import atomic_write
 
 if TYPE_CHECKING:
     from pipeline.checks import GateReport
@@ -58,15 +58,9 @@ def write(report: GateReport, validations: list[dict[str, Any]], out_dir: Path) 
     json_path, html_path = folder / f"{report.gate}.json", folder / f"{report.gate}.html"
     files = [str(json_path), str(html_path)]
     document = report.to_dict() | {"files": files, "gx_validation_results": validations}
-    _atomic_write(json_path, json.dumps(document, indent=2, default=str) + "\n")
-    _atomic_write(html_path, render_html(report, validations))
+    atomic_write(json_path, json.dumps(document, indent=2, default=str) + "\n")
+    atomic_write(html_path, render_html(report, validations))
     return files
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 _STYLE = """

@@ -41,6 +41,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.config import Config, metrics_available
+from pipeline.files import atomic_write, fsync_dir
 from pipeline.months import format_month, month_bounds, parse_month
 from pipeline.schema import TABLES
 from pipeline.sources import SourceRows, csv_parse_error, open_months
@@ -548,9 +549,7 @@ def _publish_partition(
         setattr(manifest, f"{table}_file", name)
         keep.add(name)
     manifest.extracted_at = datetime.now(UTC).isoformat(timespec="seconds")
-    _atomic_write_bytes(
-        folder / "manifest.json", (json.dumps(asdict(manifest), indent=2) + "\n").encode()
-    )
+    atomic_write(folder / "manifest.json", json.dumps(asdict(manifest), indent=2) + "\n")
     _remove_unreferenced(folder, keep=keep)
 
 
@@ -563,7 +562,7 @@ def _publish_table(folder: Path, stem: str, table: pa.Table) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     tmp = _write_tmp_parquet(folder, table)
     os.replace(tmp, target)
-    _fsync_dir(folder)
+    fsync_dir(folder)
 
 
 def _publish_file(folder: Path, stem: str, table: pa.Table) -> str:
@@ -572,7 +571,7 @@ def _publish_file(folder: Path, stem: str, table: pa.Table) -> str:
     digest = _content_hash(str(tmp), *_stat_key(tmp))
     name = f"{stem}-{digest}.parquet"
     os.replace(tmp, folder / name)
-    _fsync_dir(folder)
+    fsync_dir(folder)
     return name
 
 
@@ -587,25 +586,7 @@ def _write_tmp_parquet(folder: Path, table: pa.Table) -> Path:
     return tmp
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
 def _remove_unreferenced(folder: Path, keep: set[str]) -> None:
     for child in folder.iterdir():
         if child.name not in keep and child.is_file():
             child.unlink(missing_ok=True)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -40,6 +40,7 @@ from typing import Any
 
 from pipeline.call_list import Call, build_calls, history_months, last_payment_dates
 from pipeline.config import ALL_METRICS, Config, NotifyConfig, load_config
+from pipeline.files import atomic_write
 from pipeline.months import format_month, parse_month
 
 CSV_COLUMNS = (
@@ -295,14 +296,8 @@ def _locked(cfg: Config) -> Iterator[None]:
 
 
 def _write_ledger(cfg: Config, month: date, sent: dict[str, dict]) -> None:
-    path = ledger_path(cfg, month)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(
-        json.dumps({"month": format_month(month), "sent": sent}, indent=2, sort_keys=True) + "\n"
-    )
-    with tmp.open("rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    document = {"month": format_month(month), "sent": sent}
+    atomic_write(ledger_path(cfg, month), json.dumps(document, indent=2, sort_keys=True) + "\n")
 
 
 # ---------------------------------------------------------------- the message

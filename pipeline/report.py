@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import date
@@ -32,6 +31,7 @@ from pipeline.call_list import (
     last_payment_dates,
 )
 from pipeline.config import ALL_METRICS, Config, load_config
+from pipeline.files import atomic_write
 from pipeline.months import add_months, format_month, parse_month
 from pipeline.schema import LOADED
 
@@ -96,9 +96,7 @@ def write_report(
         warehouse.close()
     path = Path(path) if path else default_report_path(cfg, month, data.metric)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(render(data), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, render(data))
     return path, data.metric, data.run["run_id"] if data.run else None
 
 

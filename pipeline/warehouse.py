@@ -27,7 +27,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -39,6 +39,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.config import Config
+from pipeline.files import atomic_write, fsync, fsync_dir
 from pipeline.schema import (
     CUSTOMER,
     PIPELINE_RUN,
@@ -267,14 +268,14 @@ class DuckDBWarehouse:
             if target.exists():
                 scratch.unlink()
             else:
-                _fsync(scratch)
+                fsync(scratch)
                 os.replace(scratch, target)
             return relative
         finally:
             scratch.unlink(missing_ok=True)
 
     def _commit(self, state: _State) -> None:
-        _atomic_write(self.data / "state.json", state.to_json())
+        atomic_write(self.data / "state.json", state.to_json())
 
     def _read_state(self) -> _State | None:
         try:
@@ -304,7 +305,7 @@ class DuckDBWarehouse:
         if current == digest and self.path.exists():
             return
         self._publish(state)
-        _atomic_write(marker, digest)
+        atomic_write(marker, digest)
 
     def _publish(self, state: _State) -> None:
         """Build the catalog under a temporary name and rename it onto the stable path."""
@@ -330,9 +331,9 @@ class DuckDBWarehouse:
                 con.execute("CHECKPOINT")
             finally:
                 con.close()
-            _fsync(scratch)
+            fsync(scratch)
             os.replace(scratch, self.path)  # readers of the old catalog keep their inode
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
         finally:
             scratch.unlink(missing_ok=True)
             scratch.with_name(scratch.name + ".wal").unlink(missing_ok=True)
@@ -459,24 +460,3 @@ def _file_safe(text: str) -> str:
 
 def _sql_string(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    with suppress(OSError):
-        _fsync(path)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    scratch = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex}")
-    scratch.write_text(text)
-    _fsync(scratch)
-    os.replace(scratch, path)
-    _fsync_dir(path.parent)

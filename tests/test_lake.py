@@ -428,10 +428,10 @@ from pipeline.config import load_config
 
 where = sys.argv[2]
 if where == "manifest":  # data file written, manifest not yet swapped
-    real = lake._atomic_write_bytes
+    real = lake.atomic_write
     def die(path, data):
         os.kill(os.getpid(), signal.SIGKILL)
-    lake._atomic_write_bytes = die
+    lake.atomic_write = die
 else:  # in the middle of writing the data file
     real = lake.pq.write_table
     def die(table, where_to, **kw):
