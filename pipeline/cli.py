@@ -369,8 +369,7 @@ def _plain(exc: BaseException) -> str:
     from pipeline.postgres import redact_dsn  # a connection error may quote the DSN
 
     text = text if ":" in text else f"{type(exc).__name__}: {text}"
-    text = "\n".join([text, *getattr(exc, "__notes__", [])])
-    return redact_dsn(text) if "postgres" in text else text
+    return redact_dsn("\n".join([text, *getattr(exc, "__notes__", [])]))
 
 
 if __name__ == "__main__":  # pragma: no cover
