@@ -366,10 +366,10 @@ def main() -> None:
 def _plain(exc: BaseException) -> str:
     """The error in one line or a few: its type when the message does not say it."""
     text = str(exc).strip() or type(exc).__name__
-    from pipeline.postgres import redact_dsn  # a connection error may quote the DSN
+    from pipeline.postgres import redact_text  # a connection error may quote a DSN
 
     text = text if ":" in text else f"{type(exc).__name__}: {text}"
-    return redact_dsn("\n".join([text, *getattr(exc, "__notes__", [])]))
+    return redact_text("\n".join([text, *getattr(exc, "__notes__", [])]))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -101,6 +101,19 @@ def redact_dsn(dsn: str | None) -> str:
     return dsn
 
 
+_URL_PASSWORD_ANYWHERE = re.compile(
+    r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^:@/?#\s]*:)(?P<password>[^@/?#\s]*)@"
+)
+
+
+def redact_text(text: str) -> str:
+    """Any text (an error message) without the passwords of connection strings in it."""
+    text = _URL_PASSWORD_ANYWHERE.sub(r"\g<head>***@", text)
+    for pattern in (_QUERY_PASSWORD, _KEYWORD_PASSWORD):
+        text = pattern.sub(r"\g<head>***", text)
+    return text
+
+
 def _redact_message(message: str, dsn: str) -> str:
     """An error message from a driver, without the DSN's password if it echoes it."""
     message = message.replace(dsn, redact_dsn(dsn))

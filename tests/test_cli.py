@@ -115,6 +115,16 @@ def test_an_unforeseen_fault_is_one_message_and_debug_shows_the_traceback(tmp_pa
     assert debug.returncode == 1 and "Traceback" in debug.stderr
 
 
+def test_unforeseen_errors_never_show_a_password() -> None:
+    from pipeline.cli import _plain
+
+    error = OSError("cannot reach postgresql://tiers:hunter2@db:5432/x?sslmode=require")
+    error.add_note("(retry with host=db password=hunter2 user=tiers)")
+    text = _plain(error)
+    assert "hunter2" not in text
+    assert "postgresql://tiers:***@db:5432/x" in text and "password=***" in text
+
+
 def test_a_month_that_has_not_ended_is_refused_unless_provisional(tmp_path: Path) -> None:
     """The current month is still receiving payments: by default nothing of it is written;
     --provisional loads it and pipeline_run and month_load say provisional."""
