@@ -10,7 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
+from pipeline.months import parse_month
 
+from golden import expected_rows
 from support import csv_config, write_payments
 
 cli = CliRunner()
@@ -76,6 +78,33 @@ def test_backfill_and_run_with_cascade(golden, tmp_path: Path) -> None:
     result = cli.invoke(app, ["backfill", "-c", config, "--from", "2026-01", "--to", "2026-03"])
     assert result.exit_code == 0, result.output
     assert "2026-03" in result.output and "Monthly summary" in result.output
+    # each summary row holds the month's own figures (golden basics, revenue, window 1)
+    summary = {
+        (r["month"], r["metric"], r["window_months"]): r
+        for r in expected_rows("basics", "pareto_summary")
+    }
+    for month in ("2026-01", "2026-02", "2026-03"):
+        first = parse_month(month)
+        expected = summary[(first, "revenue", 1)]
+        vips = sum(
+            r["segment"] == "vip" and r["metric"] == "revenue"
+            for r in expected_rows("basics", "customer_segment", {first})
+        )
+        alerts = sum(
+            r["metric"] == "revenue" for r in expected_rows("basics", "customer_alert", {first})
+        )
+        cells = next(line for line in result.output.splitlines() if f"│ {month} │" in line)
+        numbers = [c.strip() for c in cells.split("│") if c.strip()]
+        assert numbers == [
+            month,
+            str(expected["n_customers"]),
+            str(vips),
+            str(expected["n_class_a"]),
+            str(expected["n_class_b"]),
+            str(expected["n_class_c"]),
+            str(alerts),
+            f"{expected['total_value']:,}",
+        ]
     cascade = cli.invoke(app, ["run", "-c", config, "-m", "2026-02", "--cascade"])
     assert cascade.exit_code == 0, cascade.output
     assert "2026-02: loaded" in cascade.output
