@@ -39,12 +39,12 @@ PERF = ROOT.parent / "shared" / "perf"
 PYTHON = sys.executable
 TIERS = str(Path(PYTHON).with_name("tiers"))
 SIZES = {"100k": (100_000, 10_000), "1m": (1_000_000, 100_000), "10m": (10_000_000, 1_000_000)}
-FIRST = (2025, 1)
+FIRST = (2024, 1)  # 24 months end in 2025-12: every month benchmarked has ended
 console = Console(width=150)
 
 
 def month(offset: int) -> str:
-    """The month ``offset`` months after the first generated one (0 = 2025-01)."""
+    """The month ``offset`` months after the first generated one (0 = 2024-01)."""
     index = FIRST[0] * 12 + FIRST[1] - 1 + offset
     return f"{index // 12:04d}-{index % 12 + 1:02d}"
 
@@ -69,7 +69,7 @@ def timed(command: list[str], cwd: Path) -> Measure:
 
 
 def generate(folder: Path, payments: int, customers: int, months: int) -> None:
-    marker = folder / f".generated-{months}"
+    marker = folder / f".generated-{months}-from-{month(0)}"
     if marker.exists():
         return
     shutil.rmtree(folder, ignore_errors=True)
