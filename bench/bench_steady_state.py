@@ -86,6 +86,8 @@ def generate(folder: Path, payments: int, customers: int, months: int) -> None:
             str(customers),
             "--months",
             str(months),
+            "--first",
+            month(0),
         ],
         ROOT,
     )
