@@ -14,7 +14,10 @@ Every check is one GX expectation with a stable name (``raw.payment_id_unique``)
 severity from ``[checks.severity]`` ("error" unless configured "warning"). GX validates
 pandas DataFrames (it cannot validate DuckDB through SQLAlchemy): per-row rules run as
 column expectations on the data itself, in batches of ``checks.batch_rows`` rows, and
-each of them holds for a table exactly when it holds for every batch. Rules across rows
+each of them holds for a table exactly when it holds for every batch. GX first validates
+the few rows that decide them (each column's min, max, first NULL and NaN, and enough of
+its distinct values; ``_deciding_rows``), and every row only when one of those fails, for
+exact counts and examples: a clean million-row month costs milliseconds, not seconds. Rules across rows
 (uniqueness, reconciliations, orderings, counts per group) are "rows that break the
 rule" queries in ``sql/checks/``, computed by DuckDB over the Parquet files or the Arrow
 tables; GX then expects their check table to be empty. Money never reaches GX as a
@@ -45,6 +48,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline import gx_report
@@ -811,8 +815,81 @@ def _validate(subject: _Subject, severities: dict[str, str]) -> tuple[dict[str, 
                 **expect.kwargs, meta={"check": expect.check}, severity=severity
             )
         )
+    if all(e.expectation in _DECIDED_BY_DECIDING_ROWS for e in subject.expects):
+        tallies, validations = _validate_batches(subject, suite, _deciding_rows(subject))
+        if all(tally.success for tally in tallies.values()):
+            return tallies, validations
+        # something broke a rule: validate every row, for exact counts and examples
+        tallies = {e.check: _Tally() for e in subject.expects}
+    return _validate_batches(subject, suite, subject.batches(), tallies)
+
+
+# Expectations whose outcome on a table is decided by a few of its rows: the rows holding
+# each checked column's minimum, maximum, first NULL and first NaN, and one row for each of
+# its distinct values when a value set is checked. A table passes them exactly when those
+# rows do, so GX validates those rows first, and every row only when one of them fails.
+_DECIDED_BY_DECIDING_ROWS = {
+    "expect_column_values_to_not_be_null",
+    "expect_column_values_to_be_between",
+    "expect_column_values_to_be_in_set",
+}
+
+
+def _deciding_rows(subject: _Subject) -> Iterator[tuple[str, pa.Table]]:
+    """One batch: the rows of all of ``subject``'s batches that decide its expectations."""
+    set_sizes = {
+        e.kwargs["column"]: len(e.kwargs["value_set"])
+        for e in subject.expects
+        if e.expectation == "expect_column_values_to_be_in_set"
+    }
+    checked = set().union(*(e.columns for e in subject.expects))
+    parts, batches, total = [], 0, 0
+    for _, rows in subject.batches():
+        batches, total = batches + 1, total + rows.num_rows
+        picked: set[int] = set()
+        for name in checked & set(rows.column_names):
+            picked |= _deciding_indices(rows[name], set_sizes.get(name))
+        parts.append(rows.take(sorted(picked)) if picked else rows.slice(0, 0))
+    label = (
+        f"deciding rows of {total} in {batches} batch(es): each checked column's min, max, "
+        "first NULL and NaN, and the first row of its first values beyond a checked set's size"
+    )
+    if all(part.schema == parts[0].schema for part in parts):
+        yield label, pa.concat_tables(parts)
+    else:  # files of one partition with different columns: each validated on its own
+        yield from ((f"{label} (part {i})", part) for i, part in enumerate(parts))
+
+
+def _deciding_indices(values: pa.ChunkedArray, set_size: int | None = None) -> set[int]:
+    """Row indices holding the column's min, max, first NULL and first NaN; with the size
+    of a value set, also the first row of each of its first ``set_size + 1`` distinct
+    values: if there are more distinct values than the set holds, one of those is not in
+    it (a set of k values cannot hold k + 1 distinct ones)."""
+    if len(values) == 0:
+        return set()
+    targets = [pc.is_null(values)]
+    if pa.types.is_floating(values.type):
+        targets.append(pc.is_nan(values))
+    if values.null_count < len(values) and not pa.types.is_null(values.type):
+        extremes = pc.min_max(values)
+        targets += [pc.equal(values, extremes["min"]), pc.equal(values, extremes["max"])]
+    if set_size is not None:
+        distinct = pc.unique(values.drop_null())[: set_size + 1]
+        targets += [pc.equal(values, value) for value in distinct]
+    found = (pc.index(target.fill_null(False), True).as_py() for target in targets)
+    return {index for index in found if index >= 0}
+
+
+def _validate_batches(
+    subject: _Subject,
+    suite: Any,
+    batches: Iterable[tuple[str, pa.Table]],
+    tallies: dict[str, _Tally] | None = None,
+) -> tuple[dict[str, _Tally], list]:
+    gx = _gx()
+    tallies = tallies or {e.check: _Tally() for e in subject.expects}
     validations, row_examples = [], []
-    for label, rows in subject.batches():
+    for label, rows in batches:
         frame = _frame(rows)
         batch = gx.whole_frame.get_batch(batch_parameters={"dataframe": frame})
         # BASIC is the cheaper format; a batch with bad values that still lack examples is

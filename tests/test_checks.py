@@ -22,6 +22,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from pipeline import checks, lake, runner
 from pipeline.config import ChecksConfig
@@ -907,3 +909,70 @@ def test_an_accepted_volume_change_passes_and_says_so(tmp_path) -> None:
     report = checks.gate_raw(cfg, MAR, tmp_path / "mar")
     assert report.passed
     assert "accepted" in result(report, "raw.volume_matches_recent_months").detail
+
+
+# -- the rows that decide a column expectation ------------------------------------------
+
+
+def _holds(values: list, rule: str, low: float, high: float, allowed: set) -> bool:
+    """The column rule on plain Python values, as GX decides it (NULLs aside but for
+    not_null; NaN lies in no range)."""
+    present = [v for v in values if v is not None]
+    if rule == "not_null":
+        return len(present) == len(values)
+    if rule == "between":
+        return all(low <= v <= high for v in present)  # NaN compares False: out of range
+    return all(v in allowed for v in present)
+
+
+SPECIAL_FLOATS = st.sampled_from([float("nan"), float("inf"), float("-inf"), 0.0, -0.0])
+
+
+@given(
+    values=st.lists(
+        st.one_of(st.none(), SPECIAL_FLOATS, st.floats(-20, 20, width=32)),
+        max_size=40,
+    ),
+    low=st.floats(-10, 10, width=32),
+    span=st.floats(0, 20, width=32),
+    allowed=st.sets(st.sampled_from([0.0, 1.0, 2.5, -3.0, float("inf")]), max_size=3),
+)
+@settings(max_examples=300, deadline=None)
+@example(values=[1.0, float("nan")], low=0.0, span=1.0, allowed={1.0})
+def test_the_deciding_rows_decide_every_column_rule_as_all_rows_do(
+    values, low, span, allowed
+) -> None:
+    column = pa.chunked_array(
+        [pa.array(values[:7], pa.float64()), pa.array(values[7:], pa.float64())]
+    )
+    for rule in ("not_null", "between", "in_set"):
+        picked = checks._deciding_indices(column, len(allowed) if rule == "in_set" else None)
+        deciding = [values[i] for i in sorted(picked)]
+        assert _holds(deciding, rule, low, low + span, allowed) == _holds(
+            values, rule, low, low + span, allowed
+        ), (rule, deciding)
+
+
+@given(
+    values=st.lists(st.one_of(st.none(), st.sampled_from("abcdefgh")), max_size=60),
+    allowed=st.sets(st.sampled_from("abcdefgh"), max_size=4),
+)
+@settings(max_examples=200, deadline=None)
+@example(values=["a", "c", "b"], allowed={"a", "c"})  # b is neither min nor max
+def test_the_deciding_rows_of_a_value_set_check(values, allowed) -> None:
+    column = pa.chunked_array([pa.array(values, pa.string())])
+    deciding = [values[i] for i in checks._deciding_indices(column, len(allowed))]
+    outside = {v for v in values if v is not None and v not in allowed}
+    assert bool(outside) == any(v is not None and v not in allowed for v in deciding)
+    assert (None in values) == (None in deciding)
+
+
+def test_a_clean_partition_is_validated_on_its_deciding_rows(raw_cfg, tmp_path) -> None:
+    report = checks.gate_raw(raw_cfg, JAN, tmp_path / "run")
+    assert report.passed
+    document = json.loads((tmp_path / "run" / "gates" / "raw.json").read_text())
+    (validation,) = [
+        v for v in document["gx_validation_results"] if v["subject"] == "lake partition 2026-01"
+    ]
+    assert validation["batch"].startswith(f"deciding rows of {len(RAW_ROWS)} in 1 batch(es)")
+    assert 0 < validation["rows"] < len(RAW_ROWS)
