@@ -7,11 +7,11 @@
 --           for $month); both from customer_ranking.sql
 -- Produces: one row per (month, metric, window_months, customer_id) of the population
 --           (value > 0), for the metrics $metrics, of
---             * window 1 in each month whose VIP list is read: the roster_months
---               months ending with $month and the one before them (the roster of
---               $month and of $previous_month, movements, alerts; MonthPlan in
---               pipeline/transform.py), and
---             * every window of $rank_windows in month $month.
+--             * every window of $rank_windows in month $month, and
+--             * the VIPs of window 1 in each earlier month whose VIP list is read: the
+--               roster_months months ending with $month and the one before them (the
+--               roster of $month and of $previous_month, movements, alerts; MonthPlan in
+--               pipeline/transform.py). Nothing reads their other customers.
 -- Class boundaries and the VIP count are decided on exact DECIMAL sums; shares are
 -- floating point.
 
@@ -21,7 +21,7 @@ with ranking as (
     select * from computed_ranking
 ),
 
-final as (
+ranked as (
     select
         month,
         metric,
@@ -42,6 +42,11 @@ final as (
         rank <= ceil($vip_share * n_customers) as is_vip
     from ranking
     where list_contains($metrics, metric)
+),
+
+final as (
+    select * from ranked
+    where month = $month or is_vip
 )
 
 select * from final
