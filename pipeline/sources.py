@@ -2,8 +2,10 @@
 
 Each source exposes the rows of a range of months to a DuckDB connection as the view
 ``source_rows`` with the canonical column names (see ``config.CANONICAL_COLUMNS``),
-every value as text, plus ``source_file`` and ``source_row`` so that errors can point
-at the row. Parsing and validation happen once, in ``sql/staging_payments.sql``.
+every value as text, plus ``source_file`` so that errors can point at the file. A
+column that the source already types exactly (a timestamp, a decimal, an integer; see
+``TYPED``) comes as ``<column>_value`` instead, its text column NULL. Parsing and
+validation happen once, in ``sql/staging_payments.sql``.
 Rows whose paid_at cannot be placed in a month (missing or unparseable) are always
 included, since they could belong to any month.
 """
@@ -201,20 +203,60 @@ def _filter_months(
     return relation.filter(in_month | column.isnull())
 
 
+# Columns that a typed source hands over as values rather than text: parsing their text
+# back (a million timestamps and decimals a month) was most of an extract's time. Each
+# has a companion ``<column>_value`` (the source's value, paid_at as TIMESTAMPTZ, or a
+# NULL of the canonical type); of the two, one is NULL.
+TYPED = {
+    "paid_at": "TIMESTAMP WITH TIME ZONE",
+    "amount": "DECIMAL(38, 10)",
+    "cost": "DECIMAL(38, 10)",
+    "units": "BIGINT",
+}
+_EXACT_INTEGERS = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER")
+_DECIMAL = re.compile(r"DECIMAL\((\d+),\s*(\d+)\)")
+
+
+def _typed(canonical: str, kind: str) -> bool:
+    """Whether a source column of DuckDB type ``kind`` converts to the canonical type of
+    ``canonical`` exactly (a naive timestamp or a date is read in the session time zone,
+    the business time zone, as its text would be); anything else is judged as text."""
+    if canonical == "paid_at":
+        return kind in _TYPED_TIME
+    if canonical == "units":
+        return kind in _EXACT_INTEGERS
+    decimal = _DECIMAL.fullmatch(kind)
+    if decimal:  # fits DECIMAL(38, 10) without rounding
+        precision, scale = int(decimal[1]), int(decimal[2])
+        return scale <= 10 and precision - scale <= 28
+    return kind in _EXACT_INTEGERS
+
+
 def _canonical_view(
     relation: duckdb.DuckDBPyRelation, source: SourceConfig, present: list[str], label: str
 ) -> duckdb.DuckDBPyRelation:
+    kinds = dict(zip(relation.columns, map(str, relation.types), strict=True))
+    text, null_text = (
+        duckdb.sqltype("VARCHAR"),
+        ConstantExpression(None).cast(duckdb.sqltype("VARCHAR")),
+    )
     columns = []
     for canonical in CANONICAL_COLUMNS:
-        if canonical in present:
-            expr = ColumnExpression(source.source_column(canonical)).cast(duckdb.sqltype("VARCHAR"))
+        column = source.source_column(canonical)
+        typed = canonical in present and canonical in TYPED and _typed(canonical, kinds[column])
+        if canonical not in present or typed:
+            columns.append(null_text.alias(canonical))
         else:
-            expr = ConstantExpression(None).cast(duckdb.sqltype("VARCHAR"))
-        columns.append(expr.alias(canonical))
+            columns.append(ColumnExpression(column).cast(text).alias(canonical))
+        if canonical in TYPED:  # a typed value keeps its own type (and scale) but for time
+            value = ColumnExpression(column) if typed else ConstantExpression(None)
+            if canonical == "paid_at" or not typed:
+                value = value.cast(duckdb.sqltype(TYPED[canonical]))
+            columns.append(value.alias(f"{canonical}_value"))
     file_expr = (
         ColumnExpression("filename")
         if "filename" in relation.columns
         else ConstantExpression(label)
     )
-    columns.append(file_expr.cast(duckdb.sqltype("VARCHAR")).alias("source_file"))
+    columns.append(file_expr.cast(text).alias("source_file"))
     return relation.select(*columns)

@@ -1,7 +1,9 @@
 -- staging_payments: the source's rows, parsed into canonical types and judged.
 --
--- Reads the view `source_rows` (every canonical column as text, see pipeline/sources.py)
--- and produces one row per delivered source row with its typed values, its business
+-- Reads the view `source_rows` (see pipeline/sources.py): every canonical column as
+-- text, except the columns a typed source already holds as exact values (paid_at,
+-- amount, cost, units), which come as `<column>_value` with the text column NULL.
+-- Produces one row per delivered source row with its typed values, its business
 -- `month` and `problem`, the first input rule it breaks (NULL for a good row), keeping
 -- the raw text for error messages and the quarantine. month_payments.sql then takes
 -- one month of it.
@@ -22,29 +24,45 @@ money_text as (
 ),
 
 parsed as (
+    -- a typed value is taken as it is, text is parsed
     select
         nullif(trim(payment_id), '') as payment_id,
         nullif(trim(customer_id), '') as customer_id,
-        try_cast(nullif(trim(paid_at), '') as timestamptz) as paid_at,
-        try_cast(amount_text as decimal(38, 10)) as amount_wide,
-        try_cast(amount_text as decimal(18, 2)) as amount,
-        coalesce(isfinite(try_cast(amount_text as double)), false) as amount_is_number,
+        paid_at_value is not null or nullif(trim(paid_at), '') is not null as paid_at_given,
+        coalesce(paid_at_value, try_cast(nullif(trim(paid_at), '') as timestamptz)) as paid_at,
+        amount_value is not null or amount_text is not null as amount_given,
+        coalesce(amount_value::decimal(38, 10), try_cast(amount_text as decimal(38, 10)))
+            as amount_wide,
+        coalesce(try_cast(amount_value as decimal(18, 2)), try_cast(amount_text as decimal(18, 2)))
+            as amount,
+        amount_value is not null or coalesce(isfinite(try_cast(amount_text as double)), false)
+            as amount_is_number,
         regexp_matches(amount_text, '\.[0-9]{2}[0-9]*[1-9]') as amount_has_cents_fraction,
         upper(nullif(trim(currency), '')) as currency,
+        units_value is not null or nullif(trim(units), '') is not null as units_given,
         -- units are whole numbers: '1.5' is a bad row, not 2
-        case when regexp_full_match(trim(units), '[+-]?[0-9]+(\.0*)?')
-            then try_cast(trim(units) as bigint) end as units,
-        try_cast(cost_text as decimal(38, 10)) as cost_wide,
-        try_cast(cost_text as decimal(18, 2)) as cost,
-        coalesce(isfinite(try_cast(cost_text as double)), false) as cost_is_number,
+        coalesce(
+            units_value::bigint,
+            case when regexp_full_match(trim(units), '[+-]?[0-9]+(\.0*)?')
+                then try_cast(trim(units) as bigint) end
+        ) as units,
+        cost_value is not null or cost_text is not null as cost_given,
+        coalesce(cost_value::decimal(38, 10), try_cast(cost_text as decimal(38, 10))) as cost_wide,
+        coalesce(try_cast(cost_value as decimal(18, 2)), try_cast(cost_text as decimal(18, 2)))
+            as cost,
+        cost_value is not null or coalesce(isfinite(try_cast(cost_text as double)), false)
+            as cost_is_number,
         regexp_matches(cost_text, '\.[0-9]{2}[0-9]*[1-9]') as cost_has_cents_fraction,
         source.payment_id as raw_payment_id,
         source.customer_id as raw_customer_id,
         source.paid_at as raw_paid_at,
         source.amount as raw_amount,
+        source.amount_value,
         source.currency as raw_currency,
         source.units as raw_units,
+        source.units_value,
         source.cost as raw_cost,
+        source.cost_value,
         source.source_file
     from money_text as source
 ),
@@ -56,19 +74,19 @@ judged as (
         case
             when payment_id is null then 'missing payment_id'
             when customer_id is null then 'missing customer_id'
-            when nullif(trim(raw_paid_at), '') is null then 'missing paid_at'
+            when not paid_at_given then 'missing paid_at'
             when paid_at is null then 'unparseable paid_at'
-            when nullif(trim(raw_amount), '') is null then 'missing amount'
+            when not amount_given then 'missing amount'
             when amount_wide is null and not amount_is_number then 'unparseable amount'
             when amount_wide is null or abs(amount_wide) >= 10000000000000000::decimal(38, 10) then 'amount out of range'
             when amount_has_cents_fraction or amount is null or amount_wide <> amount
                 then 'amount with more than 2 decimals'
             when $has_currency and currency is null then 'missing currency'
             when $has_currency and currency <> $currency then 'other currency'
-            when $has_units and nullif(trim(raw_units), '') is null then 'missing units'
+            when $has_units and not units_given then 'missing units'
             when $has_units and units is null then 'unparseable units'
             when $has_units and units < 0 then 'negative units'
-            when $has_cost and nullif(trim(raw_cost), '') is null then 'missing cost'
+            when $has_cost and not cost_given then 'missing cost'
             when $has_cost and cost_wide is null and not cost_is_number then 'unparseable cost'
             when $has_cost and (cost_wide is null or abs(cost_wide) >= 10000000000000000::decimal(38, 10))
                 then 'cost out of range'
@@ -81,17 +99,21 @@ judged as (
 
 final as (
     -- the raw text is kept for bad rows only (messages and quarantine): a big month's
-    -- good rows would otherwise be held twice
+    -- good rows would otherwise be held twice; a typed value is shown as its text
     select
         payment_id, customer_id, paid_at, amount, currency, units, cost, month, problem,
         source_file,
         case when problem is not null then raw_payment_id end as raw_payment_id,
         case when problem is not null then raw_customer_id end as raw_customer_id,
-        case when problem is not null then raw_paid_at end as raw_paid_at,
-        case when problem is not null then raw_amount end as raw_amount,
+        case when problem is not null then coalesce(raw_paid_at, paid_at::varchar) end
+            as raw_paid_at,
+        case when problem is not null then coalesce(raw_amount, amount_value::varchar) end
+            as raw_amount,
         case when problem is not null then raw_currency end as raw_currency,
-        case when problem is not null then raw_units end as raw_units,
-        case when problem is not null then raw_cost end as raw_cost
+        case when problem is not null then coalesce(raw_units, units_value::varchar) end
+            as raw_units,
+        case when problem is not null then coalesce(raw_cost, cost_value::varchar) end
+            as raw_cost
     from judged
 )
 

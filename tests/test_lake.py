@@ -150,6 +150,79 @@ def test_parquet_source_with_typed_columns(tmp_path) -> None:
     assert sorted(ids(cfg, FEB)) == ["p1", "p3"]
 
 
+# The same payments as typed Parquet columns and as CSV text: (payment_id, paid_at,
+# amount, units, cost, the problem both must find).
+TYPED_ROWS = [
+    ("t01", datetime(2026, 1, 5, 10), "5.00", 1, "1.00", None),
+    ("t02", datetime(2026, 1, 31, 23, 30), "7.25", 0, "0.00", None),  # Oslo wall clock: Jan
+    ("t03", datetime(2026, 1, 6), "1.005", 1, "1.00", "amount with more than 2 decimals"),
+    ("t04", datetime(2026, 1, 7), "-3.10", -2, "1.00", "negative units"),
+    ("t05", datetime(2026, 1, 8), "4.00", 1, "-0.01", "negative cost"),
+    ("t06", datetime(2026, 1, 9), "4.00", 1, "0.125", "cost with more than 2 decimals"),
+    ("t07", datetime(2026, 1, 9), None, 1, "1.00", "missing amount"),
+    ("t08", datetime(2026, 1, 9), "4.00", None, "1.00", "missing units"),
+    ("t09", datetime(2026, 1, 9), "4.00", 1, None, "missing cost"),
+    ("t10", None, "4.00", 1, "1.00", "missing paid_at"),
+    ("t11", datetime(2026, 1, 9), "12345678901234567.000", 1, "1.00", "amount out of range"),
+]
+
+
+@pytest.mark.parametrize("amount_type", [pa.decimal128(24, 3), pa.float64()])
+def test_typed_columns_are_judged_as_their_text_is(tmp_path, amount_type) -> None:
+    """A typed source is taken as values, not parsed back from text (the fast path); a
+    DOUBLE amount still goes through its text. Both find the same problems and rows."""
+    money = pa.decimal128(24, 3)
+    table = pa.table(
+        {
+            "payment_id": [r[0] for r in TYPED_ROWS],
+            "customer_id": ["c1"] * len(TYPED_ROWS),
+            "paid_at": pa.array([r[1] for r in TYPED_ROWS], pa.timestamp("us")),  # naive
+            "amount": pa.array([r[2] and Decimal(r[2]) for r in TYPED_ROWS], money).cast(
+                amount_type
+            ),
+            "currency": ["EUR"] * len(TYPED_ROWS),
+            "units": pa.array([r[3] for r in TYPED_ROWS], pa.int32()),
+            "cost": pa.array([r[4] and Decimal(r[4]) for r in TYPED_ROWS], money),
+        }
+    )
+    pq.write_table(table, tmp_path / "typed.parquet")
+    text_rows = [
+        (r[0], "c1", r[1] and r[1].isoformat(sep=" "), r[2] or "", "EUR", r[3], r[4] or "")
+        for r in TYPED_ROWS
+    ]
+    header = ("payment_id", "customer_id", "paid_at", "amount", "currency", "units", "cost")
+    write_payments(tmp_path / "text.csv", text_rows, header)
+    found = {}
+    for kind, name in (("parquet", "typed.parquet"), ("csv", "text.csv")):
+        folder = tmp_path / kind
+        folder.mkdir()
+        cfg = csv_config(
+            folder,
+            tmp_path / name,
+            timezone="Europe/Oslo",
+            source={"kind": kind},
+            lake={"quarantine": True},
+        )
+        manifest = extract(cfg, JAN)
+        bad = pq.read_table(cfg.lake.root / "quarantine" / "month=2026-01" / "bad-rows.parquet")
+        undated = pq.read_table(cfg.lake.root / "quarantine" / "undated" / "bad-rows.parquet")
+        problems = dict(
+            zip(
+                bad["payment_id"].to_pylist() + undated["payment_id"].to_pylist(),
+                bad["problem"].to_pylist() + undated["problem"].to_pylist(),
+                strict=True,
+            )
+        )
+        found[kind] = (lake_rows(cfg, JAN), problems, manifest.amount_sum)
+        assert problems == {r[0]: r[5] for r in TYPED_ROWS if r[5]}
+        assert [r["payment_id"] for r in found[kind][0]] == ["t01", "t02"]
+        if kind == "parquet" and amount_type == money:  # a typed value's text in the example
+            assert bad.filter(pa.compute.equal(bad["payment_id"], "t03"))["amount"][0].as_py() == (
+                "1.005"
+            )
+    assert found["parquet"] == found["csv"]
+
+
 def test_duckdb_table_source_with_naive_timestamps(tmp_path) -> None:
     db = tmp_path / "ops.duckdb"
     con = duckdb.connect(str(db))
