@@ -17,10 +17,10 @@ column expectations on the data itself, in batches of ``checks.batch_rows`` rows
 each of them holds for a table exactly when it holds for every batch. GX first validates
 the few rows that decide them (each column's min, max, first NULL and NaN, and enough of
 its distinct values; ``_deciding_rows``), and every row only when one of those fails, for
-exact counts and examples: a clean million-row month costs milliseconds, not seconds. Rules across rows
-(uniqueness, reconciliations, orderings, counts per group) are "rows that break the
-rule" queries in ``sql/checks/``, computed by DuckDB over the Parquet files or the Arrow
-tables; GX then expects their check table to be empty. Money never reaches GX as a
+exact counts and examples: a clean million-row month costs milliseconds, not seconds.
+Rules across rows (uniqueness, reconciliations, orderings, counts per group) are "rows
+that break the rule" queries in ``sql/checks/``, computed by DuckDB over the Parquet files
+or the Arrow tables; GX then expects their check table to be empty. Money never reaches GX as a
 number to compare: exact sums are decided in DuckDB, and decimal columns are handed to
 GX as float only for sign and range checks, which that conversion cannot change.
 
@@ -867,16 +867,18 @@ def _deciding_indices(values: pa.ChunkedArray, set_size: int | None = None) -> s
     it (a set of k values cannot hold k + 1 distinct ones)."""
     if len(values) == 0:
         return set()
-    targets = [pc.is_null(values)]
+    found = set()
+    if values.null_count:
+        found.add(pc.index(pc.is_null(values), True).as_py())
     if pa.types.is_floating(values.type):
-        targets.append(pc.is_nan(values))
+        found.add(pc.index(pc.is_nan(values).fill_null(False), True).as_py())
+    wanted = []
     if values.null_count < len(values) and not pa.types.is_null(values.type):
         extremes = pc.min_max(values)
-        targets += [pc.equal(values, extremes["min"]), pc.equal(values, extremes["max"])]
+        wanted += [extremes["min"], extremes["max"]]
     if set_size is not None:
-        distinct = pc.unique(values.drop_null())[: set_size + 1]
-        targets += [pc.equal(values, value) for value in distinct]
-    found = (pc.index(target.fill_null(False), True).as_py() for target in targets)
+        wanted += pc.unique(values.drop_null())[: set_size + 1]
+    found |= {pc.index(values, value).as_py() for value in wanted if value.is_valid}
     return {index for index in found if index >= 0}
 
 
