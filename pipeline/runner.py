@@ -32,7 +32,7 @@ from pipeline.config import Config, load_config
 from pipeline.customers import customer_rows, read_customers
 from pipeline.months import add_months, format_month, months_between, parse_month
 from pipeline.schema import LOADED, TABLES
-from pipeline.transform import compute_month
+from pipeline.transform import write_month
 from pipeline.warehouse import open_warehouse
 
 ConfigLike = Config | str | Path
@@ -182,11 +182,30 @@ def raw_gate_step(cfg: ConfigLike, month: str | date, run_id: str) -> dict[str, 
 def compute_step(cfg: ConfigLike, month: str | date, run_id: str) -> dict[str, Any]:
     cfg, month = _config(cfg), parse_month(month)
     with _step(cfg, month, run_id, "compute") as folder:
-        tables = compute_month(cfg, month)
-        write_tables(folder, tables)
-        counts = {name: table.num_rows for name, table in tables.items()}
-        update_run_state(folder, counts=counts, headline=headline(tables))
+        files = write_month(cfg, month, folder / "tables")
+        counts = {name: pq.ParquetFile(path).metadata.num_rows for name, path in files.items()}
+        summary = {
+            name: pq.read_table(files[name], columns=columns)
+            for name, columns in HEADLINE_COLUMNS.items()
+        }
+        update_run_state(folder, counts=counts, headline=headline(summary))
         return counts
+
+
+# the columns of the month's tables that its headline reads
+HEADLINE_COLUMNS = {
+    "pareto_summary": [
+        "metric",
+        "window_months",
+        "n_customers",
+        "n_class_a",
+        "n_class_b",
+        "n_class_c",
+        "total_value",
+    ],
+    "customer_segment": ["metric", "segment"],
+    "customer_alert": ["metric"],
+}
 
 
 def headline(tables: dict[str, pa.Table]) -> dict[str, Any]:
@@ -286,13 +305,6 @@ MONTH_STEPS: tuple[Callable[[ConfigLike, date, str], dict], ...] = (
     output_gates_step,
     load_step,
 )
-
-
-def write_tables(folder: Path, tables: dict[str, pa.Table]) -> None:
-    target = folder / "tables"
-    target.mkdir(parents=True, exist_ok=True)
-    for name, table in tables.items():
-        pq.write_table(table, target / f"{name}.parquet")
 
 
 def read_tables(folder: Path) -> dict[str, pa.Table]:

@@ -28,6 +28,12 @@ class Table:
     def arrow_schema(self) -> pa.Schema:
         return pa.schema([pa.field(name, ARROW_TYPES[kind]) for name, kind in self.columns])
 
+    def duckdb_columns(self) -> str:
+        """The select list that gives DuckDB's rows this table's columns and types."""
+        return ", ".join(
+            f'CAST("{name}" AS {DUCKDB_TYPES[kind]}) AS "{name}"' for name, kind in self.columns
+        )
+
 
 ARROW_TYPES = {
     "date": pa.date32(),
@@ -39,6 +45,18 @@ ARROW_TYPES = {
     "bool": pa.bool_(),
     "timestamp": pa.timestamp("us", tz="UTC"),
     "json": pa.string(),
+}
+
+DUCKDB_TYPES = {
+    "date": "DATE",
+    "text": "VARCHAR",
+    "int": "INTEGER",
+    "bigint": "BIGINT",
+    "money": "DECIMAL(18, 2)",
+    "float": "DOUBLE",
+    "bool": "BOOLEAN",
+    "timestamp": "TIMESTAMPTZ",
+    "json": "VARCHAR",
 }
 
 REPORTING_TABLES: tuple[Table, ...] = (

@@ -32,6 +32,8 @@ def connect(timezone: str, database: str = ":memory:", **config: Any) -> duckdb.
         Path(config["temp_directory"]).mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(database, config=config)
     con.execute("SET TimeZone = ?", [timezone])
+    # no progress bar on stderr: the CLI and Airflow logs show the pipeline's own progress
+    con.execute("SET enable_progress_bar = false")
     return con
 
 

@@ -8,8 +8,11 @@ those partitions and the configuration, so months can be computed in any order.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 
 import duckdb
 import pyarrow as pa
@@ -17,7 +20,7 @@ import pyarrow as pa
 from pipeline.config import ALL_METRICS, Config, metrics_available
 from pipeline.lake import MONTHLY_RANKING_SCHEMA, derived_file, month_files, read_manifest
 from pipeline.months import add_months, format_month, months_between, parse_month
-from pipeline.schema import REPORTING_TABLES
+from pipeline.schema import REPORTING_TABLES, Table
 from pipeline.sql import bounded_connection, run_sql
 
 # (sql file, the table it creates), in dependency order. Every file is a query;
@@ -87,6 +90,43 @@ def plan_month(cfg: Config, month: date) -> MonthPlan:
 
 def compute_month(cfg: Config, month: date) -> dict[str, pa.Table]:
     """Every reporting table's rows for ``month``, keyed by table name."""
+    with _computed(cfg, month) as (con, plan):
+        return {
+            table.name: con.sql(_reporting_rows(table, plan.month))
+            .to_arrow_table()
+            .cast(table.arrow_schema())
+            for table in REPORTING_TABLES
+        }
+
+
+def write_month(cfg: Config, month: date, folder: Path) -> dict[str, Path]:
+    """Compute ``month`` and write each reporting table to ``folder/<table>.parquet``
+    straight from DuckDB (no copy of a month's rows in Python); returns the files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {table.name: folder / f"{table.name}.parquet" for table in REPORTING_TABLES}
+    with _computed(cfg, month) as (con, plan):
+        for table in REPORTING_TABLES:
+            target = str(files[table.name]).replace("'", "''")
+            con.execute(
+                f"copy ({_reporting_rows(table, plan.month)}) to '{target}' "
+                "(format parquet, compression snappy)"
+            )
+    return files
+
+
+def _reporting_rows(table: Table, month: date) -> str:
+    """The query of a reporting table's rows of ``month``, in its types and in key order
+    (the grain: a total order, so that the same input gives the same bytes)."""
+    return (
+        f"select {table.duckdb_columns()} "
+        f"from {REPORTING_SOURCE.get(table.name, table.name)} "
+        f"where month = date '{month.isoformat()}' order by {', '.join(table.key)}"
+    )
+
+
+@contextmanager
+def _computed(cfg: Config, month: date) -> Iterator[tuple[duckdb.DuckDBPyConnection, MonthPlan]]:
+    """A connection holding every table of ``STEPS`` computed for ``month``."""
     plan = plan_month(cfg, month)
     seg = cfg.segmentation
     params = {
@@ -118,17 +158,7 @@ def compute_month(cfg: Config, month: date) -> dict[str, pa.Table]:
         params["unranked_months"] = _lake_monthly_ranking(con, cfg, plan)
         for sql_file, table in STEPS:
             run_sql(con, sql_file, create=table, **params)
-        return {
-            table.name: con.sql(
-                f"select {', '.join(table.column_names)} "
-                f"from {REPORTING_SOURCE.get(table.name, table.name)} "
-                f"where month = ? order by {', '.join(table.key)}",  # the grain: a total order
-                params=[plan.month],
-            )
-            .to_arrow_table()
-            .cast(table.arrow_schema())
-            for table in REPORTING_TABLES
-        }
+        yield con, plan
     finally:
         con.close()
 

@@ -42,6 +42,7 @@ from pipeline.config import Config
 from pipeline.files import atomic_write, fsync, fsync_dir
 from pipeline.schema import (
     CUSTOMER,
+    DUCKDB_TYPES,
     PIPELINE_RUN,
     REPORTING_TABLES,
     TABLES,
@@ -50,18 +51,6 @@ from pipeline.schema import (
     description_digest,
 )
 from pipeline.sql import sql_text
-
-DUCKDB_TYPES = {
-    "date": "DATE",
-    "text": "VARCHAR",
-    "int": "INTEGER",
-    "bigint": "BIGINT",
-    "money": "DECIMAL(18, 2)",
-    "float": "DOUBLE",
-    "bool": "BOOLEAN",
-    "timestamp": "TIMESTAMPTZ",
-    "json": "VARCHAR",
-}
 
 
 class Warehouse(Protocol):

@@ -854,7 +854,14 @@ def test_a_failed_gate_stops_the_month_before_anything_is_loaded(
     broken = segment | {
         "customer_segment": with_value(segment["customer_segment"], "segment", vip, "good")
     }
-    monkeypatch.setattr(runner, "compute_month", lambda cfg, month: broken)
+
+    def write_broken(cfg, month, folder: Path) -> dict[str, Path]:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, table in broken.items():
+            pq.write_table(table, folder / f"{name}.parquet")
+        return {name: folder / f"{name}.parquet" for name in broken}
+
+    monkeypatch.setattr(runner, "write_month", write_broken)
     with pytest.raises(checks.GateFailed, match="outputs.customer_segment.vip_count"):
         runner.run_month(cfg, FEB, extract=False)
     assert _warehouse(cfg, "customer_segment", FEB) == loaded

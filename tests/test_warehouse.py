@@ -17,8 +17,8 @@ import pytest
 
 from pipeline.customers import customer_rows
 from pipeline.postgres import PostgresWarehouse
-from pipeline.schema import PIPELINE_RUN, TABLES
-from pipeline.warehouse import DUCKDB_TYPES, DuckDBWarehouse, create_table_sql
+from pipeline.schema import DUCKDB_TYPES, PIPELINE_RUN, TABLES
+from pipeline.warehouse import DuckDBWarehouse, create_table_sql
 
 from golden import expected_rows
 
