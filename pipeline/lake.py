@@ -232,7 +232,8 @@ def extract(
 def extract_months(
     cfg: Config, months: list[date], *, quarantine: bool | None = None, provisional: bool = False
 ) -> Iterator[tuple[date, Manifest | BadInputError]]:
-    """Extract several months, reading and parsing the source once.
+    """Extract several months: a text source is read and parsed once for all of them, a
+    typed one a month at a time.
 
     Yields each month with its manifest, or with the BadInputError that stopped it
     (that month's partition is left as it was; the other months go on). A month that has
@@ -241,22 +242,21 @@ def extract_months(
     """
     months = sorted(parse_month(m) for m in months)
     quarantine = cfg.lake.quarantine if quarantine is None else quarantine
+    zone = cfg.business.timezone
     con = bounded_connection(cfg)
     try:
-        source = open_months(con, cfg.source, months[0], months[-1], cfg.business.timezone)
-        run_sql(
-            con,
-            "staging_payments",
-            create="judged_payments",
-            currency=cfg.business.currency,
-            decimal_separator=cfg.source.decimal_separator,
-            has_currency="currency" in source.columns_present,
-            has_units="units" in source.columns_present,
-            has_cost="cost" in source.columns_present,
-        )
+        source = open_months(con, cfg.source, months[0], months[-1], zone)
+        # a typed source is judged a month at a time (a year of a big source at once would
+        # spill gigabytes); text is parsed once for all months
+        by_month = source.reads_by_month and len(months) > 1
+        if not by_month:
+            _judge(con, cfg, source)
         for month in months:
             try:
                 unfinished = _refuse_unfinished(cfg, month, provisional)
+                if by_month:
+                    source = open_months(con, cfg.source, month, month, zone)
+                    _judge(con, cfg, source)
                 run_sql(con, "month_payments", create="staged_payments", month=month)
                 manifest = _extract_month(cfg, con, source, month, quarantine, unfinished)
                 yield month, manifest
@@ -266,6 +266,20 @@ def extract_months(
         raise csv_parse_error(cfg.source, exc, BadInputError) from None
     finally:
         con.close()
+
+
+def _judge(con: duckdb.DuckDBPyConnection, cfg: Config, source: SourceRows) -> None:
+    """The table ``judged_payments``: the rows of the view ``source_rows``, typed and judged."""
+    run_sql(
+        con,
+        "staging_payments",
+        create="judged_payments",
+        currency=cfg.business.currency,
+        decimal_separator=cfg.source.decimal_separator,
+        has_currency="currency" in source.columns_present,
+        has_units="units" in source.columns_present,
+        has_cost="cost" in source.columns_present,
+    )
 
 
 def _refuse_unfinished(cfg: Config, month: date, provisional: bool) -> bool:

@@ -37,6 +37,9 @@ class SourceRows:
 
     label: str  # the file(s) or table, for messages and the manifest
     columns_present: tuple[str, ...]  # optional canonical columns the source has
+    # paid_at is typed, so the source's rows of one month are read alone (its row groups
+    # or partitions, by their statistics); a text source is read once for every month
+    reads_by_month: bool = False
 
 
 _TYPED_TIME = ("TIMESTAMP WITH TIME ZONE", "TIMESTAMP", "DATE")
@@ -79,10 +82,13 @@ def open_months(
         raise SourceError(f"unknown source kind {source.kind!r}")
 
     present = _check_columns(relation, source, label)
-    relation = _filter_months(relation, source.source_column("paid_at"), first, last, timezone)
+    paid_at = source.source_column("paid_at")
+    typed_time = _kind(relation, paid_at) in _TYPED_TIME
+    if typed_time:
+        relation = _filter_months(relation, paid_at, first, last, timezone)
     _canonical_view(relation, source, present, label).create_view("source_rows", replace=True)
     optional = tuple(c for c in present if c not in REQUIRED_COLUMNS)
-    return SourceRows(label=label, columns_present=optional)
+    return SourceRows(label=label, columns_present=optional, reads_by_month=typed_time)
 
 
 _CSV_LINE = re.compile(r"CSV Error on Line: (\d+)")
@@ -186,13 +192,15 @@ def _check_columns(
     return [c for c in CANONICAL_COLUMNS if source.source_column(c) in have]
 
 
+def _kind(relation: duckdb.DuckDBPyRelation, column: str) -> str:
+    return str(dict(zip(relation.columns, relation.types, strict=True))[column])
+
+
 def _filter_months(
     relation: duckdb.DuckDBPyRelation, paid_at: str, first: date, last: date, timezone: str
 ) -> duckdb.DuckDBPyRelation:
-    """Push the month filter down where paid_at is typed; text is filtered after parsing."""
-    kind = str(dict(zip(relation.columns, relation.types, strict=True))[paid_at])
-    if kind not in _TYPED_TIME:
-        return relation
+    """Push the month filter down to a typed paid_at (text is filtered after parsing)."""
+    kind = _kind(relation, paid_at)
     start, end = month_bounds(first, timezone)[0], month_bounds(last, timezone)[1]
     if kind == "TIMESTAMP":  # naive values are business-time-zone wall clock
         start, end = start.replace(tzinfo=None), end.replace(tzinfo=None)

@@ -223,6 +223,42 @@ def test_typed_columns_are_judged_as_their_text_is(tmp_path, amount_type) -> Non
     assert found["parquet"] == found["csv"]
 
 
+def test_a_typed_source_extracts_month_by_month_as_it_does_alone(tmp_path) -> None:
+    rows = [
+        (f"p{i:03d}", f"c{i % 7}", datetime(2026, 1 + i % 3, 1 + i % 27, 12, tzinfo=UTC), i)
+        for i in range(90)
+    ] + [("p999", "c1", None, 5)]  # no paid_at: a bad row of every month
+    table = pa.table(
+        {
+            "payment_id": [r[0] for r in rows],
+            "customer_id": [r[1] for r in rows],
+            "paid_at": pa.array([r[2] for r in rows], pa.timestamp("us", tz="UTC")),
+            "amount": pa.array([Decimal(r[3]) for r in rows], pa.decimal128(12, 2)),
+        }
+    )
+    pq.write_table(table, tmp_path / "payments.parquet")
+    manifests = {}
+    for how in ("together", "alone"):
+        folder = tmp_path / how
+        folder.mkdir()
+        cfg = csv_config(
+            folder,
+            tmp_path / "payments.parquet",
+            source={"kind": "parquet"},
+            lake={"quarantine": True},
+        )
+        if how == "together":
+            found = dict(lake.extract_months(cfg, [JAN, FEB, MAR]))
+        else:
+            found = {m: extract(cfg, m) for m in (JAN, FEB, MAR)}
+        manifests[how] = {
+            m: (x.rows_written, x.rows_undated, x.amount_sum, x.fingerprint, x.data_files)
+            for m, x in found.items()
+        }
+    assert manifests["together"] == manifests["alone"]
+    assert [manifests["alone"][m][:2] for m in (JAN, FEB, MAR)] == [(30, 1)] * 3
+
+
 def test_duckdb_table_source_with_naive_timestamps(tmp_path) -> None:
     db = tmp_path / "ops.duckdb"
     con = duckdb.connect(str(db))
