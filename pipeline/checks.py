@@ -854,6 +854,8 @@ def _deciding_rows(subject: _Subject) -> Iterator[tuple[str, pa.Table]]:
         f"deciding rows of {total} in {batches} batch(es): each checked column's min, max, "
         "first NULL and NaN, and the first row of its first values beyond a checked set's size"
     )
+    if not parts:  # nothing to validate, as with every row
+        return
     if all(part.schema == parts[0].schema for part in parts):
         yield label, pa.concat_tables(parts)
     else:  # files of one partition with different columns: each validated on its own
