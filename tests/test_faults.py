@@ -1,0 +1,416 @@
+"""Faults of the machine and the network end in one clear message and a safe state.
+
+Each test runs the real `tiers` command against a real fault where the sandbox allows it:
+a tmpfs that is full, a read-only bind mount, a PostgreSQL session ended by
+pg_terminate_backend, a second process holding the warehouse, a parent killed with
+SIGTERM or SIGKILL. Where mounting is not permitted (a container without
+CAP_SYS_ADMIN), the disk faults are injected at the OS boundary instead: ``os.replace``
+(the publish step of every file the pipeline writes) fails with ENOSPC or EROFS in the
+`tiers` process. Each asserts the exit code, that the message names the problem without a
+traceback, and that the warehouse and the other months' partitions are unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline import lake, runner
+from pipeline.months import parse_month
+from pipeline.schema import TABLES
+from pipeline.warehouse import open_warehouse
+
+from support import csv_config, write_payments
+
+ROOT = Path(__file__).resolve().parents[1]
+TIERS = str(Path(sys.executable).with_name("tiers"))
+JAN, FEB = parse_month("2026-01"), parse_month("2026-02")
+
+# The `tiers` command with os.replace failing for paths under a prefix (the fallback
+# when the sandbox does not let the test mount a full or read-only file system).
+INJECTED_TIERS = """
+import errno, os, sys
+code, prefix = os.environ["TIERS_TEST_FAULT"].split(":", 1)
+code = getattr(errno, code)
+real = os.replace
+def replace(source, target, *args, **kwargs):
+    if os.path.abspath(target).startswith(prefix):
+        raise OSError(code, os.strerror(code), os.fspath(target))
+    return real(source, target, *args, **kwargs)
+os.replace = replace
+from pipeline.cli import main
+sys.argv[0] = "tiers"
+main()
+"""
+
+
+def payments(months=(1, 2, 3), extra=()) -> list[tuple]:
+    rows = [
+        (f"p{m}-{i}", f"c{i % 7}", f"2026-{m:02d}-{i % 27 + 1:02d}", f"{10 + i}.00", "EUR")
+        for m in months
+        for i in range(30)
+    ]
+    return rows + list(extra)
+
+
+def loaded_case(folder: Path, **config):
+    """January and February extracted and loaded; the source then restates February (a
+    new payment), so a run that went through would change the warehouse."""
+    folder.mkdir(parents=True, exist_ok=True)
+    source = write_payments(folder / "p.csv", payments())
+    cfg = csv_config(folder, source, **config)
+    results = runner.backfill(cfg, JAN, FEB)
+    assert [r.status for r in results] == ["loaded", "loaded"], [r.error for r in results]
+    write_payments(source, payments(extra=[("p999", "c1", "2026-02-27", "5000.00", "EUR")]))
+    return cfg
+
+
+def tiers(*args: str, cwd: Path, env: dict | None = None, fault: str | None = None):
+    command = [TIERS, *args]
+    if fault is not None:
+        command = [sys.executable, "-c", INJECTED_TIERS, *args]
+        env = (env or os.environ) | {"TIERS_TEST_FAULT": fault, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=180)
+
+
+def files_of(folder: Path) -> dict[str, str]:
+    """Every file under ``folder`` and the hash of its content."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and ".spill" not in p.parts and p.name != "writer.lock"  # who wrote last
+    }
+
+
+def warehouse_contents(cfg) -> dict[str, list]:
+    warehouse = open_warehouse(cfg)
+    try:
+        return {name: sorted(map(repr, warehouse.read_table(name).to_pylist())) for name in TABLES}
+    finally:
+        warehouse.close()
+
+
+def catalog_contents(cfg) -> list[tuple]:
+    """What a BI tool sees in the published DuckDB catalog."""
+    path = cfg.warehouse.url.removeprefix("duckdb:///")
+    with duckdb.connect(path, read_only=True) as con:
+        return con.sql(
+            "select month, count(*), sum(revenue) from customer_month group by month order by 1"
+        ).fetchall()
+
+
+def runs(cfg) -> list[dict]:
+    warehouse = open_warehouse(cfg)
+    try:
+        return sorted(
+            warehouse.read_table("pipeline_run").to_pylist(), key=lambda r: r["recorded_at"]
+        )
+    finally:
+        warehouse.close()
+
+
+def assert_one_message(result, *expected: str) -> None:
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "unexpected" not in result.stderr, result.stderr  # a foreseen fault, told as such
+    for words in expected:
+        assert words in result.stderr, (words, result.stderr)
+
+
+# --- full and read-only disks ------------------------------------------------------------
+
+
+def _mount(*args: str) -> bool:
+    return subprocess.run(["mount", *args], capture_output=True).returncode == 0
+
+
+@contextlib.contextmanager
+def mounted(target: Path, *args: str) -> Iterator[bool]:
+    """``mount *args target``; yields whether the sandbox permitted it."""
+    target.mkdir(parents=True, exist_ok=True)
+    ok = _mount(*args, str(target))
+    try:
+        yield ok
+    finally:
+        if ok:
+            subprocess.run(["umount", "-l", str(target)], capture_output=True)
+
+
+def fill(folder: Path) -> None:
+    """Write to ``folder`` until its file system is full."""
+    with open(folder / "filler", "wb") as handle, contextlib.suppress(OSError):
+        while True:
+            handle.write(b"\0" * 65536)
+            handle.flush()
+    with contextlib.suppress(OSError):  # and the last blocks, byte by byte
+        (folder / "filler-tail").write_bytes(b"\0" * 4096)
+
+
+def test_a_full_disk_during_extract_keeps_the_lake_and_says_what_to_do(tmp_path) -> None:
+    disk = tmp_path / "disk"
+    with mounted(disk, "-t", "tmpfs", "-o", "size=2m", "tmpfs") as real:
+        cfg = loaded_case(tmp_path / "case", lake={"root": str(disk / "lake")})
+        lake_before, warehouse_before = files_of(disk / "lake"), warehouse_contents(cfg)
+        if real:
+            fill(disk)
+            fault = None
+        else:
+            fault = f"ENOSPC:{disk / 'lake'}"
+        result = tiers(
+            "run", "-c", "tiers.toml", "-m", "2026-02", cwd=tmp_path / "case", fault=fault
+        )
+        assert_one_message(
+            result,
+            f"cannot write {disk / 'lake'}",
+            "no space is left on the device",
+            "point [lake] root at another folder",
+            "step extract of month 2026-02",
+        )
+        assert files_of(disk / "lake") == lake_before  # no half-written file, nothing new
+        assert warehouse_contents(cfg)["customer_month"] == warehouse_before["customer_month"]
+        failed = runs(cfg)[-1]
+        assert failed["status"] == "failed" and "no space is left" in failed["error"]
+        assert failed["month"] == FEB
+
+
+def test_a_full_disk_during_the_warehouse_commit_keeps_the_warehouse(tmp_path) -> None:
+    disk = tmp_path / "disk"
+    with mounted(disk, "-t", "tmpfs", "-o", "size=3m", "tmpfs") as real:
+        cfg = loaded_case(
+            tmp_path / "case", warehouse={"url": f"duckdb:///{disk / 'warehouse.duckdb'}"}
+        )
+        before = warehouse_contents(cfg), catalog_contents(cfg)
+        data_before = files_of(disk / "warehouse.duckdb.d")
+        if real:
+            fill(disk)
+            fault = None
+        else:
+            fault = f"ENOSPC:{disk}"
+        result = tiers(
+            "run", "-c", "tiers.toml", "-m", "2026-02", cwd=tmp_path / "case", fault=fault
+        )
+        assert_one_message(
+            result,
+            f"cannot write {disk}",
+            "no space is left on the device",
+            "point [warehouse] url at another folder",
+            "step load of month 2026-02",
+        )
+        # The previous state, catalog and files, and no file of the failed load.
+        assert (warehouse_contents(cfg), catalog_contents(cfg)) == before
+        assert files_of(disk / "warehouse.duckdb.d") == data_before
+        assert not [p for p in disk.iterdir() if p.name.startswith(".warehouse.duckdb")]
+        assert "cannot be recorded" not in result.stderr or "run.json" in result.stderr
+
+
+@pytest.mark.parametrize("folder", ["lake", "runs"])
+def test_a_read_only_folder_is_named_with_the_setting_to_change(tmp_path, folder) -> None:
+    cfg = loaded_case(tmp_path / "case")
+    case = tmp_path / "case"
+    lake_before, warehouse_before = files_of(case / "lake"), warehouse_contents(cfg)
+    target = case / folder
+    with mounted(target, "--bind", str(target)) as bound:
+        real = bound and _mount("-o", "remount,bind,ro", str(target))
+        fault = None if real else f"EROFS:{target}"
+        result = tiers("run", "-c", "tiers.toml", "-m", "2026-02", cwd=case, fault=fault)
+    assert_one_message(
+        result, f"cannot write {target}", "read-only", f"point [{folder}] root at another folder"
+    )
+    assert files_of(case / "lake") == lake_before
+    assert warehouse_contents(cfg)["customer_month"] == warehouse_before["customer_month"]
+    failed = runs(cfg)[-1]  # the warehouse can be reached: the failure is recorded
+    assert failed["status"] == "failed" and "read-only" in failed["error"]
+
+
+# --- months out of range, damaged lake files ---------------------------------------------
+
+
+@pytest.mark.parametrize("month", ["9999-12", "9998-06", "0001-01"])
+def test_a_month_out_of_the_calendar_is_a_clear_message(tmp_path, month) -> None:
+    source = write_payments(tmp_path / "p.csv", payments())
+    csv_config(tmp_path, source)
+    result = tiers("run", "-c", "tiers.toml", "-m", month, cwd=tmp_path)
+    assert result.returncode == 2
+    assert f"month {month} is out of range" in result.stderr and "--month" in result.stderr
+    assert "Traceback" not in result.stderr and "year 10000" not in result.stderr
+    assert not (tmp_path / "lake").exists() and not (tmp_path / "warehouse.duckdb").exists()
+    backfill = tiers(
+        "backfill", "-c", "tiers.toml", "--from", "2026-01", "--to", month, cwd=tmp_path
+    )
+    assert backfill.returncode == 2 and "is out of range" in backfill.stderr
+
+
+def _flip_bytes(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 16] = bytes(b ^ 0xFF for b in data[middle : middle + 16])
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", ["bytes damaged", "file missing"])
+def test_a_damaged_earlier_month_stops_the_later_month_by_name(tmp_path, damage) -> None:
+    """February's computation reads January's customer_month file (derived at extract)."""
+    cfg = loaded_case(tmp_path)
+    january = lake.derived_file(cfg.lake.root, JAN, "customer_month")
+    if damage == "bytes damaged":
+        _flip_bytes(Path(january))
+    else:
+        Path(january).unlink()
+    february = files_of(lake.partition_dir(cfg.lake.root, FEB))
+    before = warehouse_contents(cfg)
+    result = tiers("run", "-c", "tiers.toml", "-m", "2026-02", "--no-extract", cwd=tmp_path)
+    assert_one_message(
+        result,
+        "month 2026-01",
+        Path(january).name,
+        "missing" if damage == "file missing" else "changed after the extract",
+        "tiers extract --month 2026-01",
+    )
+    assert warehouse_contents(cfg) == before
+    assert files_of(lake.partition_dir(cfg.lake.root, FEB)) == february
+    assert runs(cfg)[-1]["status"] == "failed" and "2026-01" in runs(cfg)[-1]["error"]
+    repaired = tiers("extract", "-c", "tiers.toml", "-m", "2026-01", cwd=tmp_path)  # the repair
+    assert repaired.returncode == 0, repaired.stderr
+    assert pq.read_table(lake.month_files(cfg.lake.root, JAN)[0]).num_rows == 30
+    assert lake.derived_file(cfg.lake.root, JAN, "customer_month")  # verified again
+
+
+# --- the DuckDB warehouse held by another process ---------------------------------------
+
+HOLD_WRITER_LOCK = """
+import fcntl, sys, time
+with open(sys.argv[1], "a+") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_warehouse_held_by_another_writer_is_named_after_a_bounded_wait(tmp_path) -> None:
+    cfg = loaded_case(tmp_path, warehouse={"lock_timeout": 1})
+    before = warehouse_contents(cfg)
+    lock = Path(cfg.warehouse.url.removeprefix("duckdb:///") + ".d") / "writer.lock"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_WRITER_LOCK, str(lock)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        started = time.monotonic()
+        result = tiers("run", "-c", "tiers.toml", "-m", "2026-02", cwd=tmp_path)
+        waited = time.monotonic() - started
+    finally:
+        holder.kill()
+        holder.wait()
+    assert_one_message(
+        result,
+        f"warehouse {Path(cfg.warehouse.url.removeprefix('duckdb:///'))}",
+        str(lock),
+        "after 1 s",
+        "wait for it to end",
+        "lock_timeout",
+    )
+    assert waited < 60
+    assert warehouse_contents(cfg) == before  # nothing loaded, and nothing recorded either
+    assert "run.json" in result.stderr  # the failure is in the run's folder instead
+    again = tiers("run", "-c", "tiers.toml", "-m", "2026-02", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+
+
+HOLD_DUCKDB_FILE = """
+import duckdb, sys, time
+con = duckdb.connect(sys.argv[1])
+con.execute("create table scratch as select 1 as x")
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_warehouse_file_open_for_writing_elsewhere_is_named(tmp_path) -> None:
+    """A catalog of the one-file layout (no state yet) held by a DuckDB writer: the load
+    cannot carry it over and says which file and what to do."""
+    source = write_payments(tmp_path / "p.csv", payments())
+    cfg = csv_config(tmp_path, source)
+    catalog = cfg.warehouse.url.removeprefix("duckdb:///")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_DUCKDB_FILE, catalog], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result = tiers("run", "-c", "tiers.toml", "-m", "2026-01", cwd=tmp_path)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert_one_message(result, f"warehouse {catalog} is open for writing in another process")
+    assert "read-only" in result.stderr and "run the command again" in result.stderr
+    assert not (Path(catalog + ".d") / "state.json").exists()
+
+
+# --- killing a parallel backfill ---------------------------------------------------------
+
+
+def session_processes(session: int) -> list[tuple[int, str]]:
+    """The live processes of a session (the backfill, its workers, the resource tracker)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[3]) == session and fields[0] != "Z":
+            found.append((int(entry.name), command[:120]))
+    return found
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_killing_a_parallel_backfill_leaves_no_process_behind(golden, tmp_path, sig) -> None:
+    cfg = csv_config(
+        tmp_path, golden / "full" / "payments.csv", timezone="Europe/Oslo", history_start="2025-01"
+    )
+    backfill = subprocess.Popen(
+        [TIERS, "backfill", "-c", "tiers.toml", "--from", "2025-01", "--to", "2026-03"]
+        + ["--jobs", "2"],
+        cwd=tmp_path,
+        start_new_session=True,  # its own session: every descendant can be found
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while len(session_processes(backfill.pid)) < 4:  # parent, tracker, two workers
+            assert backfill.poll() is None, backfill.communicate()
+            assert time.monotonic() < deadline, session_processes(backfill.pid)
+            time.sleep(0.1)
+        backfill.send_signal(sig)
+        _, stderr = backfill.communicate(timeout=60)
+        deadline = time.monotonic() + 15
+        while session_processes(backfill.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert session_processes(backfill.pid) == []
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(backfill.pid, signal.SIGKILL)
+    if sig == signal.SIGTERM:
+        assert backfill.returncode == 128 + signal.SIGTERM
+        assert "backfill stopped by SIGTERM" in stderr and "Traceback" not in stderr
+    else:
+        assert backfill.returncode == -signal.SIGKILL
+    # Whatever was loaded is whole: each loaded month has its run record and its rows.
+    loaded = {r["month"] for r in runs(cfg) if r["status"] == "loaded"}
+    months = set(open_warehouse(cfg).read_table("customer_month").column("month").to_pylist())
+    assert months == loaded
