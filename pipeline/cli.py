@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from datetime import date
 from decimal import Decimal
@@ -66,7 +67,19 @@ def _fail_with(exc: BaseException) -> None:
     """A foreseen error's message and exit 1 (with --debug: the traceback)."""
     if _debug:
         raise exc
+    _release(exc)
     _fail(_told(exc))
+
+
+def _release(exc: BaseException | None) -> None:
+    """Drop the tracebacks of a reported error and its causes: their frames hold DuckDB
+    objects that would otherwise outlive the interpreter's shutdown (nanobind then prints
+    "leaked instance" warnings after the message)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        exc.__traceback__ = None
+        exc = exc.__cause__ or exc.__context__
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -395,7 +408,11 @@ def main() -> None:
         sys.argv.remove("--debug")
     try:
         app()
+    except SystemExit:
+        _settle()
+        raise
     except Exception as exc:
+        _settle()
         if debug:
             raise
         from pipeline.faults import storage_fault
@@ -403,14 +420,26 @@ def main() -> None:
         fault = storage_fault(exc)
         if fault is not None:  # a full or read-only disk outside any step (a run's folder)
             notes = [] if fault is exc else getattr(exc, "__notes__", [])
-            _print_error("error:", "\n".join([_told(fault), *notes]))
-            sys.exit(1)
-        _print_error(
-            "error:",
-            f"{_plain(exc)}\n(unexpected: run the command again with --debug for the traceback; "
-            "what a step recorded is in the run's folder and in pipeline_run)",
-        )
-        sys.exit(1)
+            message = "\n".join([_told(fault), *notes])
+        else:
+            message = (
+                f"{_plain(exc)}\n(unexpected: run the command again with --debug for the "
+                "traceback; what a step recorded is in the run's folder and in pipeline_run)"
+            )
+        _release(exc)
+    else:
+        return
+    _print_error("error:", message)
+    sys.exit(1)  # outside the except block: the exit does not carry the error's frames
+
+
+def _settle() -> None:
+    """Let the Great Expectations import that ``checks.warm_up`` started finish: a process
+    that exits in the middle of it (a run that failed early) makes DuckDB's bindings print
+    "leaked instance" warnings under the message."""
+    for thread in threading.enumerate():
+        if thread.name == "gx-import":
+            thread.join(timeout=60)
 
 
 def _plain(exc: BaseException) -> str:

@@ -142,25 +142,33 @@ def _step(cfg: Config, month: date, run_id: str, name: str) -> Iterator[Path]:
         fault = faults.storage_fault(exc, cfg, _writes_to(cfg, month, name, folder))
         error = fault or exc
         error.add_note(f"(step {name} of month {format_month(month)}, run {run_id})")
+        recorded_in = folder / "run.json"
         try:
             update_run_state(folder, failed_step=name, error=str(error))
         except OSError as state_error:
+            told = faults.storage_fault(state_error, cfg, folder) or state_error
             error.add_note(
-                f"(the run's folder cannot be written either: "
-                f"{faults.storage_fault(state_error, cfg, folder) or state_error})"
+                f"(the run's folder cannot be written either: {_unless_same(told, error)})"
             )
+            recorded_in = None
         if _record_failures:
             try:
                 record_failure(cfg, month, run_id, f"{name}: {error}")
             except Exception as record_error:  # e.g. the warehouse cannot be reached
                 told = faults.storage_fault(record_error, cfg) or record_error
+                where = f"; it is in {recorded_in}" if recorded_in else ""
                 error.add_note(
-                    f"(the failure could not be recorded in pipeline_run: {told};"
-                    f" it is in {folder / 'run.json'})"
+                    "(the failure could not be recorded in pipeline_run: "
+                    f"{_unless_same(told, error)}{where})"
                 )
         if fault is None:
             raise
         raise fault from exc
+
+
+def _unless_same(told: BaseException, error: BaseException) -> str:
+    """``told``'s message, or "the same cause" when it repeats the step's error."""
+    return "the same cause" if str(told) == str(error) else str(told)
 
 
 def _writes_to(cfg: Config, month: date, step: str, folder: Path) -> Path:

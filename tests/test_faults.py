@@ -15,23 +15,33 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import duckdb
+import psycopg
 import pyarrow.parquet as pq
 import pytest
+from psycopg import sql as psql
 
 from pipeline import lake, runner
 from pipeline.months import parse_month
 from pipeline.schema import TABLES
 from pipeline.warehouse import open_warehouse
 
-from support import csv_config, write_payments
+pytest.register_assert_rewrite("pg_support")  # a plugin too (pytest_plugins below)
+from pg_support import warehouse_url  # noqa: E402
+from support import csv_config, write_payments  # noqa: E402
+
+pytest_plugins = ["pg_support"]  # fixtures: pg_dsn, pg, pg_schema
 
 ROOT = Path(__file__).resolve().parents[1]
 TIERS = str(Path(sys.executable).with_name("tiers"))
@@ -124,6 +134,7 @@ def assert_one_message(result, *expected: str) -> None:
     assert result.returncode == 1, result.stdout + result.stderr
     assert "Traceback" not in result.stderr, result.stderr
     assert "unexpected" not in result.stderr, result.stderr  # a foreseen fault, told as such
+    assert "leaked" not in result.stderr, result.stderr  # nothing under the message
     for words in expected:
         assert words in result.stderr, (words, result.stderr)
 
@@ -132,6 +143,9 @@ def assert_one_message(result, *expected: str) -> None:
 
 
 def _mount(*args: str) -> bool:
+    """Whether ``mount *args`` succeeded (TIERS_TEST_NO_MOUNT=1 tries the fallback here)."""
+    if os.environ.get("TIERS_TEST_NO_MOUNT") == "1" or shutil.which("mount") is None:
+        return False
     return subprocess.run(["mount", *args], capture_output=True).returncode == 0
 
 
@@ -414,3 +428,148 @@ def test_killing_a_parallel_backfill_leaves_no_process_behind(golden, tmp_path, 
     loaded = {r["month"] for r in runs(cfg) if r["status"] == "loaded"}
     months = set(open_warehouse(cfg).read_table("customer_month").column("month").to_pylist())
     assert months == loaded
+
+
+# --- PostgreSQL: unreachable, silent, a session ended mid-load ---------------------------
+
+
+def with_password(dsn: str, password: str) -> str:
+    """The DSN with a password (trust authentication ignores it; the messages must not)."""
+    parts = urlsplit(dsn)
+    user = parts.username or "postgres"
+    netloc = f"{user}:{password}@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("server", ["refused", "silent"])
+def test_an_unreachable_postgres_warehouse_is_named_and_the_run_kept(tmp_path, server) -> None:
+    """A wrong port: nothing listens (refused) or something that is not PostgreSQL does
+    (silent: the connect timeout ends the wait)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    if server == "silent":
+        listener.listen(1)
+    else:
+        listener.close()
+    try:
+        url = f"postgresql://tiers:hunter2@127.0.0.1:{port}/x?connect_timeout=2"
+        cfg = loaded_case(tmp_path / "duck")  # the lake of January and February
+        case = tmp_path / "duck"
+        csv_config(case, case / "p.csv", warehouse={"url": url})
+        january = files_of(lake.partition_dir(cfg.lake.root, JAN))
+        result = tiers("run", "-c", "tiers.toml", "-m", "2026-02", cwd=case)
+    finally:
+        listener.close()
+    assert_one_message(
+        result,
+        f"warehouse postgresql://tiers:***@127.0.0.1:{port}/x",
+        "cannot be reached",
+        "Connection refused" if server == "refused" else "timeout",
+        "warehouse.url",
+        "step load of month 2026-02",
+        "could not be recorded in pipeline_run",
+        "run.json",
+    )
+    assert "hunter2" not in result.stderr
+    assert files_of(lake.partition_dir(cfg.lake.root, JAN)) == january
+
+
+@pytest.mark.postgres
+def test_an_unreachable_postgres_source_is_named(tmp_path) -> None:
+    cfg = loaded_case(tmp_path)
+    csv_config(
+        tmp_path,
+        tmp_path / "p.csv",
+        source={"kind": "postgres", "dsn": "postgresql://tiers:hunter2@127.0.0.1:1/x"}
+        | {"table": "sales.payments", "path": None},
+    )
+    lake_before, warehouse_before = files_of(tmp_path / "lake"), warehouse_contents(cfg)
+    result = tiers("run", "-c", "tiers.toml", "-m", "2026-02", cwd=tmp_path)
+    assert_one_message(
+        result,
+        "postgres table sales.payments at postgresql://tiers:***@127.0.0.1:1/x: cannot connect",
+        "Connection refused",
+        "source.dsn",
+        "nothing was extracted",
+    )
+    assert "hunter2" not in result.stderr
+    assert files_of(tmp_path / "lake") == lake_before
+    assert warehouse_contents(cfg)["customer_month"] == warehouse_before["customer_month"]
+    failed = runs(cfg)[-1]
+    assert failed["status"] == "failed" and "cannot connect" in failed["error"]
+
+
+def _waits_for_a_lock(pg, application: str) -> bool:
+    row = pg.execute(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE application_name = %s AND wait_event_type = 'Lock'",
+        [application],
+    ).fetchone()
+    return row[0] > 0
+
+
+@pytest.mark.postgres
+def test_a_postgres_session_ended_mid_load_keeps_the_previous_month(
+    pg, pg_dsn, pg_schema, tmp_path
+) -> None:
+    """pg_terminate_backend ends the load's session after it replaced February's rows in its
+    transaction (it waits to insert its run record): one message, the old February, and the
+    failure recorded through a new connection."""
+    application = f"tiers_fault_{uuid.uuid4().hex[:8]}"
+    url = warehouse_url(with_password(pg_dsn, "hunter2"), application)
+    cfg = loaded_case(tmp_path, warehouse={"url": url, "schema": pg_schema})
+    before = warehouse_contents(cfg)
+    january = files_of(lake.partition_dir(cfg.lake.root, JAN))
+    blocker = psycopg.connect(pg_dsn)
+    blocker.execute(
+        psql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(
+            psql.Identifier(pg_schema, "pipeline_run")
+        )
+    )
+    load = subprocess.Popen(
+        [TIERS, "run", "-c", "tiers.toml", "-m", "2026-02"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not _waits_for_a_lock(pg, application):
+            assert load.poll() is None, load.communicate()
+            assert time.monotonic() < deadline, "the load never reached its run record"
+            time.sleep(0.05)
+        ended = pg.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+            [application],
+        ).fetchall()
+        assert ended == [(True,)]
+    finally:
+        blocker.rollback()
+        blocker.close()
+        try:
+            stdout, stderr = load.communicate(timeout=120)
+        finally:
+            if load.poll() is None:
+                load.kill()
+    result = subprocess.CompletedProcess(load.args, load.returncode, stdout, stderr)
+    assert_one_message(
+        result,
+        "warehouse postgresql://postgres:***@",
+        "the connection ended in the middle of a transaction",
+        "terminating connection due to administrator command",
+        "holds what it held before",
+        "run the command again",
+        "step load of month 2026-02",
+    )
+    assert "hunter2" not in result.stderr and "Failed to rollback" not in result.stderr
+    after = warehouse_contents(cfg)
+    assert {k: v for k, v in after.items() if k != "pipeline_run"} == {
+        k: v for k, v in before.items() if k != "pipeline_run"
+    }
+    failed = runs(cfg)[-1]
+    assert failed["status"] == "failed" and "connection ended" in failed["error"]
+    assert failed["month"] == FEB
+    assert files_of(lake.partition_dir(cfg.lake.root, JAN)) == january
