@@ -400,18 +400,18 @@ def test_killing_a_parallel_backfill_leaves_no_process_behind(golden, tmp_path, 
         + ["--jobs", "2"],
         cwd=tmp_path,
         start_new_session=True,  # its own session: every descendant can be found
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "stderr").open("w"),  # a file: orphans would hold a pipe open
     )
     try:
         deadline = time.monotonic() + 120
         while len(session_processes(backfill.pid)) < 4:  # parent, tracker, two workers
-            assert backfill.poll() is None, backfill.communicate()
+            assert backfill.poll() is None, (tmp_path / "stderr").read_text()
             assert time.monotonic() < deadline, session_processes(backfill.pid)
             time.sleep(0.1)
         backfill.send_signal(sig)
-        _, stderr = backfill.communicate(timeout=60)
+        backfill.wait(timeout=60)
+        stderr = (tmp_path / "stderr").read_text()
         deadline = time.monotonic() + 15
         while session_processes(backfill.pid) and time.monotonic() < deadline:
             time.sleep(0.1)
