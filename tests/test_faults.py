@@ -13,6 +13,7 @@ traceback, and that the warehouse and the other months' partitions are unchanged
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import shutil
@@ -573,3 +574,74 @@ def test_a_postgres_session_ended_mid_load_keeps_the_previous_month(
     assert failed["status"] == "failed" and "connection ended" in failed["error"]
     assert failed["month"] == FEB
     assert files_of(lake.partition_dir(cfg.lake.root, JAN)) == january
+
+
+# --- telling a storage fault (the unit under the tests above) ----------------------------
+
+
+@pytest.mark.parametrize(
+    ("make", "cause", "named", "setting"),
+    [
+        (
+            lambda d: OSError(errno.ENOSPC, "No space left on device", str(d / "lake/x.parquet")),
+            "no space is left on the device",
+            "lake/x.parquet",
+            "[lake] root",
+        ),
+        (  # pyarrow: the errno, not the file
+            lambda d: OSError(errno.ENOSPC, "Error writing bytes to file. Detail: [errno 28]"),
+            "no space is left on the device",
+            "lake/payments/month=2026-02",
+            "[lake] root",
+        ),
+        (  # DuckDB: the system's words and the file, no errno
+            lambda d: duckdb.IOException(
+                f'IO Error: Could not write file "{d}/.warehouse.duckdb.1-2": No space left on '
+                "device"
+            ),
+            "no space is left on the device",
+            ".warehouse.duckdb.1-2",
+            "[warehouse] url",
+        ),
+        (
+            lambda d: OSError(errno.EROFS, "Read-only file system", str(d / "runs/r1/run.json")),
+            "the file system is read-only",
+            "runs/r1/run.json",
+            "[runs] root",
+        ),
+        (
+            lambda d: PermissionError(errno.EACCES, "Permission denied", str(d / "lake/p")),
+            "permission denied",
+            "lake/p",
+            "[lake] root",
+        ),
+    ],
+    ids=["ENOSPC", "pyarrow ENOSPC", "DuckDB ENOSPC", "EROFS", "EACCES"],
+)
+def test_a_storage_fault_names_the_file_the_cause_and_the_setting(
+    tmp_path, make, cause, named, setting
+) -> None:
+    from pipeline.faults import StorageError, storage_fault
+
+    cfg = csv_config(tmp_path, tmp_path / "p.csv")
+    where = lake.partition_dir(cfg.lake.root, FEB)
+    fault = storage_fault(make(tmp_path), cfg, where)
+    assert isinstance(fault, StorageError)
+    message = str(fault)
+    assert cause in message and named in message and f"point {setting} at" in message
+    assert "run the command again" in message
+    assert storage_fault(fault) is fault
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ValueError("no space left on device"),  # words in a value, not an I/O error
+        duckdb.IOException('Could not set lock on file "/w.duckdb": Conflicting lock'),
+        FileNotFoundError(errno.ENOENT, "No such file or directory", "/x"),
+    ],
+)
+def test_other_errors_are_not_storage_faults(error) -> None:
+    from pipeline.faults import storage_fault
+
+    assert storage_fault(error) is None
