@@ -492,7 +492,8 @@ def _terminated_on_sigterm() -> Iterator[None]:
 
 def _start_worker(parent: int) -> None:
     """A backfill worker dies with the process that started it: the kernel sends it SIGKILL
-    when its parent ends (Linux), and a watchdog thread checks the parent elsewhere."""
+    when its parent ends (Linux), and a watchdog thread exits when its parent changes (every
+    platform; an orphan is adopted by another process)."""
     _leave_failures_to_parent()
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)

@@ -30,7 +30,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -391,7 +391,8 @@ class DuckDBWarehouse:
         """Rename the built catalog onto the stable path (after the state's commit)."""
         os.replace(scratch, self.path)  # readers of the old catalog keep their inode
         fsync_dir(self.path.parent)
-        atomic_write(self.data / "published", digest)
+        with suppress(OSError):  # the write is committed; without the marker the next one
+            atomic_write(self.data / "published", digest)  # publishes again, that is all
 
     def _build_catalog(self, state: _State, scratch: Path) -> None:
         """Write the catalog of ``state`` (views over its files) to ``scratch``."""
