@@ -144,11 +144,12 @@ def extract(
         manifest = extract_month(cfg, the_month, quarantine=quarantine, provisional=provisional)
     except _known_errors() as exc:
         _fail_with(exc)
-    except OSError as exc:  # a full or read-only lake
+    except Exception as exc:  # a full or read-only lake (OSError, DuckDB's IOException)
         fault = storage_fault(exc, cfg, partition_dir(cfg.lake.root, the_month))
         if fault is None:
             raise
-        _fail(str(fault))
+        fault.__cause__ = exc
+        _fail_with(fault)
     console.print(
         f"{manifest.month}: {manifest.rows_read} row(s) read, {manifest.rows_duplicate} "
         f"duplicate(s) dropped, {manifest.rows_quarantined + manifest.rows_undated} quarantined, "
