@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from datetime import date
 from decimal import Decimal
@@ -45,11 +46,11 @@ ProvisionalOption = Annotated[
 MonthOption = Annotated[str, typer.Option("--month", "-m", help="The business month, YYYY-MM.")]
 
 
-def _month(text: str) -> date:
+def _month(text: str, option: str = "--month") -> date:
     try:
         return parse_month(text)
     except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
+        raise typer.BadParameter(str(exc), param_hint=f"'{option}'") from None
 
 
 def _load(path: Path) -> Config:
@@ -57,6 +58,28 @@ def _load(path: Path) -> Config:
         return load_config(path)
     except ConfigError as exc:
         _fail(str(exc), code=2)
+
+
+_debug = False  # --debug or TIERS_DEBUG=1: foreseen errors raise too (their traceback)
+
+
+def _fail_with(exc: BaseException) -> None:
+    """A foreseen error's message and exit 1 (with --debug: the traceback)."""
+    if _debug:
+        raise exc
+    _release(exc)
+    _fail(_told(exc))
+
+
+def _release(exc: BaseException | None) -> None:
+    """Drop the tracebacks of a reported error and its causes: their frames hold DuckDB
+    objects that would otherwise outlive the interpreter's shutdown (nanobind then prints
+    "leaked instance" warnings after the message)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        exc.__traceback__ = None
+        exc = exc.__cause__ or exc.__context__
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -72,11 +95,31 @@ def _print_error(label: str, message: str) -> None:
 
 def _known_errors() -> tuple[type[BaseException], ...]:
     from pipeline.checks import GateFailed
+    from pipeline.faults import StorageError
     from pipeline.lake import BadInputError, MissingMonthError
+    from pipeline.postgres import WarehouseConnectionError
     from pipeline.sources import SourceError
     from pipeline.transform import ComputeError
+    from pipeline.warehouse import WarehouseLockedError
 
-    return (BadInputError, MissingMonthError, SourceError, ComputeError, GateFailed, ValueError)
+    return (
+        BadInputError,
+        MissingMonthError,
+        SourceError,
+        ComputeError,
+        GateFailed,
+        ValueError,
+        StorageError,
+        WarehouseConnectionError,
+        WarehouseLockedError,
+    )
+
+
+def _told(exc: BaseException) -> str:
+    """A foreseen error's message and its notes (which step, whether it was recorded)."""
+    from pipeline.postgres import redact_text
+
+    return redact_text("\n".join([str(exc), *getattr(exc, "__notes__", [])]))
 
 
 @app.command()
@@ -92,13 +135,21 @@ def extract(
     provisional: ProvisionalOption = False,
 ) -> None:
     """Extract one month of payments from the source into the lake."""
+    from pipeline.faults import storage_fault
     from pipeline.lake import extract as extract_month
+    from pipeline.lake import partition_dir
 
     the_month, cfg = _month(month), _load(config)
     try:
         manifest = extract_month(cfg, the_month, quarantine=quarantine, provisional=provisional)
     except _known_errors() as exc:
-        _fail(str(exc))
+        _fail_with(exc)
+    except Exception as exc:  # a full or read-only lake (OSError, DuckDB's IOException)
+        fault = storage_fault(exc, cfg, partition_dir(cfg.lake.root, the_month))
+        if fault is None:
+            raise
+        fault.__cause__ = exc
+        _fail_with(fault)
     console.print(
         f"{manifest.month}: {manifest.rows_read} row(s) read, {manifest.rows_duplicate} "
         f"duplicate(s) dropped, {manifest.rows_quarantined + manifest.rows_undated} quarantined, "
@@ -130,7 +181,7 @@ def run(
             if later:
                 results += _backfill(cfg, later[0], later[-1], jobs=1, extract=False)
     except _known_errors() as exc:
-        _fail(str(exc))
+        _fail_with(exc)
     _summary(cfg, results)
     if any(r.status != "loaded" for r in results):
         raise typer.Exit(1)
@@ -147,11 +198,16 @@ def backfill(
     ] = True,
 ) -> None:
     """Run every month from --from to --to; loads are serialized, computing is parallel."""
-    first_month, last_month, cfg = _month(first), _month(last), _load(config)
+    first_month, last_month = _month(first, "--from"), _month(last, "--to")
+    cfg = _load(config)
+    from pipeline.runner import BackfillInterrupted
+
     try:
         results = _backfill(cfg, first_month, last_month, jobs=jobs, extract=do_extract)
     except _known_errors() as exc:
-        _fail(str(exc))
+        _fail_with(exc)
+    except BackfillInterrupted as exc:
+        _fail(str(exc), code=128 + 15)
     _summary(cfg, results)
     if any(r.status != "loaded" for r in results):
         raise typer.Exit(1)
@@ -317,7 +373,7 @@ def report(
     try:
         path, chosen, run_id = write_report(cfg, the_month, output, metric=metric)
     except (ReportError, *_known_errors()) as exc:
-        _fail(str(exc))
+        _fail_with(exc)
     record_report(cfg, the_month, chosen, path, run_id)
     console.print(f"{format_month(the_month)}: report by {chosen} -> {path}")
 
@@ -338,7 +394,7 @@ def notify(
     try:
         outcome = send_month(cfg, the_month, resend=resend)
     except (NotifyError, *_known_errors()) as exc:
-        _fail(str(exc))
+        _fail_with(exc)
     for line in outcome.lines():
         console.print(line, highlight=False)
 
@@ -347,20 +403,44 @@ def main() -> None:
     """The ``tiers`` command. An error the pipeline did not foresee (a database that cannot
     be reached, a full disk) ends in one message, not a traceback; ``--debug`` (anywhere
     on the command line) or TIERS_DEBUG=1 shows the traceback instead."""
-    debug = "--debug" in sys.argv[1:] or os.environ.get("TIERS_DEBUG") == "1"
+    global _debug
+    debug = _debug = "--debug" in sys.argv[1:] or os.environ.get("TIERS_DEBUG") == "1"
     if "--debug" in sys.argv[1:]:
         sys.argv.remove("--debug")
     try:
         app()
+    except SystemExit:
+        _settle()
+        raise
     except Exception as exc:
+        _settle()
         if debug:
             raise
-        _print_error(
-            "error:",
-            f"{_plain(exc)}\n(unexpected: run the command again with --debug for the traceback; "
-            "what a step recorded is in the run's folder and in pipeline_run)",
-        )
-        sys.exit(1)
+        from pipeline.faults import storage_fault
+
+        fault = storage_fault(exc)
+        if fault is not None:  # a full or read-only disk outside any step (a run's folder)
+            notes = [] if fault is exc else getattr(exc, "__notes__", [])
+            message = "\n".join([_told(fault), *notes])
+        else:
+            message = (
+                f"{_plain(exc)}\n(unexpected: run the command again with --debug for the "
+                "traceback; what a step recorded is in the run's folder and in pipeline_run)"
+            )
+        _release(exc)
+    else:
+        return
+    _print_error("error:", message)
+    sys.exit(1)  # outside the except block: the exit does not carry the error's frames
+
+
+def _settle() -> None:
+    """Let the Great Expectations import that ``checks.warm_up`` started finish: a process
+    that exits in the middle of it (a run that failed early) makes DuckDB's bindings print
+    "leaked instance" warnings under the message."""
+    for thread in threading.enumerate():
+        if thread.name == "gx-import":
+            thread.join(timeout=60)
 
 
 def _plain(exc: BaseException) -> str:

@@ -157,6 +157,8 @@ class LakeConfig(_Section):
 class WarehouseConfig(_Section):
     url: str = "duckdb:///warehouse.duckdb"
     schema_name: str = Field(default="tiers", alias="schema")
+    # seconds a DuckDB warehouse load waits for another writer before it gives up
+    lock_timeout: float = Field(default=600.0, ge=0)
 
     @field_validator("url")
     @classmethod

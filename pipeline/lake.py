@@ -550,15 +550,22 @@ def _publish_partition(
     folder: Path, good: pa.Table, derived: dict[str, pa.Table], manifest: Manifest
 ) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    data_name = _publish_file(folder, "part", good)
-    manifest.data_files = [data_name]
-    keep = {data_name, "manifest.json"}
-    for table, rows in derived.items():
-        name = _publish_file(folder, table, rows)
-        setattr(manifest, f"{table}_file", name)
-        keep.add(name)
-    manifest.extracted_at = datetime.now(UTC).isoformat(timespec="seconds")
-    atomic_write(folder / "manifest.json", json.dumps(asdict(manifest), indent=2) + "\n")
+    before = {child.name for child in folder.iterdir()}
+    try:
+        data_name = _publish_file(folder, "part", good)
+        manifest.data_files = [data_name]
+        keep = {data_name, "manifest.json"}
+        for table, rows in derived.items():
+            name = _publish_file(folder, table, rows)
+            setattr(manifest, f"{table}_file", name)
+            keep.add(name)
+        manifest.extracted_at = datetime.now(UTC).isoformat(timespec="seconds")
+        atomic_write(folder / "manifest.json", json.dumps(asdict(manifest), indent=2) + "\n")
+    except BaseException:  # a full disk: the old manifest and its files stay, nothing new
+        for child in folder.iterdir():
+            if child.name not in before:
+                child.unlink(missing_ok=True)
+        raise
     _remove_unreferenced(folder, keep=keep)
 
 
@@ -570,28 +577,38 @@ def _publish_table(folder: Path, stem: str, table: pa.Table) -> None:
         return
     folder.mkdir(parents=True, exist_ok=True)
     tmp = _write_tmp_parquet(folder, table)
-    os.replace(tmp, target)
+    try:
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
     fsync_dir(folder)
 
 
 def _publish_file(folder: Path, stem: str, table: pa.Table) -> str:
     """Write a content-addressed Parquet file; return its name."""
     tmp = _write_tmp_parquet(folder, table)
-    digest = _content_hash(str(tmp), *_stat_key(tmp))
-    name = f"{stem}-{digest}.parquet"
-    os.replace(tmp, folder / name)
+    try:
+        digest = _content_hash(str(tmp), *_stat_key(tmp))
+        name = f"{stem}-{digest}.parquet"
+        os.replace(tmp, folder / name)
+    finally:
+        tmp.unlink(missing_ok=True)
     fsync_dir(folder)
     return name
 
 
 def _write_tmp_parquet(folder: Path, table: pa.Table) -> Path:
     tmp = folder / f".tmp-{uuid.uuid4().hex}.parquet"
-    pq.write_table(table, tmp, compression="zstd")
-    written = pq.ParquetFile(tmp).metadata.num_rows
-    if written != table.num_rows:  # read back before publishing
-        raise RuntimeError(f"{tmp}: wrote {written} rows for {table.num_rows}")
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        written = pq.ParquetFile(tmp).metadata.num_rows
+        if written != table.num_rows:  # read back before publishing
+            raise RuntimeError(f"{tmp}: wrote {written} rows for {table.num_rows}")
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+    except BaseException:  # a full disk leaves no half-written file behind
+        tmp.unlink(missing_ok=True)
+        raise
     return tmp
 
 

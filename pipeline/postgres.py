@@ -18,7 +18,7 @@ import hashlib
 import logging
 import re
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, date
 from typing import Any
 
@@ -51,6 +51,14 @@ _PLAIN_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 class WarehouseSchemaError(RuntimeError):
     """The warehouse schema exists but does not match the reporting tables' contract."""
+
+
+class WarehouseConnectionError(RuntimeError):
+    """The PostgreSQL warehouse cannot be reached, or the connection ended mid-transaction."""
+
+
+# Seconds to wait for a server that does not answer (libpq waits forever by default).
+_CONNECT_TIMEOUT = 10
 
 
 # --- names and connection strings ------------------------------------------------------
@@ -236,9 +244,35 @@ def read_source_month(
 
 def _connect_source(dsn: str, label: str, *, autocommit: bool) -> adbc.Connection:
     try:
-        return adbc.connect(dsn, autocommit=autocommit)
+        return adbc.connect(with_connect_timeout(dsn), autocommit=autocommit)
     except adbc.Error as exc:
-        raise SourceError(f"{label}: cannot connect: {_redact_message(str(exc), dsn)}") from None
+        raise SourceError(
+            f"{label}: cannot connect: {_first_line(_redact_message(str(exc), dsn))}. Check that "
+            "the PostgreSQL server is running and that source.dsn (or TIERS__SOURCE__DSN) names "
+            "its host, port, database and user; nothing was extracted."
+        ) from None
+
+
+def with_connect_timeout(dsn: str) -> str:
+    """The connection string with libpq's connect_timeout set, unless it sets one."""
+    if "connect_timeout" in dsn:
+        return dsn
+    if "://" not in dsn:
+        return f"{dsn} connect_timeout={_CONNECT_TIMEOUT}"
+    base, _, fragment = dsn.partition("#")
+    separator = "&" if "?" in base else "?"
+    return f"{base}{separator}connect_timeout={_CONNECT_TIMEOUT}" + (
+        f"#{fragment}" if fragment else ""
+    )
+
+
+def _first_line(text: str) -> str:
+    """A driver's message without its decorations (ADBC's "IO: " and the query echoed)."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    first = lines[0] if lines else text
+    for prefix in ("IO: ", "[libpq] "):
+        first = first.removeprefix(prefix)
+    return first.rstrip(".")
 
 
 def _probe(dsn: str, relation: str, label: str) -> pa.Schema:
@@ -440,6 +474,42 @@ class PostgresWarehouse:
         self.schema = plain_identifier(schema, "warehouse.schema")
         self._adbc: adbc.Connection | None = None
 
+    # connections ----------------------------------------------------------------------
+
+    def _unreachable(self, exc: BaseException) -> WarehouseConnectionError:
+        cause = _first_line(_redact_message(str(exc), self.url))
+        return WarehouseConnectionError(
+            f"warehouse {redact_dsn(self.url)} cannot be reached: {cause}. Check that the "
+            "PostgreSQL server is running and that warehouse.url (or TIERS__WAREHOUSE__URL) "
+            "names its host, port, database and user, then run the command again; nothing "
+            "was written to the warehouse."
+        )
+
+    def _lost(self, exc: BaseException) -> WarehouseConnectionError:
+        cause = _first_line(_redact_message(str(exc), self.url))
+        return WarehouseConnectionError(
+            f"warehouse {redact_dsn(self.url)}: the connection ended in the middle of a "
+            f"transaction ({cause}). Nothing of that transaction was committed: the warehouse "
+            "holds what it held before. Check the server (it may have restarted, or an "
+            "administrator ended the session), then run the command again."
+        )
+
+    @contextmanager
+    def _psycopg(self) -> Iterator[psycopg.Connection]:
+        """An autocommit psycopg connection; a failure to connect or a lost connection is a
+        WarehouseConnectionError."""
+        try:
+            conn = psycopg.connect(with_connect_timeout(self.url), autocommit=True)
+        except psycopg.OperationalError as exc:
+            raise self._unreachable(exc) from exc
+        try:
+            with conn:
+                yield conn
+        except psycopg.OperationalError as exc:
+            if not conn.closed and not conn.broken:
+                raise
+            raise self._lost(exc) from exc
+
     def __repr__(self) -> str:
         return f"PostgresWarehouse({redact_dsn(self.url)!r}, {self.schema!r})"
 
@@ -456,7 +526,7 @@ class PostgresWarehouse:
         """
         views = _views_sql()
         views_digest = hashlib.sha256(views.encode()).hexdigest()
-        with psycopg.connect(self.url, autocommit=True) as conn:
+        with self._psycopg() as conn:
             if not self._schema_problems(conn, views_digest):
                 return
             with conn.transaction(), conn.cursor() as cur:
@@ -579,21 +649,38 @@ class PostgresWarehouse:
 
     def _connection(self) -> adbc.Connection:
         if self._adbc is None:
-            self._adbc = adbc.connect(self.url, autocommit=False)
+            try:
+                self._adbc = adbc.connect(with_connect_timeout(self.url), autocommit=False)
+            except adbc.Error as exc:
+                raise self._unreachable(exc) from exc
         return self._adbc
 
     @contextmanager
     def _transaction(self) -> Iterator[adbc.Cursor]:
+        """A transaction on the ADBC connection: committed if the block succeeds, else rolled
+        back; a connection that ended mid-way is dropped (the server rolled back)."""
         connection = self._connection()
         cur = connection.cursor()
         try:
             yield cur
             connection.commit()
-        except BaseException:
-            connection.rollback()
+        except BaseException as exc:
+            try:
+                connection.rollback()
+            except adbc.Error:  # no connection to roll back on: the server ended it
+                self._drop_connection()
+                if isinstance(exc, adbc.Error):
+                    raise self._lost(exc) from exc
             raise
         finally:
-            cur.close()
+            with suppress(adbc.Error):
+                cur.close()
+
+    def _drop_connection(self) -> None:
+        connection, self._adbc = self._adbc, None
+        if connection is not None:
+            with suppress(adbc.Error):
+                connection.close()
 
     def load_month(self, month: date, tables: Mapping[str, pa.Table], run: dict[str, Any]) -> None:
         """Replace every reporting table's rows of ``month`` and record the run, atomically."""
@@ -686,17 +773,12 @@ class PostgresWarehouse:
         )
         order = ", ".join(quote_ident(c) for c in table.key)
         query = f"SELECT {columns} FROM {self.qualified(name)}"
-        connection = self._connection()
-        cur = connection.cursor()
-        try:
+        with self._transaction() as cur:  # ends the read transaction: no snapshot kept open
             if month is None or table is CUSTOMER:
                 cur.execute(f"{query} ORDER BY {order}")
             else:
                 cur.execute(f"{query} WHERE month = $1 ORDER BY {order}", parameters=(month,))
             data = cur.fetch_arrow_table()
-        finally:
-            cur.close()
-            connection.rollback()  # end the read transaction: no snapshot is kept open
         plain = pa.table(
             [_plain_column(c) for c in data.columns],
             names=data.column_names,
@@ -704,9 +786,7 @@ class PostgresWarehouse:
         return plain.cast(table.arrow_schema())
 
     def close(self) -> None:
-        if self._adbc is not None:
-            self._adbc.close()
-            self._adbc = None
+        self._drop_connection()
 
 
 def _staging_name(table: Table, *, quoted: bool = True) -> str:
@@ -744,7 +824,7 @@ def create_readonly_role(url: str, schema: str, role: str, password: str | None 
     finally:
         warehouse.close()
     role_id, schema_id = sql.Identifier(role), sql.Identifier(schema)
-    with psycopg.connect(url, autocommit=True) as conn, conn.transaction(), conn.cursor() as cur:
+    with warehouse._psycopg() as conn, conn.transaction(), conn.cursor() as cur:
         cur.execute(
             "SELECT rolsuper OR rolcreaterole OR rolcreatedb OR rolbypassrls OR rolreplication "
             "FROM pg_roles WHERE rolname = %s",

@@ -12,8 +12,14 @@ of the month is loaded unless every gate passed.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -27,9 +33,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline import checks, lake
+from pipeline import checks, faults, lake
 from pipeline.config import Config, load_config
 from pipeline.customers import customer_rows, read_customers
+from pipeline.files import atomic_write
 from pipeline.months import add_months, format_month, months_between, parse_month
 from pipeline.schema import LOADED, TABLES
 from pipeline.transform import write_month
@@ -62,7 +69,7 @@ def read_run_state(folder: Path) -> dict[str, Any]:
 def update_run_state(folder: Path, **changes: Any) -> dict[str, Any]:
     folder.mkdir(parents=True, exist_ok=True)
     state = read_run_state(folder) | changes
-    (folder / "run.json").write_text(json.dumps(state, indent=2, default=str) + "\n")
+    atomic_write(folder / "run.json", json.dumps(state, indent=2, default=str) + "\n")
     return state
 
 
@@ -106,9 +113,14 @@ def _leave_failures_to_parent() -> None:
     _record_failures = False
 
 
-def record_failure(cfg: Config, month: date, run_id: str) -> None:
-    state = read_run_state(run_dir(cfg, month, run_id))
-    error = f"{state.get('failed_step')}: {state.get('error')}"
+def record_failure(cfg: Config, month: date, run_id: str, error: str | None = None) -> None:
+    """Record the month's run as failed, with ``error`` (default: what run.json says)."""
+    try:
+        state = read_run_state(run_dir(cfg, month, run_id))
+    except OSError:  # the run's folder cannot be read: record what is known
+        state = {}
+    state = {"run_id": run_id, "month": format_month(month)} | state
+    error = error or f"{state.get('failed_step')}: {state.get('error')}"
     warehouse = open_warehouse(cfg)
     try:
         warehouse.ensure_schema()
@@ -119,25 +131,53 @@ def record_failure(cfg: Config, month: date, run_id: str) -> None:
 
 @contextmanager
 def _step(cfg: Config, month: date, run_id: str, name: str) -> Iterator[Path]:
-    """Run one step; on failure record the month as failed, then re-raise."""
+    """Run one step; on failure record the month as failed, then re-raise (a full or
+    read-only disk as a StorageError that names the file and what to do)."""
     folder = run_dir(cfg, month, run_id)
-    state = read_run_state(folder)
-    if "started_at" not in state:
-        update_run_state(folder, run_id=run_id, month=format_month(month), started_at=_now())
     try:
+        if "started_at" not in read_run_state(folder):
+            update_run_state(folder, run_id=run_id, month=format_month(month), started_at=_now())
         yield folder
     except Exception as exc:
-        exc.add_note(f"(step {name} of month {format_month(month)}, run {run_id})")
-        update_run_state(folder, failed_step=name, error=str(exc))
+        fault = faults.storage_fault(exc, cfg, _writes_to(cfg, month, name, folder))
+        error = fault or exc
+        error.add_note(f"(step {name} of month {format_month(month)}, run {run_id})")
+        recorded_in = folder / "run.json"
+        try:
+            update_run_state(folder, failed_step=name, error=str(error))
+        except OSError as state_error:
+            told = faults.storage_fault(state_error, cfg, folder) or state_error
+            error.add_note(
+                f"(the run's folder cannot be written either: {_unless_same(told, error)})"
+            )
+            recorded_in = None
         if _record_failures:
             try:
-                record_failure(cfg, month, run_id)
-            except Exception as record_error:  # e.g. another process holds the DuckDB file
-                exc.add_note(
-                    f"(the failure could not be recorded in pipeline_run: {record_error};"
-                    f" it is in {folder / 'run.json'})"
+                record_failure(cfg, month, run_id, f"{name}: {error}")
+            except Exception as record_error:  # e.g. the warehouse cannot be reached
+                told = faults.storage_fault(record_error, cfg) or record_error
+                where = f"; it is in {recorded_in}" if recorded_in else ""
+                error.add_note(
+                    "(the failure could not be recorded in pipeline_run: "
+                    f"{_unless_same(told, error)}{where})"
                 )
-        raise
+        if fault is None:
+            raise
+        raise fault from exc
+
+
+def _unless_same(told: BaseException, error: BaseException) -> str:
+    """``told``'s message, or "the same cause" when it repeats the step's error."""
+    return "the same cause" if str(told) == str(error) else str(told)
+
+
+def _writes_to(cfg: Config, month: date, step: str, folder: Path) -> Path:
+    """Where a step writes, for an error that does not say which file it was writing."""
+    if step == "extract":
+        return lake.partition_dir(cfg.lake.root, month)
+    if step == "load" and cfg.warehouse.url.startswith("duckdb:///"):
+        return Path(cfg.warehouse.url.removeprefix("duckdb:///"))
+    return folder
 
 
 def extract_step(
@@ -417,12 +457,78 @@ def backfill(
             except Exception as exc:
                 finish(month, exc)
     else:
-        with ProcessPoolExecutor(
+        pool = ProcessPoolExecutor(
             max_workers=jobs,
             mp_context=multiprocessing.get_context("spawn"),
-            initializer=_leave_failures_to_parent,
-        ) as pool:
-            futures = {pool.submit(_compute_and_check, cfg, m, run_id): m for m in ready}
-            for future in as_completed(futures):
-                finish(futures[future], future.exception())
+            initializer=_start_worker,
+            initargs=(os.getpid(),),
+        )
+        try:
+            with _terminated_on_sigterm():
+                futures = {pool.submit(_compute_and_check, cfg, m, run_id): m for m in ready}
+                for future in as_completed(futures):
+                    finish(futures[future], future.exception())
+        except BaseException:  # SIGTERM, Ctrl-C: stop the workers now, not after their month
+            _stop_workers(pool)
+            raise
+        pool.shutdown()
     return sorted(results, key=lambda r: r.month)
+
+
+class BackfillInterrupted(BaseException):
+    """The backfill was asked to stop (SIGTERM); a BaseException so no step records it as a
+    month's failure and the loads already committed stay."""
+
+
+@contextmanager
+def _terminated_on_sigterm() -> Iterator[None]:
+    """SIGTERM raises BackfillInterrupted in this process while the pool runs (only the main
+    thread can handle signals; elsewhere the workers' parent-death signal is the guard)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise BackfillInterrupted(
+            "backfill stopped by SIGTERM: the months loaded before it stay loaded, the others "
+            "were not loaded (the warehouse holds their previous load); run the backfill again "
+            "to finish"
+        )
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _start_worker(parent: int) -> None:
+    """A backfill worker dies with the process that started it: the kernel sends it SIGKILL
+    when its parent ends (Linux), and a watchdog thread exits when its parent changes (every
+    platform; an orphan is adopted by another process)."""
+    _leave_failures_to_parent()
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before the line above
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+
+
+_PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    # no public API before Python 3.14 (terminate_workers); the processes are the pool's own
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.join(timeout=10)

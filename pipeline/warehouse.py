@@ -22,16 +22,19 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
+import socket
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 import duckdb
 import pyarrow as pa
@@ -51,6 +54,12 @@ from pipeline.schema import (
     description_digest,
 )
 from pipeline.sql import sql_text
+
+log = logging.getLogger(__name__)
+
+
+class WarehouseLockedError(RuntimeError):
+    """Another process holds the warehouse for writing longer than a load waits."""
 
 
 class Warehouse(Protocol):
@@ -72,7 +81,9 @@ class Warehouse(Protocol):
 def open_warehouse(cfg: Config) -> Warehouse:
     url = cfg.warehouse.url
     if url.startswith("duckdb:///"):
-        return DuckDBWarehouse(url.removeprefix("duckdb:///"))
+        return DuckDBWarehouse(
+            url.removeprefix("duckdb:///"), lock_timeout=cfg.warehouse.lock_timeout
+        )
     from pipeline.postgres import PostgresWarehouse
 
     return PostgresWarehouse(url, cfg.warehouse.schema_name)
@@ -119,6 +130,8 @@ def conform(table: Table, data: pa.Table) -> pa.Table:
 # The catalog is written in the storage format DuckDB 1.0 introduced, so that BI drivers
 # that bundle DuckDB 1.x (and 2.x) open it; it holds views only, so the format costs nothing.
 CATALOG_STORAGE_VERSION = "v1.0.0"
+# How long a writer waits for the one before it (seconds; [warehouse] lock_timeout).
+LOCK_TIMEOUT = 600.0
 # Superseded month files stay this long, for readers that still hold an older catalog.
 KEEP_SUPERSEDED = timedelta(hours=48)
 _STATE_FORMAT = 1
@@ -162,7 +175,13 @@ class DuckDBWarehouse:
     reconnects. Writers take ``<path>.d/writer.lock`` (fcntl), readers take no lock.
     """
 
-    def __init__(self, path: str, *, keep_superseded: timedelta = KEEP_SUPERSEDED) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        keep_superseded: timedelta = KEEP_SUPERSEDED,
+        lock_timeout: float = LOCK_TIMEOUT,
+    ) -> None:
         self._scratch: str | None = None
         if path == ":memory:":  # a throwaway warehouse (tests)
             self._scratch = tempfile.mkdtemp(prefix="tiers-warehouse-")
@@ -176,28 +195,81 @@ class DuckDBWarehouse:
                 "choose another warehouse.url"
             )
         self.keep_superseded = keep_superseded
+        self.lock_timeout = lock_timeout
         self._pending: _State | None = None
+        self._created: list[str] = []  # files this write added, removed if it fails
 
     # writing --------------------------------------------------------------------------
 
     @contextmanager
     def _writing(self) -> Iterator[_State]:
-        """The state under the writer lock; committed and published if the block succeeds."""
+        """The state under the writer lock; committed and published if the block succeeds.
+
+        The new catalog is built before the state is committed, so that a full or
+        read-only disk stops the write before its commit point: the warehouse then holds
+        its previous state, catalog and files (the files this write added are removed).
+        """
         self.data.mkdir(parents=True, exist_ok=True)
         with open(self.data / "writer.lock", "a+") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # loaders queue here; readers never lock
+            self._lock(lock)  # loaders queue here; readers never lock
+            committed = False
             try:
+                self._created = []
                 self._pending = self._read_state() or self._migrate_legacy()
                 before = self._pending.to_json()
                 yield self._pending
-                if self._pending.to_json() != before:
+                changed = self._pending.to_json() != before
+                if changed:
                     self._pending.generation += 1
-                    self._commit(self._pending)
-                self._publish_if_stale(self._pending)
-                self._collect_garbage(self._pending)
+                catalog = self._build_catalog_if_stale(self._pending)
+                try:
+                    if changed:
+                        self._commit(self._pending)
+                    committed = True
+                    if catalog is not None:
+                        self._install_catalog(*catalog)
+                finally:
+                    if catalog is not None:
+                        _remove_catalog(catalog[0])
+                try:
+                    self._collect_garbage(self._pending)
+                except OSError as exc:  # the write is committed; the next one collects
+                    log.warning("warehouse %s: superseded files not collected: %s", self.path, exc)
+            except BaseException:
+                if not committed:
+                    for path in self._created:
+                        (self.data / path).unlink(missing_ok=True)
+                raise
             finally:
-                self._pending = None
+                self._pending, self._created = None, []
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _lock(self, lock: IO[str]) -> None:
+        """Take the writer lock, waiting at most ``lock_timeout`` seconds for the process
+        that holds it; then write who holds it, for the message of the next one that waits."""
+        deadline = time.monotonic() + self.lock_timeout
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise WarehouseLockedError(self._locked_message(lock.name)) from None
+                time.sleep(0.05)
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"pid {os.getpid()} on {socket.gethostname()} since {_utc_now()}\n")
+        lock.flush()
+
+    def _locked_message(self, lock: str) -> str:
+        holder = Path(lock).read_text().strip() or "a process that did not say who it is"
+        return (
+            f"warehouse {self.path}: another process is writing it and still held its lock "
+            f"{lock} after {self.lock_timeout:g} s (held by {holder}). Another load is "
+            "probably running: wait for it to end, then run the command again. If that "
+            "process hangs, stop it (its unfinished load leaves the warehouse as it was). "
+            "[warehouse] lock_timeout sets how long a load waits."
+        )
 
     def ensure_schema(self) -> None:
         with self._writing():
@@ -259,6 +331,7 @@ class DuckDBWarehouse:
             else:
                 fsync(scratch)
                 os.replace(scratch, target)
+                self._created.append(relative)
             return relative
         finally:
             scratch.unlink(missing_ok=True)
@@ -287,45 +360,50 @@ class DuckDBWarehouse:
         text = "\x1f".join((held, str(self.data), catalog_sql_version()))
         return hashlib.sha256(text.encode()).hexdigest()
 
-    def _publish_if_stale(self, state: _State) -> None:
-        marker = self.data / "published"
+    def _build_catalog_if_stale(self, state: _State) -> tuple[Path, str] | None:
+        """A new catalog of ``state`` under a temporary name, and its digest; None when the
+        published catalog is current."""
         digest = self._catalog_digest(state)
+        marker = self.data / "published"
         current = marker.read_text().strip() if marker.exists() else None
         if current == digest and self.path.exists():
-            return
-        self._publish(state)
-        atomic_write(marker, digest)
-
-    def _publish(self, state: _State) -> None:
-        """Build the catalog under a temporary name and rename it onto the stable path."""
+            return None
         scratch = self.path.with_name(f".{self.path.name}.{os.getpid()}-{uuid.uuid4().hex}")
         try:
-            con = duckdb.connect(
-                str(scratch), config={"storage_compatibility_version": CATALOG_STORAGE_VERSION}
-            )
-            try:
-                con.execute("SET TimeZone = 'UTC'")
-                con.execute("BEGIN TRANSACTION")  # one commit: statement by statement is slow
-                for table in REPORTING_TABLES:
-                    paths = sorted(state.files.get(table.name, {}).values())
-                    con.execute(self._table_view_sql(table, paths))
-                con.execute(self._table_view_sql(PIPELINE_RUN, sorted(state.runs)))
-                con.execute(
-                    self._table_view_sql(CUSTOMER, [state.customers] * bool(state.customers))
-                )
-                con.execute(sql_text("warehouse_views"))
-                for statement in comment_statements(con_columns(con)):
-                    con.execute(statement)
-                con.execute("COMMIT")
-                con.execute("CHECKPOINT")
-            finally:
-                con.close()
-            fsync(scratch)
-            os.replace(scratch, self.path)  # readers of the old catalog keep their inode
-            fsync_dir(self.path.parent)
+            self._build_catalog(state, scratch)
+        except BaseException:
+            _remove_catalog(scratch)
+            raise
+        return scratch, digest
+
+    def _install_catalog(self, scratch: Path, digest: str) -> None:
+        """Rename the built catalog onto the stable path (after the state's commit)."""
+        os.replace(scratch, self.path)  # readers of the old catalog keep their inode
+        fsync_dir(self.path.parent)
+        with suppress(OSError):  # the write is committed; without the marker the next one
+            atomic_write(self.data / "published", digest)  # publishes again, that is all
+
+    def _build_catalog(self, state: _State, scratch: Path) -> None:
+        """Write the catalog of ``state`` (views over its files) to ``scratch``."""
+        con = duckdb.connect(
+            str(scratch), config={"storage_compatibility_version": CATALOG_STORAGE_VERSION}
+        )
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            con.execute("BEGIN TRANSACTION")  # one commit: statement by statement is slow
+            for table in REPORTING_TABLES:
+                paths = sorted(state.files.get(table.name, {}).values())
+                con.execute(self._table_view_sql(table, paths))
+            con.execute(self._table_view_sql(PIPELINE_RUN, sorted(state.runs)))
+            con.execute(self._table_view_sql(CUSTOMER, [state.customers] * bool(state.customers)))
+            con.execute(sql_text("warehouse_views"))
+            for statement in comment_statements(con_columns(con)):
+                con.execute(statement)
+            con.execute("COMMIT")
+            con.execute("CHECKPOINT")
         finally:
-            scratch.unlink(missing_ok=True)
-            scratch.with_name(scratch.name + ".wal").unlink(missing_ok=True)
+            con.close()
+        fsync(scratch)
 
     def _table_view_sql(self, table: Table, paths: list[str]) -> str:
         if not paths:  # no month loaded yet: the table's columns, no rows
@@ -362,7 +440,16 @@ class DuckDBWarehouse:
         state = _State()
         if not self.path.exists():
             return state
-        con = duckdb.connect(str(self.path), read_only=True)
+        try:
+            con = duckdb.connect(str(self.path), read_only=True)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower():
+                raise
+            raise WarehouseLockedError(
+                f"warehouse {self.path} is open for writing in another process ({exc}). Close "
+                "that connection (BI tools and scripts should open the warehouse read-only), "
+                "then run the command again."
+            ) from None
         try:
             found = con.sql("SELECT table_name FROM duckdb_tables()").fetchall()
             tables = {row[0] for row in found}
@@ -387,6 +474,7 @@ class DuckDBWarehouse:
                 self._insert_run(run)
         state.generation = 1
         self._commit(state)
+        self._created = []  # committed: no longer this write's to take back
         return state
 
     # reading --------------------------------------------------------------------------
@@ -437,6 +525,11 @@ def con_columns(con: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
     for table, column in rows:
         columns.setdefault(table, []).append(column)
     return columns
+
+
+def _remove_catalog(scratch: Path) -> None:
+    scratch.unlink(missing_ok=True)
+    scratch.with_name(scratch.name + ".wal").unlink(missing_ok=True)
 
 
 def _utc_now() -> str:

@@ -122,7 +122,8 @@ def test_warehouse_init_and_grant_reader_needs_postgres(tmp_path: Path) -> None:
 
 def test_an_unforeseen_fault_is_one_message_and_debug_shows_the_traceback(tmp_path: Path) -> None:
     """The warehouse cannot be reached: the `tiers` command (its real entry point) says
-    what failed, in which step and month, where it was recorded, and hides the password."""
+    what failed, in which step and month, where it was recorded, and hides the password;
+    --debug shows the traceback."""
     source = write_payments(tmp_path / "p.csv", [("p1", "c1", "2026-01-05", "1.00", "EUR")])
     csv_config(tmp_path, source, warehouse={"url": "postgresql://tiers:hunter2@127.0.0.1:1/x"})
     tiers = [str(Path(sys.executable).with_name("tiers")), "run", "-c", "tiers.toml"]
@@ -133,7 +134,9 @@ def test_an_unforeseen_fault_is_one_message_and_debug_shows_the_traceback(tmp_pa
     assert "Traceback" not in result.stderr and "hunter2" not in result.stderr
     assert "Connection refused" in result.stderr
     assert "step load of month 2026-01" in result.stderr
-    assert "run.json" in result.stderr and "--debug" in result.stderr
+    assert "run.json" in result.stderr  # the failure could not be recorded in the warehouse
+    assert "postgresql://tiers:***@127.0.0.1:1/x cannot be reached" in result.stderr
+    assert "warehouse.url" in result.stderr  # what to check
     debug = subprocess.run(
         [*tiers, "-m", "2026-01", "--debug"],
         cwd=tmp_path,
