@@ -361,7 +361,7 @@ def gate_raw(cfg: Config, month: date, out_dir: Path) -> GateReport:
 
 
 def gate_customer_month(
-    cfg: Config, month: date, tables: dict[str, pa.Table], out_dir: Path
+    cfg: Config, month: date, tables: dict[str, Rows], out_dir: Path
 ) -> GateReport:
     """Validate customer_month against the month's lake partition."""
     month = parse_month(month)
@@ -381,13 +381,13 @@ def gate_customer_month(
             _between(prefix, "not_negative", "gross_revenue", 0, None, "gross_revenue >= 0"),
             _between(prefix, "not_negative", "refunds", 0, None, "refunds >= 0"),
         ],
-        _table_batches(customer_month, cfg.checks.batch_rows),
+        _batches(customer_month, cfg.checks.batch_rows),
         id_columns=("customer_id",),
     )
     with _duckdb(cfg) as con:
         check_table = partial(_check_table, con, cfg.checks.batch_rows)
         unreadable = _lake_view(con, files)
-        con.register("customer_month", customer_month)
+        _register(con, "customer_month", customer_month)
         subjects = [
             columns,
             check_table(
@@ -417,9 +417,7 @@ def gate_customer_month(
         return _run_gate("customer_month", cfg, month, subjects, out_dir, files, started)
 
 
-def gate_outputs(
-    cfg: Config, month: date, tables: dict[str, pa.Table], out_dir: Path
-) -> GateReport:
+def gate_outputs(cfg: Config, month: date, tables: dict[str, Rows], out_dir: Path) -> GateReport:
     """Validate the reporting tables computed for ``month`` (customer_month aside)."""
     month = parse_month(month)
     if not cfg.checks.enabled:
@@ -465,7 +463,7 @@ def gate_outputs(
             _Subject(
                 name,
                 [_month_is(f"outputs.{name}", month), *expects],
-                _table_batches(_table(tables, name), cfg.checks.batch_rows),
+                _batches(_table(tables, name), cfg.checks.batch_rows),
                 id_columns=tuple(c for c in TABLES[name].key if c != "month"),
             )
         )
@@ -473,7 +471,7 @@ def gate_outputs(
     with _duckdb(cfg) as con:
         check_table = partial(_check_table, con, cfg.checks.batch_rows)
         for name in TABLES:
-            con.register(name, _table(tables, name))
+            _register(con, name, _table(tables, name))
         subjects += [
             check_table(
                 "outputs_cum_share_order",
@@ -506,7 +504,7 @@ def gate_outputs(
 def gate_before_load(
     cfg: Config,
     month: date,
-    tables: dict[str, pa.Table],
+    tables: dict[str, Rows],
     expected_counts: dict[str, int],
     out_dir: Path,
 ) -> GateReport:
@@ -521,7 +519,7 @@ def gate_before_load(
             "table_name": names,
             "computed_rows": pa.array([expected_counts.get(n) for n in names], pa.int64()),
             "rows_to_load": pa.array(
-                [tables[n].num_rows if n in tables else None for n in names], pa.int64()
+                [_num_rows(tables[n]) if n in tables else None for n in names], pa.int64()
             ),
         }
     )
@@ -539,7 +537,7 @@ def gate_before_load(
             if name not in tables:
                 continue  # before_load.row_counts reports it
             key = ", ".join(table.key)
-            con.register("rows_to_load", tables[name])
+            _register(con, "rows_to_load", tables[name])
             subjects.append(
                 check_table(
                     "duplicate_keys",
@@ -602,9 +600,33 @@ def _volume(cfg: Config, month: date) -> tuple[date, int, int | None, Decimal]:
     return month, manifest.rows_written, customers, Decimal(manifest.amount_sum)
 
 
-def _table(tables: dict[str, pa.Table], name: str) -> pa.Table:
+# A computed table: its rows in memory, or the Parquet file the computation wrote (read
+# in batches and by DuckDB, so that a month of millions of rows is never held whole).
+Rows = pa.Table | Path
+
+
+def _table(tables: dict[str, Rows], name: str) -> Rows:
     """The computed table, or an empty one of its schema when it is missing."""
     return tables[name] if name in tables else TABLES[name].arrow_schema().empty_table()
+
+
+def _num_rows(rows: Rows) -> int:
+    return rows.num_rows if isinstance(rows, pa.Table) else pq.ParquetFile(rows).metadata.num_rows
+
+
+def _register(con: duckdb.DuckDBPyConnection, name: str, rows: Rows) -> None:
+    """Make ``rows`` the view ``name`` of the connection."""
+    if isinstance(rows, pa.Table):
+        con.register(name, rows)
+    else:
+        con.read_parquet(str(rows)).create_view(name, replace=True)
+
+
+def _batches(rows: Rows, batch_rows: int) -> Callable[[], Iterator]:
+    if isinstance(rows, pa.Table):
+        return _table_batches(rows, batch_rows)
+    columns = pq.read_schema(rows).names
+    return lambda: _parquet_batches([str(rows)], columns, batch_rows)
 
 
 def _schema_table(files: list[str], expected: dict[str, pa.DataType]) -> pa.Table:

@@ -95,7 +95,7 @@ def _print_error(label: str, message: str) -> None:
 
 def _known_errors() -> tuple[type[BaseException], ...]:
     from pipeline.checks import GateFailed
-    from pipeline.faults import StorageError
+    from pipeline.faults import MemoryLimitError, StorageError
     from pipeline.lake import BadInputError, MissingMonthError
     from pipeline.postgres import WarehouseConnectionError
     from pipeline.sources import SourceError
@@ -110,6 +110,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
         GateFailed,
         ValueError,
         StorageError,
+        MemoryLimitError,
         WarehouseConnectionError,
         WarehouseLockedError,
     )

@@ -150,8 +150,9 @@ class LakeConfig(_Section):
     root: Path = Path("lake")
     quarantine: bool = False
     # DuckDB's memory for each step of a month (extract, compute, checks); beyond it
-    # DuckDB spills to <root>/.spill
-    memory_limit: str = "512MB"
+    # DuckDB spills to <root>/.spill. 2GB computes a month of 10M payments / 1M customers
+    # (512MB ran out in its window functions); the process then peaks near 3.5 GB
+    memory_limit: str = "2GB"
 
 
 class WarehouseConfig(_Section):

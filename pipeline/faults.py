@@ -116,3 +116,22 @@ def storage_fault(
 def _looks_like_io(exc: BaseException) -> bool:
     """DuckDB's IOException and friends (they are not OSErrors)."""
     return type(exc).__name__ in {"IOException", "IOError", "PermissionException"}
+
+
+class MemoryLimitError(RuntimeError):
+    """DuckDB needed more memory for a step than ``[lake] memory_limit`` gives it."""
+
+
+def memory_fault(exc: BaseException, cfg: Config) -> MemoryLimitError | None:
+    """A DuckDB out-of-memory error told with the setting that bounds it."""
+    import duckdb
+
+    if not isinstance(exc, duckdb.OutOfMemoryException):
+        return None
+    return MemoryLimitError(
+        f"DuckDB needed more memory than [lake] memory_limit ({cfg.lake.memory_limit}) "
+        "allows, for work it cannot spill to disk; nothing of this month was loaded. Raise "
+        "it where the machine has the memory ([lake] memory_limit, or "
+        "TIERS__LAKE__MEMORY_LIMIT=4GB) and run the month again. "
+        f"DuckDB said: {str(exc).splitlines()[0]}"
+    )

@@ -139,7 +139,9 @@ def _step(cfg: Config, month: date, run_id: str, name: str) -> Iterator[Path]:
             update_run_state(folder, run_id=run_id, month=format_month(month), started_at=_now())
         yield folder
     except Exception as exc:
-        fault = faults.storage_fault(exc, cfg, _writes_to(cfg, month, name, folder))
+        fault = faults.storage_fault(
+            exc, cfg, _writes_to(cfg, month, name, folder)
+        ) or faults.memory_fault(exc, cfg)
         error = fault or exc
         error.add_note(f"(step {name} of month {format_month(month)}, run {run_id})")
         recorded_in = folder / "run.json"
@@ -285,7 +287,7 @@ def month_headline(cfg: Config, month: date, run_id: str) -> dict[str, Any] | No
 def output_gates_step(cfg: ConfigLike, month: str | date, run_id: str) -> dict[str, Any]:
     cfg, month = _config(cfg), parse_month(month)
     with _step(cfg, month, run_id, "output_gates") as folder:
-        tables = read_tables(folder)
+        tables = table_files(folder)
         reports = [
             checks.gate_customer_month(cfg, month, tables, folder),
             checks.gate_outputs(cfg, month, tables, folder),
@@ -300,9 +302,8 @@ def output_gates_step(cfg: ConfigLike, month: str | date, run_id: str) -> dict[s
 def load_step(cfg: ConfigLike, month: str | date, run_id: str) -> dict[str, Any]:
     cfg, month = _config(cfg), parse_month(month)
     with _step(cfg, month, run_id, "load") as folder:
-        tables = read_tables(folder)
         state = read_run_state(folder)
-        report = checks.gate_before_load(cfg, month, tables, state["counts"], folder)
+        report = checks.gate_before_load(cfg, month, table_files(folder), state["counts"], folder)
         _add_gate(folder, report)
         checks.raise_if_failed(report)
         state = update_run_state(folder, loaded_at=_now())
@@ -310,7 +311,7 @@ def load_step(cfg: ConfigLike, month: str | date, run_id: str) -> dict[str, Any]
         warehouse = open_warehouse(cfg)
         try:
             warehouse.ensure_schema()
-            warehouse.load_month(month, tables, run_record(state, status="loaded"))
+            warehouse.load_month(month, read_tables(folder), run_record(state, status="loaded"))
             if customers is not None:
                 warehouse.replace_customers(customer_rows(customers))
         finally:
@@ -345,6 +346,13 @@ MONTH_STEPS: tuple[Callable[[ConfigLike, date, str], dict], ...] = (
     output_gates_step,
     load_step,
 )
+
+
+def table_files(folder: Path) -> dict[str, Path]:
+    """The computed tables' Parquet files (as ``transform.write_month`` wrote them); the
+    gates name a missing one."""
+    files = {name: folder / "tables" / f"{name}.parquet" for name in TABLES}
+    return {name: path for name, path in files.items() if path.exists()}
 
 
 def read_tables(folder: Path) -> dict[str, pa.Table]:

@@ -647,3 +647,19 @@ def test_other_errors_are_not_storage_faults(error) -> None:
     from pipeline.faults import storage_fault
 
     assert storage_fault(error) is None
+
+
+def test_a_month_beyond_the_memory_limit_names_the_setting(tmp_path) -> None:
+    """DuckDB cannot spill everything: too small a [lake] memory_limit ends in a message
+    that names the setting, not DuckDB's advice to SET memory_limit."""
+    rows = [
+        (f"p{i:05d}", f"c{i % 900}", f"2026-01-{1 + i % 28:02d} 10:00:00", f"{i % 97}.25", "EUR")
+        for i in range(40000)
+    ]
+    source = write_payments(tmp_path / "payments.csv", rows)
+    csv_config(tmp_path, source, lake={"memory_limit": "4MB"})  # writes tmp_path/tiers.toml
+    done = tiers("run", "-c", "tiers.toml", "-m", "2026-01", cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert "[lake] memory_limit (4MB)" in done.stderr
+    assert "TIERS__LAKE__MEMORY_LIMIT" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "lake" / "payments" / "month=2026-01").exists()
