@@ -74,9 +74,18 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from pipeline.checks import GateFailed
     from pipeline.lake import BadInputError, MissingMonthError
     from pipeline.sources import SourceError
+    from pipeline.storage import StorageError
     from pipeline.transform import ComputeError
 
-    return (BadInputError, MissingMonthError, SourceError, ComputeError, GateFailed, ValueError)
+    return (
+        BadInputError,
+        MissingMonthError,
+        SourceError,
+        ComputeError,
+        GateFailed,
+        StorageError,
+        ValueError,
+    )
 
 
 @app.command()

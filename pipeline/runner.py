@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline import checks, lake
+from pipeline import checks, lake, storage
 from pipeline.config import Config, load_config
 from pipeline.customers import customer_rows, read_customers
 from pipeline.months import add_months, format_month, months_between, parse_month
@@ -47,7 +47,7 @@ def _config(cfg: ConfigLike) -> Config:
 
 
 def run_dir(cfg: Config, month: date, run_id: str) -> Path:
-    return Path(cfg.runs.root) / run_id / f"month={format_month(month)}"
+    return storage.location(cfg.runs.root) / run_id / f"month={format_month(month)}"
 
 
 def _now() -> str:
@@ -55,8 +55,10 @@ def _now() -> str:
 
 
 def read_run_state(folder: Path) -> dict[str, Any]:
-    path = folder / "run.json"
-    return json.loads(path.read_text()) if path.exists() else {}
+    try:  # one read, no look first: on an object store each is a request
+        return json.loads((folder / "run.json").read_text())
+    except FileNotFoundError:
+        return {}
 
 
 def update_run_state(folder: Path, **changes: Any) -> dict[str, Any]:
@@ -292,14 +294,16 @@ def write_tables(folder: Path, tables: dict[str, pa.Table]) -> None:
     target = folder / "tables"
     target.mkdir(parents=True, exist_ok=True)
     for name, table in tables.items():
-        pq.write_table(table, target / f"{name}.parquet")
+        path, filesystem = storage.arrow_file(target / f"{name}.parquet")
+        pq.write_table(table, path, filesystem=filesystem)
 
 
 def read_tables(folder: Path) -> dict[str, pa.Table]:
-    return {
-        name: pq.read_table(folder / "tables" / f"{name}.parquet", schema=table.arrow_schema())
-        for name, table in TABLES.items()
-    }
+    tables = {}
+    for name, table in TABLES.items():
+        path, filesystem = storage.arrow_file(folder / "tables" / f"{name}.parquet")
+        tables[name] = pq.read_table(path, schema=table.arrow_schema(), filesystem=filesystem)
+    return tables
 
 
 @dataclass
