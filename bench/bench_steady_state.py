@@ -1,7 +1,7 @@
 """The steady-state month, side by side with the reference floor and the pandas baseline.
 
     .venv/bin/python bench/bench_steady_state.py [--sizes 100k,1m] [--runs 3]
-        [--work /tmp/tiers-bench] [--backfill] [--later-month] [--jobs 1]
+        [--work /tmp/tiers-bench] [--backfill] [--later-month] [--jobs 1] [--lake local,s3]
 
 For each size, on data from ``../shared/perf/gen_data.py`` (generated once into
 ``--work``): months 1-12 are backfilled into the lake and the warehouse (the steady
@@ -17,6 +17,12 @@ not in the default list).
 ``--backfill`` also times the 12-month backfill from an empty lake and warehouse
 against 12 x the floor; ``--later-month`` loads months 13..23 and times month 24
 against month 13 (the cost of a month must not grow with the warehouse).
+
+``--lake s3`` (or ``local,s3``) puts ``lake.root`` and ``runs.root`` on a local
+S3-compatible server (moto in server mode, a dev dependency, on 127.0.0.1), a fresh bucket
+each time; the floor and pandas run once per size whatever the lakes. On S3 ``tiers run``
+is timed twice: with an empty local scratch folder (a worker that has never read the lake:
+every file the month reads is downloaded) and with the scratch the backfill left.
 """
 
 from __future__ import annotations
@@ -27,7 +33,9 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,10 +63,12 @@ class Measure:
     peak_mib: float
 
 
-def timed(command: list[str], cwd: Path) -> Measure:
+def timed(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> Measure:
     """Run a command as its own process; wall time and that process's peak RSS."""
     started = time.perf_counter()
-    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+    )
     _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - started
     stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
@@ -100,15 +110,37 @@ def reset_state(folder: Path) -> None:
         shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
 
 
-def backfill(folder: Path, first: str, last: str, jobs: int) -> Measure:
+def backfill(
+    folder: Path, first: str, last: str, jobs: int, env: dict[str, str] | None = None
+) -> Measure:
     return timed(
         [TIERS, "backfill", "-c", "tiers.toml", "--from", first, "--to", last, "--jobs", str(jobs)],
         folder,
+        env,
     )
 
 
-def tiers_run(folder: Path, the_month: str) -> Measure:
-    return timed([TIERS, "run", "-c", "tiers.toml", "-m", the_month], folder)
+def tiers_run(folder: Path, the_month: str, env: dict[str, str] | None = None) -> Measure:
+    return timed([TIERS, "run", "-c", "tiers.toml", "-m", the_month], folder, env)
+
+
+def s3_lake(endpoint: str, scratch: Path) -> dict[str, str]:
+    """The environment of a run with both roots in a fresh bucket of the server at
+    ``endpoint`` and its local scratch (copies of lake files, spill) in ``scratch``."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from s3_support import new_bucket, s3_environment
+
+    bucket = new_bucket(endpoint)
+    scratch.mkdir(parents=True, exist_ok=True)
+    return (
+        os.environ
+        | s3_environment(endpoint)
+        | {
+            "TIERS__LAKE__ROOT": f"s3://{bucket}/lake",
+            "TIERS__RUNS__ROOT": f"s3://{bucket}/runs",
+            "TMPDIR": str(scratch),
+        }
+    )
 
 
 def floor(folder: Path, the_month: str) -> Measure:
@@ -158,33 +190,59 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="tiers backfill --jobs")
     parser.add_argument("--backfill", action="store_true", help="also time the backfill")
     parser.add_argument("--later-month", action="store_true", help="also time month 24")
+    parser.add_argument(
+        "--lake", default="local", help="where lake and runs live: local, s3 or local,s3"
+    )
     args = parser.parse_args()
 
-    rows, extra = [], []
+    rows, extra, s3_rows = [], [], []
+    stack = ExitStack()
+    endpoint = None
+    if "s3" in args.lake.split(","):
+        sys.path.insert(0, str(ROOT / "tests"))
+        from s3_support import moto_server
+
+        endpoint = stack.enter_context(moto_server())
+        console.print(f"S3-compatible server (moto) at {endpoint}")
     for size in args.sizes.split(","):
         payments, customers = SIZES[size]
         folder = args.work / size
         generate(folder, payments, customers, 24 if args.later_month else 13)
-        reset_state(folder)
-        steady = backfill(folder, month(0), month(11), args.jobs)
-        if args.backfill:
-            floors = [floor(folder, month(11)).seconds for _ in range(args.runs)]
-            extra.append(
-                (
-                    f"{size}: backfill of 12 months from empty",
-                    steady.seconds,
-                    12 * statistics.median(floors),
-                    steady.peak_mib,
+        for lake in args.lake.split(","):
+            reset_state(folder)
+            if lake == "s3":
+                scratch = Path(tempfile.mkdtemp(prefix="tiers-bench-s3-"))
+                env = s3_lake(endpoint, scratch / "backfill")
+                steady = backfill(folder, month(0), month(11), args.jobs, env)
+                cold, warm = [], []
+                for run in range(args.runs):
+                    empty = scratch / f"cold-{run}"
+                    empty.mkdir()
+                    cold.append(tiers_run(folder, month(12), env | {"TMPDIR": str(empty)}))
+                    warm.append(tiers_run(folder, month(12), env))
+                s3_rows.append((size, steady, median(cold), median(warm)))
+                shutil.rmtree(scratch, ignore_errors=True)
+                continue
+            steady = backfill(folder, month(0), month(11), args.jobs)
+            if args.backfill:
+                floors = [floor(folder, month(11)).seconds for _ in range(args.runs)]
+                extra.append(
+                    (
+                        f"{size}: backfill of 12 months from empty",
+                        steady.seconds,
+                        12 * statistics.median(floors),
+                        steady.peak_mib,
+                    )
                 )
-            )
-        results: dict[str, list[Measure]] = {"tiers": [], "floor": [], "pandas": []}
-        for _ in range(args.runs):  # alternate A B C A B C: load changes hit all three
-            results["tiers"].append(tiers_run(folder, month(12)))
-            results["floor"].append(floor(folder, month(12)))
-            results["pandas"].append(pandas(folder, month(12)))
-        tiers, lim, pan = (median(results[k]) for k in ("tiers", "floor", "pandas"))
-        rows.append((size, tiers, lim, pan))
-        if args.later_month:
+            results: dict[str, list[Measure]] = {"tiers": [], "floor": [], "pandas": []}
+            for _ in range(args.runs):  # alternate A B C A B C: load changes hit all three
+                results["tiers"].append(tiers_run(folder, month(12)))
+                results["floor"].append(floor(folder, month(12)))
+                results["pandas"].append(pandas(folder, month(12)))
+            tiers, lim, pan = (median(results[k]) for k in ("tiers", "floor", "pandas"))
+            rows.append((size, tiers, lim, pan, steady))
+            if not args.later_month:
+                continue
             backfill(folder, month(12), month(22), args.jobs)
             later = median([tiers_run(folder, month(23)) for _ in range(args.runs)])
             extra.append(
@@ -207,7 +265,7 @@ def main() -> None:
         "peak RSS tiers / floor",
     ):
         table.add_column(column, justify="right")
-    for size, tiers, lim, pan in rows:
+    for size, tiers, lim, pan, _ in rows:
         payments, customers = SIZES[size]
         table.add_row(
             f"{payments:,} payments / {customers:,} customers",
@@ -232,6 +290,31 @@ def main() -> None:
                 f"{peak:,.0f} MiB",
             )
         console.print(more)
+    if s3_rows:
+        local = {size: (tiers, steady) for size, tiers, _, _, steady in rows}
+        lakes = Table(
+            title=f"lake and runs on S3 (moto server) vs local disk, median of {args.runs}"
+        )
+        for column in ("case", "step", "local disk", "S3", "S3 / local", "peak RSS S3"):
+            lakes.add_column(column, justify="right")
+        for size, steady, cold, warm in s3_rows:
+            payments, customers = SIZES[size]
+            on_disk = local.get(size, (None, None))
+            for step, measure, reference in (
+                ("backfill of months 1-12", steady, on_disk[1]),
+                ("tiers run, empty scratch", cold, on_disk[0]),
+                ("tiers run, scratch of the backfill", warm, on_disk[0]),
+            ):
+                lakes.add_row(
+                    f"{payments:,} / {customers:,}",
+                    step,
+                    f"{reference.seconds:.2f} s" if reference else "-",
+                    f"{measure.seconds:.2f} s",
+                    f"{measure.seconds / reference.seconds:.2f}" if reference else "-",
+                    f"{measure.peak_mib:,.0f} MiB",
+                )
+        console.print(lakes)
+    stack.close()
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import lake, runner, storage
+from pipeline import lake, notify, report, runner, storage
 from pipeline.config import load_config
 from pipeline.months import months_between
 from pipeline.schema import TABLES
@@ -113,6 +113,14 @@ def test_golden_case_with_lake_and_runs_on_s3(golden, tmp_path, bucket, s3_endpo
     assert state["month"] == last and state["counts"]["customer_segment"] > 0
     assert f"runs/{run_id}/month={last}/tables/customer_segment.parquet" in keys
     assert f"runs/{run_id}/month={last}/gates/raw.json" in keys
+    # the report step and a page drawn again write into the bucket as well
+    written = report.report_step(cfg, last, run_id)
+    assert written["report"] == f"s3://{bucket}/runs/{run_id}/month={last}/report.html"
+    path, metric, _ = report.write_report(cfg, date.fromisoformat(last + "-01"))
+    assert str(path) == f"s3://{bucket}/runs/reports/{last}-{metric}.html"
+    assert path.read_text().startswith("<!doctype html>")
+    keys = list_keys(s3_endpoint, bucket)
+    assert f"runs/{run_id}/month={last}/report.html" in keys
     # nothing of the lake on the local disk but this process's scratch
     assert not (tmp_path / "lake").exists() and not (tmp_path / "runs").exists()
 
@@ -362,3 +370,13 @@ def test_wrong_credentials_are_named(tmp_path) -> None:
     assert len(message.splitlines()) == 1, message
     assert "s3://some-bucket" in message and "access denied" in message, message
     assert "AWS_ACCESS_KEY_ID" in message, message
+
+
+def test_the_notify_ledger_on_s3(tmp_path, bucket, s3_endpoint) -> None:
+    source = write_payments(tmp_path / "p.csv", [("p1", "c1", "2026-01-05", "10.00", "EUR")])
+    cfg = csv_config(tmp_path, source, **on_s3(bucket))
+    sent = {"owner@example.com": {"at": "2026-02-01T08:00:00+00:00", "alerts": ["c1"]}}
+    with notify._locked(cfg):
+        notify._write_ledger(cfg, JAN, sent)
+    assert notify.read_ledger(cfg, JAN) == sent
+    assert list_keys(s3_endpoint, bucket, "runs/") == ["runs/notify/month=2026-01.json"]
