@@ -149,7 +149,14 @@ class BusinessConfig(_Section):
 
 def _root(value: Any) -> str | Path:
     """A local folder, or an object-store URL kept as text (``Path`` would fold its ``//``)."""
-    return str(value) if is_url(value) else Path(value)
+    if is_url(value):
+        return str(value)
+    if isinstance(value, str) and "://" in value:
+        raise ValueError(
+            f"{value!r}: an object store is named s3://bucket/prefix (or gs://, abfs://); "
+            "anything else is a local folder"
+        )
+    return Path(value)
 
 
 StorageRoot = Annotated[str | Path, BeforeValidator(_root)]

@@ -13,6 +13,7 @@ from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from pipeline import lake, notify, report, runner, storage
@@ -305,8 +306,6 @@ def test_two_writers_of_one_month_end_with_one_complete_partition(
     # payments and derived tables agree with the manifest
     assert lake_amounts(cfg, JAN) == [Decimal(manifest.amount_sum)]
     derived = lake.derived_file(cfg.lake.root, JAN, "customer_month")
-    import pyarrow.parquet as pq
-
     assert pq.read_table(derived).column("revenue").to_pylist() == [Decimal(manifest.amount_sum)]
     # the loser's files stay for the grace period (a reader may hold its manifest)
     keys = list_keys(s3_endpoint, bucket, "lake/payments/month=2026-01/")
@@ -380,3 +379,30 @@ def test_the_notify_ledger_on_s3(tmp_path, bucket, s3_endpoint) -> None:
         notify._write_ledger(cfg, JAN, sent)
     assert notify.read_ledger(cfg, JAN) == sent
     assert list_keys(s3_endpoint, bucket, "runs/") == ["runs/notify/month=2026-01.json"]
+
+
+def test_quarantine_on_s3_sets_bad_rows_aside_and_removes_them_when_fixed(
+    tmp_path, bucket, s3_endpoint
+) -> None:
+    rows = [("p1", "c1", "2026-01-05", "10.00", "EUR"), ("p2", "c1", "2026-01-06", "ten", "EUR")]
+    source = write_payments(tmp_path / "p.csv", rows)
+    sections = on_s3(bucket)
+    sections["lake"]["quarantine"] = True
+    cfg = csv_config(tmp_path, source, **sections)
+    manifest = lake.extract(cfg, JAN)
+    assert (manifest.rows_written, manifest.rows_quarantined) == (1, 1)
+    bad = "lake/quarantine/month=2026-01/bad-rows.parquet"
+    assert bad in list_keys(s3_endpoint, bucket, "lake/quarantine/")
+    path, filesystem = storage.arrow_file(storage.location(cfg.lake.root) / bad[5:])
+    assert pq.read_table(path, filesystem=filesystem).column("payment_id").to_pylist() == ["p2"]
+    write_payments(source, rows[:1])
+    assert lake.extract(cfg, JAN).rows_quarantined == 0
+    assert list_keys(s3_endpoint, bucket, "lake/quarantine/") == []
+
+
+def test_a_root_with_another_scheme_is_refused(tmp_path) -> None:
+    from pipeline.config import ConfigError
+
+    source = write_payments(tmp_path / "p.csv", [("p1", "c1", "2026-01-05", "10.00", "EUR")])
+    with pytest.raises(ConfigError, match="lake.root.*s3://bucket/prefix"):
+        csv_config(tmp_path, source, lake={"root": "http://example.com/lake"})
