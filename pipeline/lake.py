@@ -21,6 +21,12 @@ computation of month M reads the derived files of M-11 .. M instead of re-aggreg
 re-ranking a year of payments, and can never see derived data older than its payments.
 The derived files read no configuration (every metric the source allows is ranked), so
 a change of the configuration never makes them stale.
+
+On an object store (``lake.root = "s3://..."``, ``pipeline/storage.py``) the same holds
+without a rename: the content-addressed files are uploaded first (each visible whole or not
+at all), then the manifest is written as one object; files no manifest names are removed
+once older than ``lake.orphan_grace_seconds``, so that a concurrent reader or writer of the
+month still finds the files of the manifest it read.
 """
 
 from __future__ import annotations
