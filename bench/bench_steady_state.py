@@ -20,9 +20,10 @@ against month 13 (the cost of a month must not grow with the warehouse).
 
 ``--lake s3`` (or ``local,s3``) puts ``lake.root`` and ``runs.root`` on a local
 S3-compatible server (moto in server mode, a dev dependency, on 127.0.0.1), a fresh bucket
-each time; the floor and pandas run once per size whatever the lakes. On S3 ``tiers run``
-is timed twice: with an empty local scratch folder (a worker that has never read the lake:
-every file the month reads is downloaded) and with the scratch the backfill left.
+each time, with its own warehouse beside the local one; the runs on S3 alternate with the
+local ones. On S3 ``tiers run`` is timed twice: with an empty local scratch folder (a worker
+that has never read the lake: every file the month reads is downloaded) and with the
+scratch the backfill left. The server's CPU time per run is printed: it shares the cores.
 """
 
 from __future__ import annotations
@@ -106,8 +107,11 @@ def generate(folder: Path, payments: int, customers: int, months: int) -> None:
 
 def reset_state(folder: Path) -> None:
     for name in ("lake", "runs", "warehouse.duckdb", "warehouse.duckdb.wal", "warehouse.duckdb.d"):
-        path = folder / name
-        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        for each in (name, name.replace("warehouse", "warehouse-s3")):
+            path = folder / each
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(
+                missing_ok=True
+            )
 
 
 def backfill(
@@ -124,9 +128,10 @@ def tiers_run(folder: Path, the_month: str, env: dict[str, str] | None = None) -
     return timed([TIERS, "run", "-c", "tiers.toml", "-m", the_month], folder, env)
 
 
-def s3_lake(endpoint: str, scratch: Path) -> dict[str, str]:
+def s3_lake(endpoint: str, scratch: Path, warehouse: Path) -> dict[str, str]:
     """The environment of a run with both roots in a fresh bucket of the server at
-    ``endpoint`` and its local scratch (copies of lake files, spill) in ``scratch``."""
+    ``endpoint``, its local scratch (copies of lake files, spill) in ``scratch`` and its own
+    warehouse, so that the local and the S3 state live side by side."""
     sys.path.insert(0, str(ROOT / "tests"))
     from s3_support import new_bucket, s3_environment
 
@@ -139,8 +144,15 @@ def s3_lake(endpoint: str, scratch: Path) -> dict[str, str]:
             "TIERS__LAKE__ROOT": f"s3://{bucket}/lake",
             "TIERS__RUNS__ROOT": f"s3://{bucket}/runs",
             "TMPDIR": str(scratch),
+            "TIERS__WAREHOUSE__URL": f"duckdb:///{warehouse}",
         }
     )
+
+
+def cpu_seconds(pid: int) -> float:
+    """The CPU time a process has used so far (user + system), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def floor(folder: Path, the_month: str) -> Measure:
@@ -200,7 +212,7 @@ def main() -> None:
     endpoint = None
     if "s3" in args.lake.split(","):
         sys.path.insert(0, str(ROOT / "tests"))
-        from s3_support import moto_server
+        from s3_support import SERVERS, moto_server
 
         endpoint = stack.enter_context(moto_server())
         console.print(f"S3-compatible server (moto) at {endpoint}")
@@ -208,21 +220,13 @@ def main() -> None:
         payments, customers = SIZES[size]
         folder = args.work / size
         generate(folder, payments, customers, 24 if args.later_month else 13)
-        for lake in args.lake.split(","):
-            reset_state(folder)
-            if lake == "s3":
-                scratch = Path(tempfile.mkdtemp(prefix="tiers-bench-s3-"))
-                env = s3_lake(endpoint, scratch / "backfill")
-                steady = backfill(folder, month(0), month(11), args.jobs, env)
-                cold, warm = [], []
-                for run in range(args.runs):
-                    empty = scratch / f"cold-{run}"
-                    empty.mkdir()
-                    cold.append(tiers_run(folder, month(12), env | {"TMPDIR": str(empty)}))
-                    warm.append(tiers_run(folder, month(12), env))
-                s3_rows.append((size, steady, median(cold), median(warm)))
-                shutil.rmtree(scratch, ignore_errors=True)
-                continue
+        lakes = args.lake.split(",")
+        reset_state(folder)
+        if "s3" in lakes:  # its own bucket, scratch and warehouse, beside the local ones
+            scratch = Path(tempfile.mkdtemp(prefix="tiers-bench-s3-"))
+            env = s3_lake(endpoint, scratch / "backfill", folder / "warehouse-s3.duckdb")
+            s3_steady = backfill(folder, month(0), month(11), args.jobs, env)
+        if "local" in lakes:
             steady = backfill(folder, month(0), month(11), args.jobs)
             if args.backfill:
                 floors = [floor(folder, month(11)).seconds for _ in range(args.runs)]
@@ -234,15 +238,31 @@ def main() -> None:
                         steady.peak_mib,
                     )
                 )
-            results: dict[str, list[Measure]] = {"tiers": [], "floor": [], "pandas": []}
-            for _ in range(args.runs):  # alternate A B C A B C: load changes hit all three
+        results: dict[str, list[Measure]] = {
+            k: [] for k in ("tiers", "floor", "pandas", "cold", "warm")
+        }
+        server_cpu = []
+        for run in range(args.runs):  # alternate A B C ... A B C: load changes hit them all
+            if "local" in lakes:
                 results["tiers"].append(tiers_run(folder, month(12)))
                 results["floor"].append(floor(folder, month(12)))
                 results["pandas"].append(pandas(folder, month(12)))
-            tiers, lim, pan = (median(results[k]) for k in ("tiers", "floor", "pandas"))
-            rows.append((size, tiers, lim, pan, steady))
-            if not args.later_month:
-                continue
+            if "s3" in lakes:
+                empty = scratch / f"cold-{run}"
+                empty.mkdir()
+                before = cpu_seconds(SERVERS[endpoint])
+                results["cold"].append(tiers_run(folder, month(12), env | {"TMPDIR": str(empty)}))
+                results["warm"].append(tiers_run(folder, month(12), env))
+                server_cpu.append((cpu_seconds(SERVERS[endpoint]) - before) / 2)
+        if "s3" in lakes:
+            cold, warm = median(results["cold"]), median(results["warm"])
+            s3_rows.append((size, s3_steady, cold, warm, statistics.median(server_cpu)))
+            shutil.rmtree(scratch, ignore_errors=True)
+        if "local" not in lakes:
+            continue
+        tiers, lim, pan = (median(results[k]) for k in ("tiers", "floor", "pandas"))
+        rows.append((size, tiers, lim, pan, steady))
+        if args.later_month:
             backfill(folder, month(12), month(22), args.jobs)
             later = median([tiers_run(folder, month(23)) for _ in range(args.runs)])
             extra.append(
@@ -297,7 +317,7 @@ def main() -> None:
         )
         for column in ("case", "step", "local disk", "S3", "S3 / local", "peak RSS S3"):
             lakes.add_column(column, justify="right")
-        for size, steady, cold, warm in s3_rows:
+        for size, steady, cold, warm, _ in s3_rows:
             payments, customers = SIZES[size]
             on_disk = local.get(size, (None, None))
             for step, measure, reference in (
@@ -314,6 +334,11 @@ def main() -> None:
                     f"{measure.peak_mib:,.0f} MiB",
                 )
         console.print(lakes)
+        for size, *_, server in s3_rows:
+            console.print(
+                f"{size}: the S3 server (moto, on the same 2 cores) used {server:.1f} s of CPU "
+                "per tiers run of the month"
+            )
     stack.close()
 
 

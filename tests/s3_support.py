@@ -19,6 +19,9 @@ CREDENTIALS = {
 }
 
 
+SERVERS: dict[str, int] = {}  # endpoint -> process id of its server
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -45,6 +48,7 @@ def moto_server(**env: str) -> Iterator[str]:
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"moto server did not start on port {port}") from None
                 time.sleep(0.1)
+        SERVERS[f"http://127.0.0.1:{port}"] = process.pid
         yield f"http://127.0.0.1:{port}"
     finally:
         process.terminate()
