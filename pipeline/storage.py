@@ -20,20 +20,21 @@ hash like the file itself, so a copy is never stale.
 
 from __future__ import annotations
 
-import fnmatch
+import contextlib
 import functools
 import hashlib
 import os
 import shutil
 import tempfile
+import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow.fs as pafs
 
 URL_SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "az")
+COPY_GRACE_SECONDS = 3600
 
 
 class StorageError(OSError):
@@ -85,7 +86,8 @@ def local_copy(path: Path | RemotePath, keep: set[str] | None = None) -> Path:
     """A local file with the content of ``path`` (``path`` itself when local).
 
     For content-addressed lake files only: a copy already made is reused. A new copy
-    removes the copies beside it that are not in ``keep`` (older versions of the folder).
+    removes the copies beside it that are not in ``keep`` (older versions of the folder)
+    and are over an hour old (another process may still be reading a version it just got).
     """
     if not isinstance(path, RemotePath):
         return path
@@ -105,9 +107,13 @@ def local_copy(path: Path | RemotePath, keep: set[str] | None = None) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     if keep is not None:
+        old = time.time() - COPY_GRACE_SECONDS
         for sibling in target.parent.iterdir():
-            if sibling.name not in keep and not sibling.name.startswith(".tmp-"):
-                sibling.unlink(missing_ok=True)
+            if sibling.name in keep or sibling.name.startswith(".tmp-"):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                if sibling.stat().st_mtime < old:
+                    sibling.unlink(missing_ok=True)
     return target
 
 
@@ -162,10 +168,6 @@ class RemotePath:
         return Path(self.name).stem
 
     @property
-    def suffix(self) -> str:
-        return Path(self.name).suffix
-
-    @property
     def parent(self) -> RemotePath:
         url, key = self.url.rsplit("/", 1)[0], self.key.rsplit("/", 1)[0]
         return RemotePath(self.fs, url, key, self.store)
@@ -175,9 +177,6 @@ class RemotePath:
         for name in names:
             path = path / name
         return path
-
-    def with_name(self, name: str) -> RemotePath:
-        return self.parent / name
 
     def read_bytes(self) -> bytes:
         with _translated(self), self.fs.open_input_stream(self.key) as stream:
@@ -201,9 +200,6 @@ class RemotePath:
     def exists(self) -> bool:
         return self.info().type != pafs.FileType.NotFound
 
-    def is_file(self) -> bool:
-        return self.info().type == pafs.FileType.File
-
     def mkdir(self, parents: bool = False, exist_ok: bool = False) -> None:
         """Object stores have no folders: a key's prefix exists once an object has it."""
 
@@ -215,19 +211,10 @@ class RemotePath:
             if not missing_ok:
                 raise
 
-    def iterdir(self) -> Iterator[RemotePath]:
-        """The objects and prefixes one level below (one listing)."""
-        for entry in self.listing(recursive=False):
-            yield self / entry.base_name
-
     def listing(self, recursive: bool = False) -> list[pafs.FileInfo]:
         selector = pafs.FileSelector(self.key, allow_not_found=True, recursive=recursive)
         with _translated(self):
             return self.fs.get_file_info(selector)
-
-    def glob(self, pattern: str) -> Iterator[RemotePath]:
-        """One level only (``month=*``), which is all the pipeline asks for."""
-        return (child for child in self.iterdir() if fnmatch.fnmatch(child.name, pattern))
 
 
 def modified_before(info: pafs.FileInfo, moment: datetime) -> bool:

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -406,3 +407,38 @@ def test_a_root_with_another_scheme_is_refused(tmp_path) -> None:
     source = write_payments(tmp_path / "p.csv", [("p1", "c1", "2026-01-05", "10.00", "EUR")])
     with pytest.raises(ConfigError, match="lake.root.*s3://bucket/prefix"):
         csv_config(tmp_path, source, lake={"root": "http://example.com/lake"})
+
+
+def test_local_copies_are_reused_and_old_copies_of_replaced_files_removed(
+    tmp_path, bucket, s3_endpoint
+) -> None:
+    source = write_payments(tmp_path / "p.csv", [("p1", "c1", "2026-01-05", "10.00", "EUR")])
+    cfg = csv_config(tmp_path, source, **on_s3(bucket))
+    lake.extract(cfg, JAN)
+    copy = Path(lake.month_files(cfg.lake.root, JAN)[0])
+    assert copy.is_relative_to(tmp_path / "scratch")  # this process's temporary folder
+    written = copy.stat().st_mtime_ns
+    assert lake.month_files(cfg.lake.root, JAN) == [str(copy)]
+    assert copy.stat().st_mtime_ns == written  # reused, not fetched again
+    # copies of earlier versions of the month: one over an hour old, one recent
+    stale, recent = copy.parent / "part-stale.parquet", copy.parent / "part-recent.parquet"
+    for path in (stale, recent):
+        path.write_bytes(b"an earlier version")
+    hour_ago = time.time() - storage.COPY_GRACE_SECONDS - 60
+    os.utime(stale, (hour_ago, hour_ago))
+    # another machine re-extracts the month; this one fetches the new files
+    write_payments(source, [("p1", "c1", "2026-01-05", "20.00", "EUR")])
+    other = tmp_path / "other-machine"
+    other.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-c", RERUN, str(tmp_path / "tiers.toml")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=os.environ | {"TMPDIR": str(other)},
+    )
+    assert done.returncode == 0, done.stderr
+    assert lake_amounts(cfg, JAN) == [Decimal("20.00")]
+    left = {p.name for p in copy.parent.iterdir()}
+    assert "part-stale.parquet" not in left
+    assert {"part-recent.parquet", copy.name} <= left  # recent: a reader may hold them
