@@ -102,14 +102,14 @@ def local_copy(path: Path | RemotePath, keep: set[str] | None = None) -> Path:
             path.fs.open_input_stream(path.key) as source,
             open(tmp, "wb") as sink,
         ):
-            shutil.copyfileobj(source, sink, 1 << 20)
+            shutil.copyfileobj(source, sink, 16 << 20)  # each read is one ranged GET
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
     if keep is not None:
         old = time.time() - COPY_GRACE_SECONDS
         for sibling in target.parent.iterdir():
-            if sibling.name in keep or sibling.name.startswith(".tmp-"):
+            if sibling.name in keep:  # other copies, and downloads killed half way
                 continue
             with contextlib.suppress(FileNotFoundError):
                 if sibling.stat().st_mtime < old:
