@@ -1,7 +1,7 @@
 """The steady-state month, side by side with the reference floor and the pandas baseline.
 
     .venv/bin/python bench/bench_steady_state.py [--sizes 100k,1m] [--runs 3]
-        [--work /tmp/tiers-bench] [--backfill] [--later-month] [--jobs 1]
+        [--work /tmp/tiers-bench] [--backfill] [--later-month] [--jobs 1] [--lake local,s3]
 
 For each size, on data from ``../shared/perf/gen_data.py`` (generated once into
 ``--work``): months 1-12 are backfilled into the lake and the warehouse (the steady
@@ -19,6 +19,13 @@ against 24 x the floor's month 24; ``--later-month`` loads months 13..23 and tim
 24 against month 13 (the cost of a month must not grow with the warehouse). Both use 24
 generated months in ``--work/<size>-24m``, so that the steady state's floor and pandas
 read the same 13 files as ever.
+
+``--lake s3`` (or ``local,s3``) puts ``lake.root`` and ``runs.root`` on a local
+S3-compatible server (moto in server mode, a dev dependency, on 127.0.0.1), a fresh bucket
+each time, with its own warehouse beside the local one; the runs on S3 alternate with the
+local ones. On S3 ``tiers run`` is timed twice: with an empty local scratch folder (a worker
+that has never read the lake: every file the month reads is downloaded) and with the
+scratch the backfill left. The server's CPU time per run is printed: it shares the cores.
 """
 
 from __future__ import annotations
@@ -29,7 +36,9 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,10 +66,12 @@ class Measure:
     peak_mib: float
 
 
-def timed(command: list[str], cwd: Path) -> Measure:
+def timed(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> Measure:
     """Run a command as its own process; wall time and that process's peak RSS."""
     started = time.perf_counter()
-    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+    )
     _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - started
     stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
@@ -98,19 +109,52 @@ def generate(folder: Path, payments: int, customers: int, months: int) -> None:
 
 def reset_state(folder: Path) -> None:
     for name in ("lake", "runs", "warehouse.duckdb", "warehouse.duckdb.wal", "warehouse.duckdb.d"):
-        path = folder / name
-        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        for each in (name, name.replace("warehouse", "warehouse-s3")):
+            path = folder / each
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(
+                missing_ok=True
+            )
 
 
-def backfill(folder: Path, first: str, last: str, jobs: int) -> Measure:
+def backfill(
+    folder: Path, first: str, last: str, jobs: int, env: dict[str, str] | None = None
+) -> Measure:
     return timed(
         [TIERS, "backfill", "-c", "tiers.toml", "--from", first, "--to", last, "--jobs", str(jobs)],
         folder,
+        env,
     )
 
 
-def tiers_run(folder: Path, the_month: str) -> Measure:
-    return timed([TIERS, "run", "-c", "tiers.toml", "-m", the_month], folder)
+def tiers_run(folder: Path, the_month: str, env: dict[str, str] | None = None) -> Measure:
+    return timed([TIERS, "run", "-c", "tiers.toml", "-m", the_month], folder, env)
+
+
+def s3_lake(endpoint: str, scratch: Path, warehouse: Path) -> dict[str, str]:
+    """The environment of a run with both roots in a fresh bucket of the server at
+    ``endpoint``, its local scratch (copies of lake files, spill) in ``scratch`` and its own
+    warehouse, so that the local and the S3 state live side by side."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from s3_support import new_bucket, s3_environment
+
+    bucket = new_bucket(endpoint)
+    scratch.mkdir(parents=True, exist_ok=True)
+    return (
+        os.environ
+        | s3_environment(endpoint)
+        | {
+            "TIERS__LAKE__ROOT": f"s3://{bucket}/lake",
+            "TIERS__RUNS__ROOT": f"s3://{bucket}/runs",
+            "TMPDIR": str(scratch),
+            "TIERS__WAREHOUSE__URL": f"duckdb:///{warehouse}",
+        }
+    )
+
+
+def cpu_seconds(pid: int) -> float:
+    """The CPU time a process has used so far (user + system), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def floor(folder: Path, the_month: str) -> Measure:
@@ -160,22 +204,56 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="tiers backfill --jobs")
     parser.add_argument("--backfill", action="store_true", help="also time the backfill")
     parser.add_argument("--later-month", action="store_true", help="also time month 24")
+    parser.add_argument(
+        "--lake", default="local", help="where lake and runs live: local, s3 or local,s3"
+    )
     args = parser.parse_args()
 
-    rows, extra = [], []
+    rows, extra, s3_rows = [], [], []
+    stack = ExitStack()
+    endpoint = None
+    if "s3" in args.lake.split(","):
+        sys.path.insert(0, str(ROOT / "tests"))
+        from s3_support import SERVERS, moto_server
+
+        endpoint = stack.enter_context(moto_server())
+        console.print(f"S3-compatible server (moto) at {endpoint}")
     for size in args.sizes.split(","):
         payments, customers = SIZES[size]
         folder = args.work / size
         generate(folder, payments, customers, 13)
+        lakes = args.lake.split(",")
         reset_state(folder)
-        backfill(folder, month(0), month(11), args.jobs)
-        results: dict[str, list[Measure]] = {"tiers": [], "floor": [], "pandas": []}
-        for _ in range(args.runs):  # alternate A B C A B C: load changes hit all three
-            results["tiers"].append(tiers_run(folder, month(12)))
-            results["floor"].append(floor(folder, month(12)))
-            results["pandas"].append(pandas(folder, month(12)))
+        if "s3" in lakes:  # its own bucket, scratch and warehouse, beside the local ones
+            scratch = Path(tempfile.mkdtemp(prefix="tiers-bench-s3-"))
+            env = s3_lake(endpoint, scratch / "backfill", folder / "warehouse-s3.duckdb")
+            s3_steady = backfill(folder, month(0), month(11), args.jobs, env)
+        if "local" in lakes:
+            steady = backfill(folder, month(0), month(11), args.jobs)
+        results: dict[str, list[Measure]] = {
+            k: [] for k in ("tiers", "floor", "pandas", "cold", "warm")
+        }
+        server_cpu = []
+        for run in range(args.runs):  # alternate A B C ... A B C: load changes hit them all
+            if "local" in lakes:
+                results["tiers"].append(tiers_run(folder, month(12)))
+                results["floor"].append(floor(folder, month(12)))
+                results["pandas"].append(pandas(folder, month(12)))
+            if "s3" in lakes:
+                empty = scratch / f"cold-{run}"
+                empty.mkdir()
+                before = cpu_seconds(SERVERS[endpoint])
+                results["cold"].append(tiers_run(folder, month(12), env | {"TMPDIR": str(empty)}))
+                results["warm"].append(tiers_run(folder, month(12), env))
+                server_cpu.append((cpu_seconds(SERVERS[endpoint]) - before) / 2)
+        if "s3" in lakes:
+            cold, warm = median(results["cold"]), median(results["warm"])
+            s3_rows.append((size, s3_steady, cold, warm, statistics.median(server_cpu)))
+            shutil.rmtree(scratch, ignore_errors=True)
+        if "local" not in lakes:
+            continue
         tiers, lim, pan = (median(results[k]) for k in ("tiers", "floor", "pandas"))
-        rows.append((size, tiers, lim, pan))
+        rows.append((size, tiers, lim, pan, steady))
         if not (args.backfill or args.later_month):
             continue
         longer = args.work / f"{size}-24m"
@@ -218,7 +296,7 @@ def main() -> None:
         "peak RSS tiers / floor",
     ):
         table.add_column(column, justify="right")
-    for size, tiers, lim, pan in rows:
+    for size, tiers, lim, pan, _ in rows:
         payments, customers = SIZES[size]
         table.add_row(
             f"{payments:,} payments / {customers:,} customers",
@@ -243,6 +321,36 @@ def main() -> None:
                 f"{peak:,.0f} MiB",
             )
         console.print(more)
+    if s3_rows:
+        local = {size: (tiers, steady) for size, tiers, _, _, steady in rows}
+        lakes = Table(
+            title=f"lake and runs on S3 (moto server) vs local disk, median of {args.runs}"
+        )
+        for column in ("case", "step", "local disk", "S3", "S3 / local", "peak RSS S3"):
+            lakes.add_column(column, justify="right")
+        for size, steady, cold, warm, _ in s3_rows:
+            payments, customers = SIZES[size]
+            on_disk = local.get(size, (None, None))
+            for step, measure, reference in (
+                ("backfill of months 1-12", steady, on_disk[1]),
+                ("tiers run, empty scratch", cold, on_disk[0]),
+                ("tiers run, scratch of the backfill", warm, on_disk[0]),
+            ):
+                lakes.add_row(
+                    f"{payments:,} / {customers:,}",
+                    step,
+                    f"{reference.seconds:.2f} s" if reference else "-",
+                    f"{measure.seconds:.2f} s",
+                    f"{measure.seconds / reference.seconds:.2f}" if reference else "-",
+                    f"{measure.peak_mib:,.0f} MiB",
+                )
+        console.print(lakes)
+        for size, *_, server in s3_rows:
+            console.print(
+                f"{size}: the S3 server (moto, on the same 2 cores) used {server:.1f} s of CPU "
+                "per tiers run of the month"
+            )
+    stack.close()
 
 
 if __name__ == "__main__":

@@ -1011,7 +1011,7 @@ def _run_gate(
             )
     report = GateReport(gate, format_month(month), results, [], [str(i) for i in inputs])
     report.seconds = time.perf_counter() - started
-    report.files = gx_report.write(report, validations, Path(out_dir))
+    report.files = gx_report.write(report, validations, out_dir)
     return report
 
 
@@ -1031,5 +1031,5 @@ def _detail(expect: _Expect, subject: _Subject, tally: _Tally) -> str:
 
 def _disabled(gate: str, month: date, out_dir: Path) -> GateReport:
     report = GateReport(gate, format_month(month), [], [], enabled=False)
-    report.files = gx_report.write(report, [], Path(out_dir))
+    report.files = gx_report.write(report, [], out_dir)
     return report

@@ -99,6 +99,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from pipeline.lake import BadInputError, MissingMonthError
     from pipeline.postgres import WarehouseConnectionError
     from pipeline.sources import SourceError
+    from pipeline.storage import ObjectStoreError
     from pipeline.transform import ComputeError
     from pipeline.warehouse import WarehouseLockedError
 
@@ -110,6 +111,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
         GateFailed,
         ValueError,
         StorageError,
+        ObjectStoreError,
         MemoryLimitError,
         WarehouseConnectionError,
         WarehouseLockedError,

@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from pipeline.months import parse_month
+from pipeline.storage import is_url
 
 ENV_PREFIX = "TIERS__"
 CANONICAL_COLUMNS = ("payment_id", "customer_id", "paid_at", "amount", "currency", "units", "cost")
@@ -146,13 +147,33 @@ class BusinessConfig(_Section):
         return parse_month(value)
 
 
+def _root(value: Any) -> str | Path:
+    """A local folder, or an object-store URL kept as text (``Path`` would fold its ``//``)."""
+    if is_url(value):
+        return str(value)
+    if isinstance(value, str) and "://" in value:
+        raise ValueError(
+            f"{value!r}: an object store is named s3://bucket/prefix (or gs://, abfs://); "
+            "anything else is a local folder"
+        )
+    return Path(value)
+
+
+StorageRoot = Annotated[str | Path, BeforeValidator(_root)]
+
+
 class LakeConfig(_Section):
-    root: Path = Path("lake")
+    root: StorageRoot = Path("lake")  # or s3://bucket/prefix (pipeline/storage.py)
     quarantine: bool = False
     # DuckDB's memory for each step of a month (extract, compute, checks); beyond it
-    # DuckDB spills to <root>/.spill. 2GB computes a month of 10M payments / 1M customers
-    # (512MB ran out in its window functions); the process then peaks near 3.5 GB
+    # DuckDB spills to <root>/.spill (an object-store lake: a local temporary folder).
+    # 2GB computes a month of 10M payments / 1M customers (512MB ran out in its window
+    # functions); the process then peaks near 3.5 GB
     memory_limit: str = "2GB"
+    # an object-store lake: a file no manifest names (a replaced version of a month) is
+    # removed once older than this, so that a reader or a concurrent writer of the month
+    # still finds the files of the manifest it read
+    orphan_grace_seconds: int = Field(default=3600, ge=0)
 
 
 class WarehouseConfig(_Section):
@@ -265,7 +286,7 @@ class ChecksConfig(_Section):
 
 
 class RunConfig(_Section):
-    root: Path = Path("runs")
+    root: StorageRoot = Path("runs")  # or s3://bucket/prefix
 
 
 CUSTOMER_COLUMNS = ("customer_id", "name", "owner_email")
@@ -337,8 +358,10 @@ class Config(_Section):
         base = self.base_dir
         if self.source.path and self.source.kind != "postgres":
             self.source.path = str(_resolve(base, self.source.path))
-        self.lake.root = _resolve(base, self.lake.root)
-        self.runs.root = _resolve(base, self.runs.root)
+        if not is_url(self.lake.root):
+            self.lake.root = _resolve(base, self.lake.root)
+        if not is_url(self.runs.root):
+            self.runs.root = _resolve(base, self.runs.root)
         if self.customers and self.customers.path and self.customers.kind != "postgres":
             self.customers.path = str(_resolve(base, self.customers.path))
         if self.notify and self.notify.route_by and self.customers is None:

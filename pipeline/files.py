@@ -3,7 +3,8 @@
 The lake's manifests, the warehouse's state and catalog, gate reports, the report page and
 the notify ledger are all written this way: into a temporary name beside the target,
 flushed to disk, renamed over the target (atomic on one file system), and the folder
-flushed so that the rename survives a crash.
+flushed so that the rename survives a crash. On an object store (``pipeline/storage.py``)
+one object write gives the same guarantee.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import os
 import uuid
 from contextlib import suppress
 from pathlib import Path
+
+from pipeline.storage import RemotePath
 
 
 def fsync(path: Path) -> None:
@@ -29,8 +32,11 @@ def fsync_dir(folder: Path) -> None:
         fsync(folder)
 
 
-def atomic_write(path: Path, data: str | bytes) -> None:
+def atomic_write(path: Path | RemotePath, data: str | bytes) -> None:
     """Replace ``path`` with ``data`` (text as UTF-8) in one step."""
+    if isinstance(path, RemotePath):  # one object write is atomic on an object store
+        path.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+        return
     path = Path(path)
     tmp = path.with_name(f".tmp-{os.getpid()}-{uuid.uuid4().hex}-{path.name}")
     try:

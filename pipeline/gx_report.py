@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.files import atomic_write
+from pipeline.storage import location
 
 if TYPE_CHECKING:
     from pipeline.checks import GateReport
@@ -53,7 +54,7 @@ def brief(example: Any) -> str:
 
 def write(report: GateReport, validations: list[dict[str, Any]], out_dir: Path) -> list[str]:
     """Write ``<out_dir>/gates/<gate>.json`` and ``.html``; return their paths."""
-    folder = Path(out_dir) / "gates"
+    folder = location(out_dir) / "gates"
     folder.mkdir(parents=True, exist_ok=True)
     json_path, html_path = folder / f"{report.gate}.json", folder / f"{report.gate}.html"
     files = [str(json_path), str(html_path)]

@@ -21,6 +21,12 @@ computation of month M reads the derived files of M-11 .. M instead of re-aggreg
 re-ranking a year of payments, and can never see derived data older than its payments.
 The derived files read no configuration (every metric the source allows is ranked), so
 a change of the configuration never makes them stale.
+
+On an object store (``lake.root = "s3://..."``, ``pipeline/storage.py``) the same holds
+without a rename: the content-addressed files are uploaded first (each visible whole or not
+at all), then the manifest is written as one object; files no manifest names are removed
+once older than ``lake.orphan_grace_seconds``, so that a concurrent reader or writer of the
+month still finds the files of the manifest it read.
 """
 
 from __future__ import annotations
@@ -29,10 +35,11 @@ import functools
 import hashlib
 import json
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -40,6 +47,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline import storage
 from pipeline.config import Config, metrics_available
 from pipeline.files import atomic_write, fsync_dir
 from pipeline.months import format_month, month_bounds, parse_month
@@ -127,7 +135,7 @@ class Manifest:
 
 
 def partition_dir(lake_root: Path, month: date) -> Path:
-    return Path(lake_root) / "payments" / f"month={format_month(month)}"
+    return storage.location(lake_root) / "payments" / f"month={format_month(month)}"
 
 
 def read_manifest(lake_root: Path, month: date) -> Manifest:
@@ -158,26 +166,37 @@ def month_files(lake_root: Path, month: date) -> list[str]:
     file the extract wrote (its content hash; the raw gate checked that file's rows)."""
     manifest = read_manifest(lake_root, month)
     folder = partition_dir(lake_root, month)
-    return [_verified(folder / name, month) for name in manifest.data_files]
+    keep = _named_files(manifest)
+    return [_verified(folder / name, month, keep) for name in manifest.data_files]
 
 
-def _verified(path: Path, month: date) -> str:
-    """``path`` if its content still has the hash its content-addressed name carries."""
+def _named_files(manifest: Manifest) -> set[str]:
+    """The files a manifest names (an object-store lake keeps local copies of these only)."""
+    derived = {manifest.customer_month_file, manifest.monthly_ranking_file} - {None}
+    return {*manifest.data_files, *derived}
+
+
+def _verified(path: Path, month: date, keep: set[str] | None = None) -> str:
+    """``path`` if its content still has the hash its content-addressed name carries (on an
+    object store: the path of a local copy, which DuckDB can read)."""
     expected = path.stem.rsplit("-", 1)[-1]
     try:
-        actual = _content_hash(str(path), *_stat_key(path))
+        local = storage.local_copy(path, keep)
+        actual = _content_hash(str(local), *_stat_key(local))
     except FileNotFoundError:
         raise CorruptPartitionError(
             f"month {format_month(month)}: the manifest names {path}, which is missing. "
             + _REPAIR.format(month=format_month(month))
         ) from None
     if actual != expected:
+        if local != path:  # a damaged copy: the next read fetches the object again
+            local.unlink(missing_ok=True)
         raise CorruptPartitionError(
             f"month {format_month(month)}: {path} was changed after the extract (its content "
             f"hash is {actual}, its name says {expected}). "
             + _REPAIR.format(month=format_month(month))
         )
-    return str(path)
+    return str(local)
 
 
 def _stat_key(path: Path) -> tuple[int, int, int]:
@@ -198,8 +217,10 @@ def _content_hash(path: str, inode: int, size: int, mtime_ns: int) -> str:
 def derived_file(lake_root: Path, month: date, table: str) -> str | None:
     """The month's derived ``customer_month`` or ``monthly_ranking`` file, or None (a
     partition of schema version 1)."""
-    name = getattr(read_manifest(lake_root, month), f"{table}_file")
-    return _verified(partition_dir(lake_root, month) / name, month) if name else None
+    manifest = read_manifest(lake_root, month)
+    name = getattr(manifest, f"{table}_file")
+    folder = partition_dir(lake_root, month)
+    return _verified(folder / name, month, _named_files(manifest)) if name else None
 
 
 def read_month(lake_root: Path, month: date) -> pa.Table:
@@ -209,7 +230,11 @@ def read_month(lake_root: Path, month: date) -> pa.Table:
 
 
 def extracted_months(lake_root: Path) -> list[date]:
-    folder = Path(lake_root) / "payments"
+    folder = storage.location(lake_root) / "payments"
+    if storage.is_remote(folder):  # one listing of the bucket, not one request per month
+        found = (info.path.split("/") for info in folder.listing(recursive=True))
+        names = {parts[-2] for parts in found if parts[-1] == "manifest.json"}
+        return sorted(parse_month(n.removeprefix("month=")) for n in names if n[:6] == "month=")
     months = []
     for child in sorted(folder.glob("month=*")):
         if (child / "manifest.json").exists():
@@ -350,7 +375,7 @@ def _extract_month(
         problems=problems,
     )
     customer_month, monthly_ranking = _derived_tables(con, source)
-    root = Path(cfg.lake.root)
+    root = storage.location(cfg.lake.root)
     if quarantine:
         _publish_table(root / "quarantine" / f"month={format_month(month)}", "bad-rows", dated_bad)
         if undated_bad.num_rows:
@@ -360,6 +385,7 @@ def _extract_month(
         good,
         {"customer_month": customer_month, "monthly_ranking": monthly_ranking},
         manifest,
+        orphan_grace_seconds=cfg.lake.orphan_grace_seconds,
     )
     return manifest
 
@@ -547,8 +573,16 @@ def _bad_input_message(
 
 
 def _publish_partition(
-    folder: Path, good: pa.Table, derived: dict[str, pa.Table], manifest: Manifest
+    folder: Path,
+    good: pa.Table,
+    derived: dict[str, pa.Table],
+    manifest: Manifest,
+    *,
+    orphan_grace_seconds: int = 0,
 ) -> None:
+    if storage.is_remote(folder):
+        _publish_remote_partition(folder, good, derived, manifest, orphan_grace_seconds)
+        return
     folder.mkdir(parents=True, exist_ok=True)
     before = {child.name for child in folder.iterdir()}
     try:
@@ -574,6 +608,10 @@ def _publish_table(folder: Path, stem: str, table: pa.Table) -> None:
     target = folder / f"{stem}.parquet"
     if table.num_rows == 0:
         target.unlink(missing_ok=True)
+        return
+    if storage.is_remote(folder):
+        with _staging(folder) as staging:
+            storage.upload(_write_tmp_parquet(staging, table), target)
         return
     folder.mkdir(parents=True, exist_ok=True)
     tmp = _write_tmp_parquet(folder, table)
@@ -616,3 +654,65 @@ def _remove_unreferenced(folder: Path, keep: set[str]) -> None:
     for child in folder.iterdir():
         if child.name not in keep and child.is_file():
             child.unlink(missing_ok=True)
+
+
+def _publish_remote_partition(
+    folder: storage.RemotePath,
+    good: pa.Table,
+    derived: dict[str, pa.Table],
+    manifest: Manifest,
+    orphan_grace_seconds: int,
+) -> None:
+    """The object-store publish: upload the content-addressed files (each visible whole or
+    not at all), then write the manifest as one object, the step that publishes; then remove
+    the files no manifest names that are older than the grace period."""
+    names = {}
+    with _staging(folder) as staging:
+        for stem, table in {"part": good, **derived}.items():
+            tmp = _write_tmp_parquet(staging, table)
+            names[stem] = f"{stem}-{_content_hash(str(tmp), *_stat_key(tmp))}.parquet"
+            target = folder / names[stem]
+            if not target.exists():  # content-addressed: an object of this name has this content
+                storage.upload(tmp, target)
+            storage.keep_copy(tmp, target)  # this process's next step reads it without a download
+    manifest.data_files = [names["part"]]
+    for table in derived:
+        setattr(manifest, f"{table}_file", names[table])
+    manifest.extracted_at = datetime.now(UTC).isoformat(timespec="seconds")
+    (folder / "manifest.json").write_text(json.dumps(asdict(manifest), indent=2) + "\n")
+    keep = {*names.values(), "manifest.json"}
+    cutoff = datetime.now(UTC) - timedelta(seconds=orphan_grace_seconds)
+    for info in folder.listing():
+        if info.base_name not in keep and storage.modified_before(info, cutoff):
+            (folder / info.base_name).unlink(missing_ok=True)
+
+
+class _staging:
+    """A local folder for the files of one publish to an object store, removed afterwards;
+    folders left by a killed process on this machine are removed on the way in."""
+
+    def __init__(self, folder: storage.RemotePath) -> None:
+        self.parent = storage.scratch(folder.store) / "staging"
+        self.path = self.parent / f"{os.getpid()}-{uuid.uuid4().hex}"
+
+    def __enter__(self) -> Path:
+        self.parent.mkdir(parents=True, exist_ok=True)
+        for left in self.parent.iterdir():
+            owner = left.name.split("-", 1)[0]
+            if not owner.isdigit() or not _process_alive(int(owner)):
+                shutil.rmtree(left, ignore_errors=True)
+        self.path.mkdir()
+        return self.path
+
+    def __exit__(self, *exc: object) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -42,6 +42,7 @@ from pipeline.call_list import Call, build_calls, history_months, last_payment_d
 from pipeline.config import ALL_METRICS, Config, NotifyConfig, load_config
 from pipeline.files import atomic_write
 from pipeline.months import format_month, parse_month
+from pipeline.storage import location, scratch
 
 CSV_COLUMNS = (
     "month",
@@ -119,7 +120,7 @@ def notify_step(cfg: Config | str | Path, month: str | date, run_id: str) -> dic
 
 
 def ledger_path(cfg: Config, month: date) -> Path:
-    return Path(cfg.runs.root) / "notify" / f"month={format_month(month)}.json"
+    return location(cfg.runs.root) / "notify" / f"month={format_month(month)}.json"
 
 
 def read_ledger(cfg: Config, month: date) -> dict[str, dict]:
@@ -285,7 +286,9 @@ def _cause(exc: BaseException) -> str:
 
 @contextmanager
 def _locked(cfg: Config) -> Iterator[None]:
-    folder = Path(cfg.runs.root) / "notify"
+    # the ledger's lock; with the runs on an object store it is a local file, which
+    # serialises the notify steps of one machine (Airflow runs one per month)
+    folder = scratch(cfg.runs.root) / "notify"
     folder.mkdir(parents=True, exist_ok=True)
     with (folder / ".lock").open("w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)

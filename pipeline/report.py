@@ -34,6 +34,7 @@ from pipeline.config import ALL_METRICS, Config, load_config
 from pipeline.files import atomic_write
 from pipeline.months import add_months, format_month, parse_month
 from pipeline.schema import LOADED
+from pipeline.storage import location
 
 CURVE_POINTS = 400  # points per curve in the page; the tables keep every customer
 CLASSES = ("A", "B", "C")
@@ -61,7 +62,7 @@ class ReportError(ValueError):
 
 def default_report_path(cfg: Config, month: date, metric: str) -> Path:
     """Where ``tiers report`` writes a month's page drawn again later."""
-    return Path(cfg.runs.root) / "reports" / f"{format_month(month)}-{metric}.html"
+    return location(cfg.runs.root) / "reports" / f"{format_month(month)}-{metric}.html"
 
 
 def report_step(cfg: Config | str | Path, month: str | date, run_id: str) -> dict[str, Any]:
@@ -94,7 +95,7 @@ def write_report(
         data = collect(cfg, warehouse, month, metric=metric, run_id=run_id)
     finally:
         warehouse.close()
-    path = Path(path) if path else default_report_path(cfg, month, data.metric)
+    path = location(path) if path else default_report_path(cfg, month, data.metric)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, render(data))
     return path, data.metric, data.run["run_id"] if data.run else None

@@ -12,12 +12,14 @@ of the month is loaded unless every gate passed.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import multiprocessing
 import os
 import signal
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -33,7 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline import checks, faults, lake
+from pipeline import checks, faults, lake, storage
 from pipeline.config import Config, load_config
 from pipeline.customers import customer_rows, read_customers
 from pipeline.files import atomic_write
@@ -54,7 +56,7 @@ def _config(cfg: ConfigLike) -> Config:
 
 
 def run_dir(cfg: Config, month: date, run_id: str) -> Path:
-    return Path(cfg.runs.root) / run_id / f"month={format_month(month)}"
+    return storage.location(cfg.runs.root) / run_id / f"month={format_month(month)}"
 
 
 def _now() -> str:
@@ -62,8 +64,10 @@ def _now() -> str:
 
 
 def read_run_state(folder: Path) -> dict[str, Any]:
-    path = folder / "run.json"
-    return json.loads(path.read_text()) if path.exists() else {}
+    try:  # one read, no look first: on an object store each is a request
+        return json.loads((folder / "run.json").read_text())
+    except FileNotFoundError:
+        return {}
 
 
 def update_run_state(folder: Path, **changes: Any) -> dict[str, Any]:
@@ -224,12 +228,13 @@ def raw_gate_step(cfg: ConfigLike, month: str | date, run_id: str) -> dict[str, 
 def compute_step(cfg: ConfigLike, month: str | date, run_id: str) -> dict[str, Any]:
     cfg, month = _config(cfg), parse_month(month)
     with _step(cfg, month, run_id, "compute") as folder:
-        files = write_month(cfg, month, folder / "tables")
-        counts = {name: pq.ParquetFile(path).metadata.num_rows for name, path in files.items()}
-        summary = {
-            name: pq.read_table(files[name], columns=columns)
-            for name, columns in HEADLINE_COLUMNS.items()
-        }
+        with _written_tables(folder) as local:
+            files = write_month(cfg, month, local)
+            counts = {name: pq.ParquetFile(path).metadata.num_rows for name, path in files.items()}
+            summary = {
+                name: pq.read_table(files[name], columns=columns)
+                for name, columns in HEADLINE_COLUMNS.items()
+            }
         update_run_state(folder, counts=counts, headline=headline(summary))
         return counts
 
@@ -286,8 +291,7 @@ def month_headline(cfg: Config, month: date, run_id: str) -> dict[str, Any] | No
 
 def output_gates_step(cfg: ConfigLike, month: str | date, run_id: str) -> dict[str, Any]:
     cfg, month = _config(cfg), parse_month(month)
-    with _step(cfg, month, run_id, "output_gates") as folder:
-        tables = table_files(folder)
+    with _step(cfg, month, run_id, "output_gates") as folder, _computed_tables(folder) as tables:
         reports = [
             checks.gate_customer_month(cfg, month, tables, folder),
             checks.gate_outputs(cfg, month, tables, folder),
@@ -301,9 +305,9 @@ def output_gates_step(cfg: ConfigLike, month: str | date, run_id: str) -> dict[s
 
 def load_step(cfg: ConfigLike, month: str | date, run_id: str) -> dict[str, Any]:
     cfg, month = _config(cfg), parse_month(month)
-    with _step(cfg, month, run_id, "load") as folder:
+    with _step(cfg, month, run_id, "load") as folder, _computed_tables(folder) as files:
         state = read_run_state(folder)
-        report = checks.gate_before_load(cfg, month, table_files(folder), state["counts"], folder)
+        report = checks.gate_before_load(cfg, month, files, state["counts"], folder)
         _add_gate(folder, report)
         checks.raise_if_failed(report)
         state = update_run_state(folder, loaded_at=_now())
@@ -311,7 +315,7 @@ def load_step(cfg: ConfigLike, month: str | date, run_id: str) -> dict[str, Any]
         warehouse = open_warehouse(cfg)
         try:
             warehouse.ensure_schema()
-            warehouse.load_month(month, read_tables(folder), run_record(state, status="loaded"))
+            warehouse.load_month(month, read_tables(files), run_record(state, status="loaded"))
             if customers is not None:
                 warehouse.replace_customers(customer_rows(customers))
         finally:
@@ -348,16 +352,49 @@ MONTH_STEPS: tuple[Callable[[ConfigLike, date, str], dict], ...] = (
 )
 
 
-def table_files(folder: Path) -> dict[str, Path]:
-    """The computed tables' Parquet files (as ``transform.write_month`` wrote them); the
-    gates name a missing one."""
-    files = {name: folder / "tables" / f"{name}.parquet" for name in TABLES}
-    return {name: path for name, path in files.items() if path.exists()}
+@contextmanager
+def _written_tables(folder: Path | storage.RemotePath) -> Iterator[Path]:
+    """A local folder for the computed tables' files; on an object store they are written
+    in a temporary folder and uploaded to the run's folder when the block ends."""
+    target = folder / "tables"
+    if not storage.is_remote(target):
+        yield target
+        return
+    with tempfile.TemporaryDirectory(dir=_scratch_dir(folder)) as local:
+        yield Path(local)
+        for file in sorted(Path(local).iterdir()):
+            storage.upload(file, target / file.name)
 
 
-def read_tables(folder: Path) -> dict[str, pa.Table]:
+@contextmanager
+def _computed_tables(folder: Path | storage.RemotePath) -> Iterator[dict[str, Path]]:
+    """The computed tables' Parquet files (as ``transform.write_month`` wrote them) as local
+    files, downloaded afresh when the run's folder is on an object store; a missing table
+    is left out (the gates name it)."""
+    source = folder / "tables"
+    remote = storage.is_remote(source)
+    with contextlib.ExitStack() as stack:
+        local = Path(stack.enter_context(tempfile.TemporaryDirectory())) if remote else source
+        files = {}
+        for name in TABLES:
+            path = source / f"{name}.parquet"
+            if not path.exists():
+                continue
+            if remote:
+                storage.download(path, local / path.name)
+            files[name] = local / path.name
+        yield files
+
+
+def _scratch_dir(folder: storage.RemotePath) -> Path:
+    scratch = storage.scratch(folder.store)
+    scratch.mkdir(parents=True, exist_ok=True)
+    return scratch
+
+
+def read_tables(files: dict[str, Path]) -> dict[str, pa.Table]:
     return {
-        name: pq.read_table(folder / "tables" / f"{name}.parquet", schema=table.arrow_schema())
+        name: pq.read_table(files[name], schema=table.arrow_schema())
         for name, table in TABLES.items()
     }
 

@@ -39,11 +39,14 @@ def connect(timezone: str, database: str = ":memory:", **config: Any) -> duckdb.
 
 def bounded_connection(cfg: Config) -> duckdb.DuckDBPyConnection:
     """A connection for a month's work: the business time zone, DuckDB's memory capped at
-    ``lake.memory_limit`` and spilling to ``<lake.root>/.spill`` beyond it."""
+    ``lake.memory_limit`` and spilling to ``<lake.root>/.spill`` beyond it (a local
+    temporary folder when the lake is on an object store)."""
+    from pipeline.storage import scratch
+
     return connect(
         cfg.business.timezone,
         memory_limit=cfg.lake.memory_limit,
-        temp_directory=str(Path(cfg.lake.root) / ".spill"),
+        temp_directory=str(scratch(cfg.lake.root) / ".spill"),
     )
 
 

@@ -33,13 +33,16 @@ UPSTREAM_SERVICES = {
     "airflow-triggerer",
     "airflow-init",
 }
-ONE_SHOT_SERVICES = {"airflow-init", "airflow-cli"}  # upstream gives them no healthcheck
+ONE_SHOT_SERVICES = {"airflow-init", "airflow-cli", "object-store-init"}  # no healthcheck
+WORKERS = {"airflow-worker", "airflow-worker-2"}
 SECRETS = {
     "AIRFLOW_JWT_SECRET": "test-jwt-secret-0123456789abcdef",
     "AIRFLOW_FERNET_KEY": "test-fernet-key",
     "AIRFLOW_DB_PASSWORD": "test-db-password",
     "AIRFLOW_ADMIN_PASSWORD": "test-admin-password",
     "TIERS_WAREHOUSE_PASSWORD": "test-warehouse-password",
+    "TIERS_S3_ACCESS_KEY": "test-s3-access-key",
+    "TIERS_S3_SECRET_KEY": "test-s3-secret-key",
 }
 
 
@@ -111,6 +114,8 @@ def test_healthchecks_probe_what_each_service_is(rendered):
     assert "DagProcessorJob" in probes["airflow-dag-processor"]
     assert "TriggererJob" in probes["airflow-triggerer"]
     assert "inspect ping" in probes["airflow-worker"]
+    assert "inspect ping" in probes["airflow-worker-2"]
+    assert "mc ready local" in probes["object-store"]
     assert "pg_isready" in probes["postgres"] and "pg_isready" in probes["warehouse"]
     assert "redis-cli ping" in probes["redis"]
 
@@ -145,8 +150,12 @@ def test_airflow_services_wait_for_init_and_healthy_backends(rendered):
         assert depends["airflow-init"]["condition"] == "service_completed_successfully", name
         for backend in ("postgres", "redis", "warehouse"):
             assert depends[backend]["condition"] == "service_healthy", (name, backend)
-    worker = rendered["services"]["airflow-worker"]
-    assert worker["depends_on"]["airflow-apiserver"]["condition"] == "service_healthy"
+        assert depends["object-store-init"]["condition"] == "service_completed_successfully"
+    for name in WORKERS:
+        worker = rendered["services"][name]
+        assert worker["depends_on"]["airflow-apiserver"]["condition"] == "service_healthy"
+    init = rendered["services"]["object-store-init"]
+    assert init["depends_on"]["object-store"]["condition"] == "service_healthy"
 
 
 def test_pipeline_points_at_the_warehouse_service_and_shared_lake(rendered):
@@ -164,11 +173,58 @@ def test_pipeline_points_at_the_warehouse_service_and_shared_lake(rendered):
         )
         assert url.path.lstrip("/") == warehouse_env["POSTGRES_DB"]
         assert env["TIERS_CONFIG"].endswith(".toml")
-        mounts = {str(v).split(":")[1]: str(v).split(":")[0] for v in service["volumes"]}
-        assert mounts.get(env["TIERS__LAKE__ROOT"]) == "tiers-lake", name
-        assert mounts.get(env["TIERS__RUNS__ROOT"]) == "tiers-runs", name
+        mounts = {_target(v): _source(v) for v in service["volumes"]}
         assert str(Path(env["TIERS_CONFIG"]).parent) in mounts, name
-    assert {"tiers-lake", "tiers-runs", "warehouse-db-volume"} <= set(rendered["volumes"])
+    assert "warehouse-db-volume" in set(rendered["volumes"])
+
+
+def _target(volume) -> str:
+    return volume["target"] if isinstance(volume, dict) else str(volume).split(":")[1]
+
+
+def _source(volume) -> str:
+    return volume.get("source", "") if isinstance(volume, dict) else str(volume).split(":")[0]
+
+
+def test_lake_and_runs_are_on_the_object_store_service(rendered):
+    """Both roots are s3:// URLs in the bucket that object-store-init creates, reached
+    through the standard AWS variables with the object store's own credentials."""
+    services = rendered["services"]
+    store_env = services["object-store"]["environment"]
+    init_script = " ".join(services["object-store-init"]["command"])
+    bucket = re.search(r"mc mb --ignore-existing tiers/(\S+)", init_script).group(1)
+    assert "http://object-store:9000" in init_script
+    for name, service in _airflow_services(rendered).items():
+        env = service["environment"]
+        for root in ("TIERS__LAKE__ROOT", "TIERS__RUNS__ROOT"):
+            url = urlsplit(env[root])
+            assert url.scheme == "s3" and url.hostname == bucket, (name, root, env[root])
+        assert urlsplit(env["AWS_ENDPOINT_URL"]).hostname == "object-store", name
+        assert urlsplit(env["AWS_ENDPOINT_URL"]).port == 9000, name
+        assert env["AWS_ACCESS_KEY_ID"] == store_env["MINIO_ROOT_USER"], name
+        assert env["AWS_SECRET_ACCESS_KEY"] == store_env["MINIO_ROOT_PASSWORD"], name
+        assert env["AWS_ACCESS_KEY_ID"] == SECRETS["TIERS_S3_ACCESS_KEY"], name
+        assert env["AWS_REGION"], name
+    assert "object-store-volume" in rendered["volumes"]
+    assert [_source(v) for v in services["object-store"]["volumes"]] == ["object-store-volume"]
+
+
+def test_two_celery_workers_share_no_data_volume(rendered):
+    """The workers are as two machines: the only volumes they share are Airflow's logs and
+    configuration; the pipeline's configuration and the input files are mounted read-only."""
+    services = rendered["services"]
+    assert set(services) >= WORKERS
+    first, second = (services[name] for name in sorted(WORKERS))
+    assert first["command"] == second["command"]
+    for worker in (first, second):
+        command = worker["command"]
+        assert (" ".join(command) if isinstance(command, list) else command) == "celery worker"
+        for volume in worker["volumes"]:
+            target, source = _target(volume), _source(volume)
+            read_only = volume.get("read_only") if isinstance(volume, dict) else ":ro" in volume
+            assert target.startswith("/opt/airflow/") or read_only, (target, source)
+            assert source not in ("tiers-lake", "tiers-runs"), (target, source)
+    assert not {"tiers-lake", "tiers-runs"} & set(rendered["volumes"])
 
 
 def test_init_migrates_creates_admin_and_the_single_slot_pool(rendered):
