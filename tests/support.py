@@ -80,3 +80,14 @@ def extracted(folder: Path, rows: Iterable[Iterable[Any]], months: Iterable[str]
     for month in months:
         extract(cfg, month)
     return cfg
+
+
+def warehouse_rows(cfg: Config, name: str):
+    """Every row of a warehouse table, as an Arrow table."""
+    from pipeline.warehouse import open_warehouse
+
+    warehouse = open_warehouse(cfg)
+    try:
+        return warehouse.read_table(name)
+    finally:
+        warehouse.close()

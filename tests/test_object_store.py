@@ -21,11 +21,10 @@ from pipeline import lake, notify, report, runner, storage
 from pipeline.config import load_config
 from pipeline.months import months_between
 from pipeline.schema import TABLES
-from pipeline.warehouse import open_warehouse
 
 from golden import table_differences
 from s3_support import list_keys, moto_server, new_bucket, s3_environment
-from support import csv_config, write_config, write_payments
+from support import csv_config, warehouse_rows, write_config, write_payments
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN_CASES = {
@@ -60,14 +59,6 @@ def bucket(s3_endpoint, tmp_path, monkeypatch) -> str:
 
 def on_s3(bucket: str) -> dict:
     return {"lake": {"root": f"s3://{bucket}/lake"}, "runs": {"root": f"s3://{bucket}/runs"}}
-
-
-def warehouse_rows(cfg, name):
-    warehouse = open_warehouse(cfg)
-    try:
-        return warehouse.read_table(name)
-    finally:
-        warehouse.close()
 
 
 def snapshot(cfg) -> dict[str, list]:

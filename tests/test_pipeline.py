@@ -12,24 +12,15 @@ import pytest
 
 from pipeline import runner
 from pipeline.schema import TABLES
-from pipeline.warehouse import open_warehouse
 
 from golden import table_differences
-from support import csv_config
+from support import csv_config, warehouse_rows
 
 GOLDEN_CASES = {
     # case: (business time zone, history_start, last month)
     "basics": ("UTC", "2026-01", "2026-03"),
     "full": ("Europe/Oslo", "2025-01", "2026-03"),
 }
-
-
-def warehouse_rows(cfg, name):
-    warehouse = open_warehouse(cfg)
-    try:
-        return warehouse.read_table(name)
-    finally:
-        warehouse.close()
 
 
 @pytest.mark.parametrize("case", sorted(GOLDEN_CASES))
