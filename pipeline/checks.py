@@ -847,9 +847,9 @@ def _validate(subject: _Subject, severities: dict[str, str]) -> tuple[dict[str, 
 
 
 # Expectations whose outcome on a table is decided by a few of its rows: the rows holding
-# each checked column's minimum, maximum, first NULL and first NaN, and one row for each of
-# its distinct values when a value set is checked. A table passes them exactly when those
-# rows do, so GX validates those rows first, and every row only when one of them fails.
+# each checked column's minimum, maximum, first NULL and first NaN, and, for a set of k
+# values, the first rows of k + 1 of its distinct values. A table passes them exactly when
+# those rows do, so GX validates those rows first, and every row only when one fails.
 _DECIDED_BY_DECIDING_ROWS = {
     "expect_column_values_to_not_be_null",
     "expect_column_values_to_be_between",
