@@ -6,6 +6,9 @@ import pytest
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# pg_support is imported by test modules and loaded as their plugin (fixtures): its asserts
+# are rewritten only if it is registered before the first import
+pytest.register_assert_rewrite("pg_support")
 
 from golden import GOLDEN  # noqa: E402
 

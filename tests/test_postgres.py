@@ -40,15 +40,13 @@ from pipeline.sql import connect
 from pipeline.warehouse import DuckDBWarehouse, conform
 
 from golden import expected_rows, table_differences
-
-pytest.register_assert_rewrite("pg_support")  # it is a plugin too (pytest_plugins below)
-from pg_support import (  # noqa: E402
+from pg_support import (
     create_payments_table,
     golden_source_table,
     unique_name,
     warehouse_url,
 )
-from support import csv_config, write_config  # noqa: E402
+from support import csv_config, write_config
 
 pytestmark = pytest.mark.postgres
 pytest_plugins = ["pg_support"]  # fixtures: pg_dsn, pg, pg_schema, source_schema, pg_role
