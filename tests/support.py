@@ -91,3 +91,20 @@ def warehouse_rows(cfg: Config, name: str):
         return warehouse.read_table(name)
     finally:
         warehouse.close()
+
+
+def backfill_matching_golden(cfg: Config, case: str, start: str, last: str) -> list:
+    """Backfill ``start``..``last`` through the real pipeline and assert that every loaded
+    reporting table equals the golden case's; returns the months' results."""
+    from pipeline import runner
+    from pipeline.schema import TABLES
+
+    from golden import table_differences
+
+    results = runner.backfill(cfg, start, last)
+    assert {r.status for r in results} == {"loaded"}, [r.error for r in results]
+    problems = []
+    for name in TABLES:
+        problems += table_differences(case, name, warehouse_rows(cfg, name))
+    assert problems == []
+    return results
