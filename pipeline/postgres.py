@@ -42,7 +42,7 @@ from pipeline.schema import (
 )
 from pipeline.sources import SourceError
 from pipeline.sql import sql_text
-from pipeline.warehouse import conform, create_table_sql, month_tables, run_row
+from pipeline.warehouse import MonthRows, as_arrow, conform, create_table_sql, month_tables, run_row
 
 log = logging.getLogger(__name__)
 
@@ -682,9 +682,11 @@ class PostgresWarehouse:
             with suppress(adbc.Error):
                 connection.close()
 
-    def load_month(self, month: date, tables: Mapping[str, pa.Table], run: dict[str, Any]) -> None:
+    def load_month(self, month: date, tables: Mapping[str, MonthRows], run: dict[str, Any]) -> None:
         """Replace every reporting table's rows of ``month`` and record the run, atomically."""
-        incoming = month_tables(month, tables)
+        incoming = {
+            name: as_arrow(TABLES[name], rows) for name, rows in month_tables(month, tables).items()
+        }
         with self._transaction() as cur:
             # Staging first, outside the lock: the lock is held for the swap only.
             for name, rows in incoming.items():

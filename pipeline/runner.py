@@ -315,7 +315,7 @@ def load_step(cfg: ConfigLike, month: str | date, run_id: str) -> dict[str, Any]
         warehouse = open_warehouse(cfg)
         try:
             warehouse.ensure_schema()
-            warehouse.load_month(month, read_tables(files), run_record(state, status="loaded"))
+            warehouse.load_month(month, files, run_record(state, status="loaded"))
             if customers is not None:
                 warehouse.replace_customers(customer_rows(customers))
         finally:
@@ -390,13 +390,6 @@ def _scratch_dir(folder: storage.RemotePath) -> Path:
     scratch = storage.scratch(folder.store)
     scratch.mkdir(parents=True, exist_ok=True)
     return scratch
-
-
-def read_tables(files: dict[str, Path]) -> dict[str, pa.Table]:
-    return {
-        name: pq.read_table(files[name], schema=table.arrow_schema())
-        for name, table in TABLES.items()
-    }
 
 
 @dataclass

@@ -66,7 +66,7 @@ class Warehouse(Protocol):
     def ensure_schema(self) -> None: ...
 
     def load_month(
-        self, month: date, tables: Mapping[str, pa.Table], run: dict[str, Any]
+        self, month: date, tables: Mapping[str, MonthRows], run: dict[str, Any]
     ) -> None: ...
 
     def record_run(self, run: dict[str, Any]) -> None: ...
@@ -103,7 +103,12 @@ def create_table_sql(table: Table, types: Mapping[str, str], qualified: str) -> 
     return f"CREATE TABLE IF NOT EXISTS {qualified} (\n    {columns},\n    PRIMARY KEY ({key})\n)"
 
 
-def month_tables(month: date, tables: Mapping[str, pa.Table]) -> dict[str, pa.Table]:
+# A month's table as Arrow rows, or as a Parquet file in the table's types (the files that
+# ``transform.write_month`` computed): the DuckDB warehouse adopts such a file as it is.
+MonthRows = pa.Table | Path
+
+
+def month_tables(month: date, tables: Mapping[str, MonthRows]) -> dict[str, MonthRows]:
     """Every reporting table of a month's load, conformed to the contract; a missing table
     or a row of another month is an error (nothing is loaded)."""
     missing = set(TABLES) - set(tables)
@@ -111,18 +116,46 @@ def month_tables(month: date, tables: Mapping[str, pa.Table]) -> dict[str, pa.Ta
         raise ValueError(f"load of {month}: missing table(s) {sorted(missing)}")
     incoming = {name: conform(table, tables[name]) for name, table in TABLES.items()}
     for name, rows in incoming.items():
-        others = set(rows.column("month").unique().to_pylist()) - {month}
+        others = _months_of(rows) - {month}
         if others:
             raise ValueError(f"load of {month}: {name} has rows of {sorted(others)}")
     return incoming
 
 
-def conform(table: Table, data: pa.Table) -> pa.Table:
-    """The table's columns in contract order and types (extra columns are an error)."""
-    extra = set(data.column_names) - set(table.column_names)
+def conform(table: Table, data: MonthRows) -> MonthRows:
+    """The table's columns in contract order and types (extra columns are an error); a file
+    must hold exactly those columns and types already (checked on its schema)."""
+    columns = data.column_names if isinstance(data, pa.Table) else pq.read_schema(data).names
+    extra = set(columns) - set(table.column_names)
     if extra:
         raise ValueError(f"{table.name}: unexpected column(s) {sorted(extra)}")
-    return data.select(table.column_names).cast(table.arrow_schema())
+    if isinstance(data, pa.Table):
+        return data.select(table.column_names).cast(table.arrow_schema())
+    found = [(f.name, f.type) for f in pq.read_schema(data)]
+    wanted = [(f.name, f.type) for f in table.arrow_schema()]
+    if found != wanted:
+        raise ValueError(f"{table.name}: {data} has columns {found}, not the contract's {wanted}")
+    return data
+
+
+def as_arrow(table: Table, rows: MonthRows) -> pa.Table:
+    return rows if isinstance(rows, pa.Table) else pq.read_table(rows, schema=table.arrow_schema())
+
+
+def _months_of(rows: MonthRows) -> set[date]:
+    """The months a table's rows are of; for a file, from its row groups' statistics when
+    the writer recorded them (DuckDB does), else from the column itself."""
+    if isinstance(rows, pa.Table):
+        return set(rows.column("month").unique().to_pylist())
+    metadata = pq.ParquetFile(rows).metadata
+    column = metadata.schema.names.index("month")
+    months = set()
+    for index in range(metadata.num_row_groups):
+        stats = metadata.row_group(index).column(column).statistics
+        if stats is None or not stats.has_min_max:
+            return set(pq.read_table(rows, columns=["month"]).column("month").unique().to_pylist())
+        months |= {stats.min, stats.max}
+    return months
 
 
 # --- the DuckDB warehouse: immutable month files and a published catalog -----------------
@@ -275,7 +308,9 @@ class DuckDBWarehouse:
         with self._writing():
             pass  # creates the data folder, migrates a legacy file, publishes if stale
 
-    def load_month(self, month: date, tables: Mapping[str, pa.Table], run: dict[str, Any]) -> None:
+    def load_month(self, month: date, tables: Mapping[str, MonthRows], run: dict[str, Any]) -> None:
+        """Publish every reporting table's month and record the run (one commit); a table
+        given as a file is adopted byte for byte, not re-encoded."""
         incoming = month_tables(month, tables)
         with self._writing() as state:
             key = month.isoformat()
@@ -312,18 +347,23 @@ class DuckDBWarehouse:
         state.runs.append(self._write_file(PIPELINE_RUN, month, data, prefix=prefix))
 
     def _write_file(
-        self, table: Table, month: date | None, rows: pa.Table, *, prefix: str | None = None
+        self, table: Table, month: date | None, rows: MonthRows, *, prefix: str | None = None
     ) -> str:
-        """Write ``rows`` as an immutable Parquet file named by its content (same rows in the
-        same order, same bytes, same name); returns its path relative to the data folder.
-        Snappy: the fastest codec every DuckDB reader has (zstd cost 1.5x the write time)."""
+        """Write ``rows`` (or copy a file of them) as an immutable Parquet file named by its
+        content (same rows in the same order, same bytes, same name); returns its path
+        relative to the data folder. Snappy: the fastest codec every DuckDB reader has (zstd
+        cost 1.5x the write time); ``transform.write_month`` writes its files so too."""
         folder = prefix or f"{table.name}/month={month:%Y-%m}/"
         target_dir = self.data / folder.rsplit("/", 1)[0]
         target_dir.mkdir(parents=True, exist_ok=True)
         scratch = target_dir / f".incoming-{os.getpid()}-{uuid.uuid4().hex}"
         try:
-            pq.write_table(rows, scratch, compression="snappy", row_group_size=256 * 1024)
-            digest = hashlib.sha256(scratch.read_bytes()).hexdigest()[:32]
+            if isinstance(rows, pa.Table):
+                pq.write_table(rows, scratch, compression="snappy", row_group_size=256 * 1024)
+            else:
+                shutil.copyfile(rows, scratch)
+            with open(scratch, "rb") as written:
+                digest = hashlib.file_digest(written, "sha256").hexdigest()[:32]
             relative = f"{folder}{digest}.parquet"
             target = self.data / relative
             if target.exists():

@@ -13,6 +13,7 @@ from pathlib import Path
 import duckdb
 import psycopg
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from pipeline.customers import customer_rows
@@ -99,6 +100,69 @@ def test_every_attempt_is_a_row_and_month_load_says_which_run_a_month_holds(ware
         "SELECT run_id, attempt, last_attempt_status FROM month_load WHERE month = ?", FEB
     ) == [("r2", 1, "loaded")]
     assert sql("SELECT month FROM current_month") == [(FEB,)]
+
+
+def computed_files(folder: Path, month: date) -> dict[str, Path]:
+    """The month's golden tables as the computation leaves them: one Parquet file each,
+    written by DuckDB in the schema's types and in key order."""
+    con = duckdb.connect()
+    files = {}
+    for name, table in TABLES.items():
+        con.register("rows", golden_tables(month)[name])
+        files[name] = folder / f"{name}.parquet"
+        order = ", ".join(table.key)
+        con.execute(
+            f"copy (select {table.duckdb_columns()} from rows order by {order}) "
+            f"to '{files[name]}' (format parquet, compression snappy)"
+        )
+        con.unregister("rows")
+    con.close()
+    return files
+
+
+def test_computed_files_are_loaded_as_they_are(warehouse, tmp_path) -> None:
+    files = computed_files(tmp_path, FEB)
+    warehouse.load_month(FEB, files, run("r1", FEB))
+    for name in TABLES:
+        loaded = warehouse.read_table(name, FEB).sort_by(
+            [(k, "ascending") for k in TABLES[name].key]
+        )
+        assert loaded.to_pylist() == pq_rows(files[name]), name
+    if isinstance(warehouse, DuckDBWarehouse):  # adopted byte for byte, not re-encoded
+        state = json.loads((warehouse.data / "state.json").read_text())
+        for name, path in files.items():
+            adopted = warehouse.data / state["files"][name][FEB.isoformat()]
+            assert adopted.read_bytes() == path.read_bytes(), name
+
+
+def pq_rows(path: Path) -> list[dict]:
+    return pq.read_table(path).to_pylist()
+
+
+def test_a_computed_file_of_other_types_or_months_loads_nothing(warehouse, tmp_path) -> None:
+    warehouse.load_month(JAN, golden_tables(JAN), run("r1", JAN))
+    before = warehouse.read_table("customer_abc", JAN)
+    files = computed_files(tmp_path, JAN)
+    con = duckdb.connect()
+    wrong_type = tmp_path / "wide_window.parquet"
+    con.execute(
+        f"copy (select * replace (window_months::bigint as window_months) "
+        f"from '{files['customer_abc']}') to '{wrong_type}' (format parquet)"
+    )
+    with pytest.raises(ValueError, match=r"customer_abc: .*wide_window.parquet has columns"):
+        warehouse.load_month(JAN, files | {"customer_abc": wrong_type}, run("r2", JAN))
+    other_month = tmp_path / "other_month.parquet"
+    con.execute(
+        f"copy (select * from '{files['customer_abc']}' union all "
+        f"(select * replace (date '2025-02-01' as month) from '{files['customer_abc']}' limit 1)) "
+        f"to '{other_month}' (format parquet)"
+    )
+    con.close()
+    with pytest.raises(
+        ValueError, match=r"customer_abc has rows of \[datetime.date\(2025, 2, 1\)\]"
+    ):
+        warehouse.load_month(JAN, files | {"customer_abc": other_month}, run("r3", JAN))
+    assert warehouse.read_table("customer_abc", JAN).equals(before)
 
 
 @pytest.mark.slow
