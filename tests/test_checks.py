@@ -697,6 +697,16 @@ def _corruptions(march: dict[str, pa.Table]) -> dict[str, tuple]:
             "customer_segment.partitions_population",
             {"customer_id": "ghost", "in_population": False, "n_segments": 1},
         ),
+        "a customer with two segments": (
+            {
+                "customer_segment": pa.concat_tables(
+                    [segment, with_value(segment, "segment", regular, "good").slice(regular, 1)]
+                )
+            },
+            {"customer_segment.partitions_population"},
+            None,
+            {"in_population": True, "n_segments": 2, "segments": "good,regular"},
+        ),
         "months_as_vip outside the roster window": (
             {
                 "vip_roster": with_value(
@@ -752,6 +762,7 @@ OUTPUT_CASES = (
     "a VIP too few",
     "a customer of the population without a segment",
     "a segment for someone outside the population",
+    "a customer with two segments",
     "months_as_vip outside the roster window",
     "unknown alert",
     "tier 5",

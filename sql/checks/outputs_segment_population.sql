@@ -6,16 +6,17 @@
 --          customer_segment or customer_abc rank.
 -- Returns: the rows that break the rule: one per (month, metric, customer) that is in
 --          the population without exactly one segment, or has a segment outside it.
+-- The segments themselves are looked up only for the customers that break the rule.
 
-with customer_segment as (
+with customer_segment as not materialized (
     select * from customer_segment
 ),
 
-customer_abc as (
+customer_abc as not materialized (
     select * from customer_abc
 ),
 
-customer_month as (
+customer_month as not materialized (
     select * from customer_month
 ),
 
@@ -25,53 +26,55 @@ ranked_metrics as (
     select metric from customer_abc
 ),
 
-month_values as (
-    unpivot (
-        select
-            month,
-            customer_id,
-            revenue::decimal(38, 2) as revenue,
-            payments::decimal(38, 2) as payments,
-            units::decimal(38, 2) as units,
-            margin::decimal(38, 2) as margin
-        from customer_month
-    )
-    on revenue, payments, units, margin
-    into name metric value metric_value
+population as (
+    -- each metric compared in its own type: no cast to a common one
+    select month, 'revenue' as metric, customer_id from customer_month where revenue > 0
+    union all
+    select month, 'payments', customer_id from customer_month where payments > 0
+    union all
+    select month, 'units', customer_id from customer_month where units > 0
+    union all
+    select month, 'margin', customer_id from customer_month where margin > 0
 ),
 
-population as (
-    select month, metric, customer_id
-    from month_values
-    where metric_value > 0
-      and metric in (select metric from ranked_metrics)
+population_of_ranked_metrics as (
+    select * from population
+    where metric in (select metric from ranked_metrics)
 ),
 
 segments_per_customer as (
-    select
-        month,
-        metric,
-        customer_id,
-        count(*) as n_segments,
-        string_agg(segment, ',' order by segment) as segments
+    select month, metric, customer_id, count(*) as n_segments
     from customer_segment
     group by month, metric, customer_id
 ),
 
-final as (
+mismatches as (
     select
         coalesce(population.month, segmented.month) as month,
         coalesce(population.metric, segmented.metric) as metric,
         coalesce(population.customer_id, segmented.customer_id) as customer_id,
         population.customer_id is not null as in_population,
-        coalesce(segmented.n_segments, 0) as n_segments,
-        segmented.segments
-    from population
+        coalesce(segmented.n_segments, 0) as n_segments
+    from population_of_ranked_metrics as population
     full outer join segments_per_customer as segmented
         on population.month = segmented.month
         and population.metric = segmented.metric
         and population.customer_id = segmented.customer_id
     where population.customer_id is null or coalesce(segmented.n_segments, 0) <> 1
+),
+
+final as (
+    -- the segments of the few customers that break the rule, for the message
+    select
+        mismatches.month, mismatches.metric, mismatches.customer_id,
+        mismatches.in_population, mismatches.n_segments,
+        string_agg(customer_segment.segment, ',' order by customer_segment.segment) as segments
+    from mismatches
+    left join customer_segment
+        on customer_segment.month = mismatches.month
+        and customer_segment.metric = mismatches.metric
+        and customer_segment.customer_id = mismatches.customer_id
+    group by all
     order by all
 )
 
