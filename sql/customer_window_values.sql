@@ -1,42 +1,75 @@
 -- customer_window_values: the value of each customer over each window the computation of
 -- $month ranks itself (spec: "Metrics and windows").
 --
--- Reads:    customer_metric
--- Produces: one row per (month, metric, window_months, customer_id) for
+-- Reads:    customer_month_history (one row per customer month, the metrics side by side)
+-- Produces: one row per (month, metric, window_months, customer_id) for the metrics the
+--           run computes ($metrics) and
 --             * window 1 of the months in $unranked_months: months whose lake partition
 --               carries no monthly ranking (lake schema version 1), and
 --             * every window longer than 1 of $rank_windows in month $month: the sum of
 --               the customer's monthly values over the window's months.
+--           A NULL value (units or margin where the source lacks them) gives no row.
 -- The monthly ranking of every other month was ranked at extract (customer_ranking.sql)
 -- and is read from the lake.
+-- The windows are summed on the wide rows, all metrics at once, and only then turned
+-- into one row per metric: a quarter of the rows to group of summing customer_metric.sql's
+-- long form, which the extract still uses for its single month.
 
-with monthly_values as (
-    select month, metric, 1 as window_months, customer_id, value
-    from customer_metric
+with customer_month as (
+    select * from customer_month_history
+),
+
+monthly_totals as (
+    select month, 1 as window_months, customer_id, revenue, payments, units, margin
+    from customer_month
     where list_contains($unranked_months, month)
 ),
 
-longer_window_values as (
+longer_window_totals as (
     select
         $month::date as month,
-        metric_value.metric,
         window_months,
-        metric_value.customer_id,
-        sum(metric_value.value) as value
-    from customer_metric as metric_value,
+        customer_id,
+        sum(revenue) as revenue,
+        sum(payments) as payments,
+        sum(units) as units,
+        sum(margin) as margin
+    from customer_month,
         unnest($rank_windows) as requested(window_months)
     where window_months > 1
-      and metric_value.month > $month::date - to_months(window_months)
+      and customer_month.month > $month::date - to_months(window_months)
     group by all
 ),
 
-final as (
-    select * from monthly_values
-    union all
+window_totals as (
     -- fits: the extract caps a month's money (MONTH_MONEY_LIMIT in pipeline/lake.py), and
     -- the narrow type ranks much faster than DECIMAL(38)
-    select month, metric, window_months, customer_id, value::decimal(18, 2)
-    from longer_window_values
+    select
+        month,
+        window_months,
+        customer_id,
+        revenue::decimal(18, 2) as revenue,
+        payments::decimal(18, 2) as payments,
+        units::decimal(18, 2) as units,
+        margin::decimal(18, 2) as margin
+    from (
+        select * from monthly_totals
+        union all
+        select * from longer_window_totals
+    )
+),
+
+metric_values as (
+    -- one row per metric; UNPIVOT leaves out the NULL values
+    unpivot window_totals
+    on revenue, payments, units, margin
+    into name metric value value
+),
+
+final as (
+    select month, metric, window_months, customer_id, value
+    from metric_values
+    where list_contains($metrics, metric)
 )
 
 select * from final
