@@ -27,7 +27,6 @@ from pipeline.sql import bounded_connection, run_sql
 # the reporting tables are the rows of month M of the tables named like them.
 STEPS: tuple[tuple[str, str], ...] = (
     ("customer_month_history", "customer_month_history"),
-    ("customer_metric", "customer_metric"),
     ("customer_window_values", "window_values"),
     ("customer_ranking", "computed_ranking"),
     ("customer_rank", "customer_rank"),
