@@ -1,7 +1,8 @@
 -- customer_abc: the reporting table of ranks, shares and ABC classes per window,
 -- with the XYZ class on the rows of the XYZ window (spec: "Ranking, shares, ABC", "XYZ").
 --
--- Reads:    customer_rank, customer_xyz
+-- Reads:    customer_rank, customer_xyz (joined to the rows of window $xyz_months only: the
+--           other windows carry no XYZ class, and need no lookup)
 -- Produces: one row per (month, metric, window_months, customer_id) for month $month
 --           and the reporting windows $windows.
 
@@ -14,22 +15,38 @@ stability as (
     select * from customer_xyz
 ),
 
-final as (
-    select
-        ranking.month,
-        ranking.metric,
-        ranking.window_months,
-        ranking.customer_id,
-        ranking.value,
-        ranking.rank,
-        ranking.share,
-        ranking.cum_share,
-        ranking.abc_class,
-        case when ranking.window_months = $xyz_months then stability.xyz_class end as xyz_class
+ranking_of_xyz_window as (
+    select ranking.*, stability.xyz_class
     from ranking
     left join stability
         on stability.metric = ranking.metric
        and stability.customer_id = ranking.customer_id
+    where ranking.window_months = $xyz_months
+),
+
+ranking_of_other_windows as (
+    select *, null::varchar as xyz_class
+    from ranking
+    where window_months <> $xyz_months
+),
+
+final as (
+    select
+        month,
+        metric,
+        window_months,
+        customer_id,
+        value,
+        rank,
+        share,
+        cum_share,
+        abc_class,
+        xyz_class
+    from (
+        select * from ranking_of_xyz_window
+        union all
+        select * from ranking_of_other_windows
+    )
 )
 
 select * from final
