@@ -30,6 +30,12 @@ ranking_of_other_windows as (
     where window_months <> $xyz_months
 ),
 
+classified as (
+    select * from ranking_of_xyz_window
+    union all
+    select * from ranking_of_other_windows
+),
+
 final as (
     select
         month,
@@ -42,11 +48,7 @@ final as (
         cum_share,
         abc_class,
         xyz_class
-    from (
-        select * from ranking_of_xyz_window
-        union all
-        select * from ranking_of_other_windows
-    )
+    from classified
 )
 
 select * from final

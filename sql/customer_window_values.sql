@@ -42,8 +42,15 @@ longer_window_totals as (
 ),
 
 window_totals as (
-    -- fits: the extract caps a month's money (MONTH_MONEY_LIMIT in pipeline/lake.py), and
-    -- the narrow type ranks much faster than DECIMAL(38)
+    select * from monthly_totals
+    union all
+    select * from longer_window_totals
+),
+
+window_totals_as_values as (
+    -- the type of a value, for all four metrics alike. Fits: the extract caps a month's
+    -- money (MONTH_MONEY_LIMIT in pipeline/lake.py), and the narrow type ranks much faster
+    -- than DECIMAL(38)
     select
         month,
         window_months,
@@ -52,16 +59,12 @@ window_totals as (
         payments::decimal(18, 2) as payments,
         units::decimal(18, 2) as units,
         margin::decimal(18, 2) as margin
-    from (
-        select * from monthly_totals
-        union all
-        select * from longer_window_totals
-    )
+    from window_totals
 ),
 
 metric_values as (
     -- one row per metric; UNPIVOT leaves out the NULL values
-    unpivot window_totals
+    unpivot window_totals_as_values
     on revenue, payments, units, margin
     into name metric value value
 ),
