@@ -57,7 +57,7 @@ moments as (
         metric,
         customer_id,
         $xyz_months::hugeint as n_months,
-        total::hugeint * 100 as total_cents,
+        (total * 100)::hugeint as total_cents,
         total_of_squares as total_of_squares_cents
     from sums_per_metric
     where list_contains($metrics, metric)

@@ -173,6 +173,21 @@ def test_xyz_classes_over_a_full_year(tmp_path) -> None:
     assert set(xyz_3.values()) == {None}
 
 
+def test_xyz_is_decided_on_the_cents(tmp_path) -> None:
+    """Alternating 3.03 and 1.01 is cv = (3.03 - 1.01) / (3.03 + 1.01) = 0.5 exactly: X.
+    With n = 12, s = 24.24 and q = 6 * (3.03^2 + 1.01^2): n * q - s^2 = 0.25 * s^2 (in
+    cents, 1,468,944 both). A total rounded to whole units (s = 24) would make it Y."""
+    months = [f"2025-{m:02d}" for m in range(1, 13)]
+    rows = [
+        (f"w{index}", "wobbly", f"{month}-15", "1.01" if index % 2 else "3.03", "EUR")
+        for index, month in enumerate(months)
+    ]
+    cfg = extracted(tmp_path, rows, months, history_start="2025-01")
+    tables = compute_month(cfg, date(2025, 12, 1))
+    (wobbly,) = rows_of(tables, "customer_abc", metric="revenue", window_months=12)
+    assert wobbly["xyz_class"] == "X"
+
+
 def test_a_missing_month_in_the_history_fails_with_its_name(tmp_path) -> None:
     rows = [("p1", "a", "2026-01-10", "10.00", "EUR"), ("p2", "a", "2026-03-10", "10.00", "EUR")]
     cfg = extracted(tmp_path, rows, ["2026-01", "2026-03"])
