@@ -90,6 +90,9 @@ _EXAMPLES_PER_PROBLEM = 3
 # square those values in HUGEINT cents, stay below 10^30. A month above it is rejected at
 # extract, by name, instead of overflowing later.
 MONTH_MONEY_LIMIT = Decimal("100000000000.00")
+# The most units one month may carry (their sum), for the same reason: the units metric is
+# ranked, windowed and squared in the same types as money.
+MONTH_UNITS_LIMIT = 100_000_000_000
 
 
 class BadInputError(ValueError):
@@ -428,17 +431,22 @@ def _derived_tables(
 
 
 def _check_money_limit(con: duckdb.DuckDBPyConnection, label: str, month: date) -> None:
-    amounts, costs = con.execute(
-        "select coalesce(sum(abs(amount)), 0), coalesce(sum(cost), 0) "
+    amounts, costs, units = con.execute(
+        "select coalesce(sum(abs(amount)), 0), coalesce(sum(cost), 0), coalesce(sum(units), 0) "
         "from staged_payments where problem is null"
     ).fetchall()[0]
-    for what, total in (("amounts (|amount|)", amounts), ("costs", costs)):
-        if total > MONTH_MONEY_LIMIT:
+    money_hint = "amounts in the wrong unit (cents as whole currency units) or a broken row"
+    for what, total, limit, hint in (
+        ("amounts (|amount|)", amounts, MONTH_MONEY_LIMIT, money_hint),
+        ("costs", costs, MONTH_MONEY_LIMIT, money_hint),
+        ("units", units, MONTH_UNITS_LIMIT, "a units value that is not a count (an id, a code)"),
+    ):
+        if total > limit:
             raise BadInputError(
                 f"{label}: month {format_month(month)}: the sum of its {what} is {total}, above "
-                f"the {MONTH_MONEY_LIMIT:,} a month may carry (so that a year of sums and their "
-                "squares stay exact); nothing of this month was written. Check the source for "
-                "amounts in the wrong unit (cents as whole currency units) or a broken row."
+                f"the {limit:,} a month may carry (so that a year of sums and their "
+                f"squares stay exact); nothing of this month was written. Check the source for "
+                f"{hint}."
             )
 
 

@@ -22,6 +22,7 @@ from pipeline.lake import BadInputError, MissingMonthError, extract
 from pipeline.months import add_months
 from pipeline.sources import SourceError
 from pipeline.sql import bounded_connection
+from pipeline.transform import compute_month
 
 from support import csv_config, write_payments
 
@@ -402,6 +403,35 @@ def test_a_month_beyond_the_money_limit_is_rejected_by_name(tmp_path) -> None:
     with pytest.raises(MissingMonthError):
         lake.read_manifest(cfg.lake.root, JAN)
     assert extract(cfg, FEB).amount_sum == "1.00"  # other months are not affected
+
+
+def test_a_month_beyond_the_units_limit_is_rejected_and_one_at_it_computes(tmp_path) -> None:
+    """Units are ranked, windowed and squared like money: a month whose units add up to
+    more than MONTH_UNITS_LIMIT is refused at extract, by name; one at the limit computes."""
+    header = ("payment_id", "customer_id", "paid_at", "amount", "currency", "units")
+    limit = lake.MONTH_UNITS_LIMIT
+    rows = [("p1", "c1", "2026-01-05", "1.00", "EUR", str(limit - 1))]
+    rows += [("p2", "c2", "2026-01-06", "1.00", "EUR", "1")]
+    rows += [
+        ("q1", "c1", "2026-02-05", "1.00", "EUR", str(limit)),
+        ("q2", "c2", "2026-02-06", "1.00", "EUR", "1"),
+    ]
+    cfg = csv_config(tmp_path, write_payments(tmp_path / "p.csv", rows, header=header))
+    extract(cfg, JAN)
+    with pytest.raises(BadInputError) as error:
+        extract(cfg, FEB)
+    message = str(error.value)
+    assert "month 2026-02" in message and f"units is {limit + 1}" in message
+    assert f"{limit:,}" in message
+    with pytest.raises(MissingMonthError):
+        lake.read_manifest(cfg.lake.root, FEB)
+    tables = compute_month(cfg, JAN)
+    units = {
+        r["customer_id"]: r["value"]
+        for r in tables["customer_abc"].to_pylist()
+        if r["metric"] == "units" and r["window_months"] == 12
+    }
+    assert units == {"c1": Decimal(limit - 1), "c2": Decimal(1)}
 
 
 def test_a_fresh_lake_can_spill(tmp_path) -> None:
