@@ -546,6 +546,16 @@ def gate_before_load(
                     setup_error=_keys_view(con, f"select {key} from rows_to_load"),
                 )
             )
+            if table.file_order:  # rows are ordered by other columns than the key
+                order = ", ".join(table.row_order)
+                subjects.append(
+                    check_table(
+                        "duplicate_keys",
+                        f"before_load.{name}.row_order_unique",
+                        f"({order}) is unique, so it orders the rows of the file completely",
+                        setup_error=_keys_view(con, f"select {order} from rows_to_load"),
+                    )
+                )
         return _run_gate("before_load", cfg, month, subjects, out_dir, names, started)
 
 

@@ -20,6 +20,14 @@ class Table:
     columns: tuple[tuple[str, str], ...]
     key: tuple[str, ...]
     indexes: tuple[str, ...] = ()  # columns dashboards filter by
+    # the order of a month's rows in its file: a total order (same rows, same bytes). The
+    # key without month (one month a file) unless a cheaper one is given: DuckDB sorts
+    # integers several times faster than customer ids.
+    file_order: tuple[str, ...] = ()
+
+    @property
+    def row_order(self) -> tuple[str, ...]:
+        return self.file_order or tuple(c for c in self.key if c != "month")
 
     @property
     def column_names(self) -> list[str]:
@@ -91,6 +99,7 @@ REPORTING_TABLES: tuple[Table, ...] = (
         ),
         key=("month", "metric", "window_months", "customer_id"),
         indexes=("customer_id", "abc_class"),
+        file_order=("metric", "window_months", "rank"),  # rank: row_number() of a ranking
     ),
     Table(
         "customer_segment",
@@ -105,6 +114,7 @@ REPORTING_TABLES: tuple[Table, ...] = (
         ),
         key=("month", "metric", "customer_id"),
         indexes=("customer_id", "segment"),
+        file_order=("metric", "rank"),  # rank: row_number() of the metric's ranking
     ),
     Table(
         "vip_roster",

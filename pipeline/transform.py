@@ -114,12 +114,12 @@ def write_month(cfg: Config, month: date, folder: Path) -> dict[str, Path]:
 
 
 def _reporting_rows(table: Table, month: date) -> str:
-    """The query of a reporting table's rows of ``month``, in its types and in key order
-    (the grain: a total order, so that the same input gives the same bytes)."""
+    """The query of a reporting table's rows of ``month``, in its types and in its file's
+    row order (a total order, so that the same input gives the same bytes)."""
     return (
         f"select {table.duckdb_columns()} "
         f"from {REPORTING_SOURCE.get(table.name, table.name)} "
-        f"where month = date '{month.isoformat()}' order by {', '.join(table.key)}"
+        f"where month = date '{month.isoformat()}' order by {', '.join(table.row_order)}"
     )
 
 

@@ -802,6 +802,9 @@ def test_before_load_gate(shop_cfg, march, tmp_path) -> None:
     assert failed(clean) == set()
     assert {r.check for r in clean.results} == {"before_load.row_counts"} | {
         f"before_load.{name}.key_unique" for name in TABLES
+    } | {
+        "before_load.customer_abc.row_order_unique",
+        "before_load.customer_segment.row_order_unique",
     }
 
     more = checks.gate_before_load(shop_cfg, MAR, march, counts | {"customer_abc": 1}, tmp_path)
@@ -826,6 +829,15 @@ def test_before_load_gate(shop_cfg, march, tmp_path) -> None:
     assert failed(twice) == {"before_load.customer_tier.key_unique"}
     (example,) = result(twice, "before_load.customer_tier.key_unique").examples
     assert example["n_rows"] == 2 and example["customer_id"] == tier["customer_id"][0].as_py()
+
+    # two customers of one ranking with the same rank: the file's row order would not be total
+    abc = march["customer_abc"]
+    second = _abc_row(abc, 2)
+    tied = march | {"customer_abc": with_value(abc, "rank", second, 1)}
+    ties = checks.gate_before_load(shop_cfg, MAR, tied, counts, tmp_path)
+    assert failed(ties) == {"before_load.customer_abc.row_order_unique"}
+    (example,) = result(ties, "before_load.customer_abc.row_order_unique").examples
+    assert example == {"metric": "revenue", "window_months": 1, "rank": 1, "n_rows": 2}
 
 
 # --- through the runner: a failed gate loads nothing ------------------------------------------
