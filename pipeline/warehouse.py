@@ -360,8 +360,10 @@ class DuckDBWarehouse:
         try:
             if isinstance(rows, pa.Table):
                 pq.write_table(rows, scratch, compression="snappy", row_group_size=256 * 1024)
-            else:
-                shutil.copyfile(rows, scratch)
+            else:  # copied by hand: shutil's sendfile would name the source in an ENOSPC
+                with open(rows, "rb") as source, open(scratch, "wb") as target:
+                    while chunk := source.read(1 << 20):
+                        target.write(chunk)
             with open(scratch, "rb") as written:
                 digest = hashlib.file_digest(written, "sha256").hexdigest()[:32]
             relative = f"{folder}{digest}.parquet"
