@@ -125,13 +125,13 @@ def month_tables(month: date, tables: Mapping[str, MonthRows]) -> dict[str, Mont
 def conform(table: Table, data: MonthRows) -> MonthRows:
     """The table's columns in contract order and types (extra columns are an error); a file
     must hold exactly those columns and types already (checked on its schema)."""
-    columns = data.column_names if isinstance(data, pa.Table) else pq.read_schema(data).names
-    extra = set(columns) - set(table.column_names)
+    schema = data.schema if isinstance(data, pa.Table) else pq.read_schema(data)
+    extra = set(schema.names) - set(table.column_names)
     if extra:
         raise ValueError(f"{table.name}: unexpected column(s) {sorted(extra)}")
     if isinstance(data, pa.Table):
         return data.select(table.column_names).cast(table.arrow_schema())
-    found = [(f.name, f.type) for f in pq.read_schema(data)]
+    found = [(f.name, f.type) for f in schema]
     wanted = [(f.name, f.type) for f in table.arrow_schema()]
     if found != wanted:
         raise ValueError(f"{table.name}: {data} has columns {found}, not the contract's {wanted}")
