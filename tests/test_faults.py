@@ -171,16 +171,21 @@ def fill(folder: Path) -> None:
         (folder / "filler-tail").write_bytes(b"\0" * 4096)
 
 
+def full(disk: Path, real: bool, written: Path) -> str | None:
+    """Make writes under ``written`` fail for want of space: fill the mounted ``disk``, or,
+    where the sandbox refused the mount, the fault to inject into the tiers process."""
+    if real:
+        fill(disk)
+        return None
+    return f"ENOSPC:{written}"
+
+
 def test_a_full_disk_during_extract_keeps_the_lake_and_says_what_to_do(tmp_path) -> None:
     disk = tmp_path / "disk"
     with mounted(disk, "-t", "tmpfs", "-o", "size=2m", "tmpfs") as real:
         cfg = loaded_case(tmp_path / "case", lake={"root": str(disk / "lake")})
         lake_before, warehouse_before = files_of(disk / "lake"), warehouse_contents(cfg)
-        if real:
-            fill(disk)
-            fault = None
-        else:
-            fault = f"ENOSPC:{disk / 'lake'}"
+        fault = full(disk, real, disk / "lake")
         result = tiers(
             "run", "-c", "tiers.toml", "-m", "2026-02", cwd=tmp_path / "case", fault=fault
         )
@@ -206,11 +211,7 @@ def test_a_full_disk_during_the_warehouse_commit_keeps_the_warehouse(tmp_path) -
         )
         before = warehouse_contents(cfg), catalog_contents(cfg)
         data_before = files_of(disk / "warehouse.duckdb.d")
-        if real:
-            fill(disk)
-            fault = None
-        else:
-            fault = f"ENOSPC:{disk}"
+        fault = full(disk, real, disk)
         result = tiers(
             "run", "-c", "tiers.toml", "-m", "2026-02", cwd=tmp_path / "case", fault=fault
         )

@@ -241,14 +241,7 @@ def test_a_killed_upload_leaves_the_previous_partition_and_a_rerun_converges(
         assert list(killed_tmp.rglob("staging/*"))
 
     # a rerun, on the machine of the killed one, converges and cleans up
-    rerun = subprocess.run(
-        [sys.executable, "-c", RERUN, str(tmp_path / "tiers.toml")],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        env=os.environ | {"TMPDIR": str(killed_tmp)},
-    )
-    assert rerun.returncode == 0, rerun.stderr
+    extract_january_in_a_process(tmp_path / "tiers.toml", killed_tmp)
     assert lake.read_manifest(cfg.lake.root, JAN).amount_sum == "99.00"
     assert lake_amounts(cfg, JAN) == [Decimal("99.00")]
     manifest = lake.read_manifest(cfg.lake.root, JAN)
@@ -260,7 +253,7 @@ def test_a_killed_upload_leaves_the_previous_partition_and_a_rerun_converges(
     assert not list(killed_tmp.rglob("staging/*"))
 
 
-RERUN = """
+WRITER = """
 import sys
 from pipeline import lake
 from pipeline.config import load_config
@@ -268,7 +261,17 @@ lake.extract(load_config(sys.argv[1]), "2026-01")
 """
 
 
-WRITER = RERUN
+def extract_january_in_a_process(config: Path, machine_tmp: Path) -> None:
+    """Extract 2026-01 in a process of its own, as a worker whose local temporary folder
+    (its scratch and staging) is ``machine_tmp``."""
+    done = subprocess.run(
+        [sys.executable, "-c", WRITER, str(config)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=os.environ | {"TMPDIR": str(machine_tmp)},
+    )
+    assert done.returncode == 0, done.stderr
 
 
 def test_two_writers_of_one_month_end_with_one_complete_partition(
@@ -421,14 +424,7 @@ def test_local_copies_are_reused_and_old_copies_of_replaced_files_removed(
     write_payments(source, [("p1", "c1", "2026-01-05", "20.00", "EUR")])
     other = tmp_path / "other-machine"
     other.mkdir()
-    done = subprocess.run(
-        [sys.executable, "-c", RERUN, str(tmp_path / "tiers.toml")],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        env=os.environ | {"TMPDIR": str(other)},
-    )
-    assert done.returncode == 0, done.stderr
+    extract_january_in_a_process(tmp_path / "tiers.toml", other)
     assert lake_amounts(cfg, JAN) == [Decimal("20.00")]
     left = {p.name for p in copy.parent.iterdir()}
     assert "part-stale.parquet" not in left
