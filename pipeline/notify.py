@@ -38,7 +38,13 @@ from email.utils import formatdate, make_msgid
 from pathlib import Path
 from typing import Any
 
-from pipeline.call_list import Call, build_calls, history_months, last_payment_dates
+from pipeline.call_list import (
+    Call,
+    build_calls,
+    history_months,
+    last_payment_dates,
+    read_history,
+)
 from pipeline.config import ALL_METRICS, Config, NotifyConfig, load_config
 from pipeline.files import atomic_write
 from pipeline.months import format_month, parse_month
@@ -150,7 +156,7 @@ def plan(cfg: Config, month: date) -> tuple[str, dict[str, list[Call]], dict[str
         except ReportError as exc:
             raise NotifyError(f"notify.metric: {exc}") from None
         alerts = warehouse.read_table("customer_alert", month)
-        history = {m: warehouse.read_table("customer_month", m) for m in history_months(month)}
+        history = read_history(warehouse, month)
     finally:
         warehouse.close()
     ids = {r["customer_id"] for r in alerts.to_pylist() if r["metric"] == metric}

@@ -29,6 +29,7 @@ from pipeline.call_list import (
     build_calls,
     history_months,
     last_payment_dates,
+    read_history,
 )
 from pipeline.config import ALL_METRICS, Config, load_config
 from pipeline.files import atomic_write
@@ -194,7 +195,7 @@ def collect(
     roster = pick(warehouse.read_table("vip_roster", month).to_pylist(), metric=metric)
     changes = pick(warehouse.read_table("vip_roster_change", month).to_pylist(), metric=metric)
     alerts = warehouse.read_table("customer_alert", month)
-    history = {m: warehouse.read_table("customer_month", m) for m in history_months(month)}
+    history = read_history(warehouse, month)
     tiers = warehouse.read_table("customer_tier", month).to_pylist()
     overlap = warehouse.read_table("criteria_overlap", month).to_pylist()
     runs = warehouse.read_table("pipeline_run", month).to_pylist()
