@@ -317,13 +317,16 @@ app.add_typer(warehouse_app, name="warehouse")
 
 @warehouse_app.command("init")
 def warehouse_init(config: ConfigOption) -> None:
-    """Create or migrate the warehouse's tables and BI views."""
+    """Create or migrate the warehouse's tables and BI views (and publish the DuckDB
+    catalog again, e.g. after moving the warehouse)."""
     from pipeline.warehouse import open_warehouse
 
     cfg = _load(config)
     warehouse = open_warehouse(cfg)
     try:
         warehouse.ensure_schema()
+    except _known_errors() as exc:
+        _fail_with(exc)
     finally:
         warehouse.close()
     console.print("warehouse schema is up to date")

@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -33,7 +34,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO, Any, Protocol
 
 import duckdb
@@ -60,6 +61,12 @@ log = logging.getLogger(__name__)
 
 class WarehouseLockedError(RuntimeError):
     """Another process holds the warehouse for writing longer than a load waits."""
+
+
+class WarehouseLayoutError(ValueError):
+    """The DuckDB catalog and its folder do not belong together (the catalog was moved
+    without its folder, or beside another warehouse's folder, or the folder's state was
+    lost): publishing would hide months the catalog shows. Retrying cannot help."""
 
 
 class Warehouse(Protocol):
@@ -241,19 +248,27 @@ class DuckDBWarehouse:
         The new catalog is built before the state is committed, so that a full or
         read-only disk stops the write before its commit point: the warehouse then holds
         its previous state, catalog and files (the files this write added are removed).
+        A write whose catalog would not show every month the published one shows (the
+        catalog and its folder do not belong together) stops before it writes anything.
         """
+        if not self.data.exists():  # a catalog moved without its folder: refused untouched
+            self._check_shown(self._read_shown(), _State())
         self.data.mkdir(parents=True, exist_ok=True)
         with open(self.data / "writer.lock", "a+") as lock:
             self._lock(lock)  # loaders queue here; readers never lock
             committed = False
             try:
                 self._created = []
-                self._pending = self._read_state() or self._migrate_legacy()
+                shown = self._read_shown()  # the catalog this write replaces, under the lock
+                state = self._read_state()
+                self._check_shown(shown, state or _State())  # before anything is written
+                self._pending = state or self._migrate_legacy()
                 before = self._pending.to_json()
                 yield self._pending
                 changed = self._pending.to_json() != before
                 if changed:
                     self._pending.generation += 1
+                self._check_shown(shown, self._pending)  # never hide what readers were shown
                 catalog = self._build_catalog_if_stale(self._pending)
                 try:
                     if changed:
@@ -393,6 +408,65 @@ class DuckDBWarehouse:
                 f"warehouse state {self.data / 'state.json'} cannot be read ({exc}); restore it "
                 "from a backup or move the warehouse aside and backfill again"
             ) from None
+
+    # the published catalog and its folder ----------------------------------------------
+
+    def _read_shown(self) -> _Shown | None:
+        """What the catalog at the warehouse path shows (None when there is none). Read
+        from a copy when another connection holds the file (a BI tool that opened it
+        read-write, or this process with other settings): a load does not wait for it."""
+        if not self.path.exists():
+            return None
+        try:
+            return _shown_in(self.path)
+        except (duckdb.IOException, duckdb.ConnectionException) as exc:
+            if "lock" not in str(exc).lower() and "configuration" not in str(exc).lower():
+                raise WarehouseLayoutError(
+                    f"warehouse {self.path} is not a DuckDB catalog that tiers can read "
+                    f"({exc}), so it is left as it is. If that file is not the warehouse's "
+                    "catalog, point warehouse.url at another path; if it is, move it aside "
+                    f"and run `tiers warehouse init` to publish the catalog of {self.data} "
+                    "again. The warehouse was not changed."
+                ) from None
+        with tempfile.TemporaryDirectory(prefix="tiers-catalog-") as folder:
+            copy = Path(folder) / self.path.name
+            shutil.copyfile(self.path, copy)
+            return _shown_in(copy)
+
+    def _check_shown(self, shown: _Shown | None, state: _State) -> None:
+        """Refuse a write whose catalog would hide a month the published catalog shows (a
+        table's month or a run record), naming the catalog, the folders and the fix."""
+        hidden = shown.hidden_by(state) if shown is not None else []
+        if not hidden:
+            return
+        months = _months_text(hidden)
+        others = sorted(folder for folder in shown.folders if folder != self.data)
+        if not others:  # the catalog is this folder's, the state lost what it showed
+            state_file = self.data / "state.json"
+            lost = "is missing" if not state_file.exists() else "does not hold them"
+            raise WarehouseLayoutError(
+                f"warehouse {self.path}: this catalog shows {months}, but the warehouse's "
+                f"state {state_file} {lost} (it was replaced or lost), so publishing the "
+                "catalog again would hide them from BI tools. Restore the folder "
+                f"{self.data} from a backup, or move {self.path} and its folder aside and "
+                "backfill again. The warehouse was not changed."
+            )
+        folder = others[0]
+        if not self.data.exists():
+            beside = "is missing"
+        else:
+            held = sorted({m for months in state.files.values() for m in months})
+            beside = f"holds {_months_text(held) if held else 'no month'}"
+        gone = "" if folder.exists() else f" ({folder} is not there either: restore it)"
+        raise WarehouseLayoutError(
+            f"warehouse {self.path}: this catalog shows {months} from files in {folder}"
+            f"{gone}, but its own folder {self.data} {beside}, so publishing the catalog "
+            "again would hide those months from BI tools. A DuckDB warehouse is the catalog "
+            f"file and its folder together: to move it, move the folder {folder} with the "
+            f"file (to {self.data}), then run `tiers warehouse init` to publish the catalog "
+            f"again; or point warehouse.url back at duckdb:///{_catalog_of(folder)}. The "
+            "warehouse was not changed."
+        )
 
     # publishing -----------------------------------------------------------------------
 
@@ -545,6 +619,70 @@ class DuckDBWarehouse:
         if self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)
             self._scratch = None
+
+
+@dataclass(frozen=True)
+class _Shown:
+    """What a published catalog shows: the folders its views read and, relative to them,
+    each table's months and the run records' files."""
+
+    folders: frozenset[Path]
+    months: frozenset[tuple[str, str]]  # (table, first day of the month)
+    runs: frozenset[str]
+
+    def hidden_by(self, state: _State) -> list[str]:
+        """The months (YYYY-MM) shown here that a catalog of ``state`` would not show."""
+        hidden = {m for table, m in self.months if m not in state.files.get(table, {})}
+        hidden |= {_month_part(run) for run in self.runs - set(state.runs)}
+        return sorted(m[:7] for m in hidden if m)
+
+
+_SQL_STRING = re.compile(r"'((?:[^']|'')*)'")
+
+
+def _shown_in(catalog: Path) -> _Shown:
+    """The files the table views of ``catalog`` read (their paths are the string literals
+    of the views' SQL: ``<folder>/<table>/month=YYYY-MM/<name>.parquet``)."""
+    names = [table.name for table in REPORTING_TABLES] + [PIPELINE_RUN.name, CUSTOMER.name]
+    with duckdb.connect(str(catalog), read_only=True) as con:
+        views = con.execute(
+            "SELECT view_name, sql FROM duckdb_views() "
+            "WHERE NOT internal AND list_contains(?, view_name)",
+            [names],
+        ).fetchall()
+    folders, months, runs = set(), set(), set()
+    for name, sql in views:
+        depth = 2 if name == CUSTOMER.name else 3  # customer/<name>.parquet
+        for literal in _SQL_STRING.findall(sql or ""):
+            text = literal.replace("''", "'")
+            if not text.endswith(".parquet"):
+                continue
+            path = PurePosixPath(text)
+            folders.add(Path(path.parents[depth - 1]))
+            relative = path.relative_to(path.parents[depth - 1]).as_posix()
+            if name == PIPELINE_RUN.name:
+                runs.add(relative)
+            elif name != CUSTOMER.name and _month_part(relative):
+                months.add((name, _month_part(relative)))
+    return _Shown(frozenset(folders), frozenset(months), frozenset(runs))
+
+
+def _month_part(relative: str) -> str:
+    """The month of a month file's relative path, as its first day ('' if none)."""
+    part = relative.split("/")[1] if relative.count("/") >= 2 else ""
+    return f"{part.removeprefix('month=')}-01" if part.startswith("month=") else ""
+
+
+def _months_text(months: list[str]) -> str:
+    """Months (YYYY-MM, sorted) for a message: each of a few, or the count and the range."""
+    if len(months) <= 6:
+        return ("month " if len(months) == 1 else "months ") + ", ".join(months)
+    return f"{len(months)} months from {months[0]} to {months[-1]}"
+
+
+def _catalog_of(folder: Path) -> Path:
+    """The catalog whose data folder ``folder`` is (``<catalog>.d``)."""
+    return folder.with_name(folder.name.removesuffix(".d"))
 
 
 def catalog_sql_version() -> str:

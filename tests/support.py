@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from pathlib import Path
@@ -69,6 +70,16 @@ def write_payments(
         writer.writerow(list(header))
         writer.writerows(rows)
     return path
+
+
+def files_of(folder: Path) -> dict[str, str]:
+    """Every file under ``folder`` and the hash of its content (not the writer lock, which
+    says who wrote last, nor DuckDB's spill files)."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and ".spill" not in p.parts and p.name != "writer.lock"
+    }
 
 
 def extracted(folder: Path, rows: Iterable[Iterable[Any]], months: Iterable[str], **config):

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import duckdb
 import pytest
 from typer.testing import CliRunner
 
@@ -13,7 +14,7 @@ from pipeline.cli import app
 from pipeline.months import parse_month
 
 from golden import expected_rows
-from support import csv_config, write_payments
+from support import csv_config, files_of, write_payments
 
 cli = CliRunner()
 
@@ -118,6 +119,54 @@ def test_warehouse_init_and_grant_reader_needs_postgres(tmp_path: Path) -> None:
     refused = cli.invoke(app, ["warehouse", "grant-reader", "-c", config])
     assert refused.exit_code == 1
     assert "needs a PostgreSQL warehouse" in refused.output
+
+
+def test_a_catalog_moved_without_its_folder_is_refused_and_a_whole_move_is_published(
+    golden, tmp_path: Path
+) -> None:
+    """Moving warehouse.duckdb alone, then running a month, would publish a catalog of
+    that month only; it is refused untouched. Moved with its folder, `tiers warehouse
+    init` publishes every month again, from the new place."""
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.mkdir()
+    new.mkdir()
+
+    def configured(catalog: Path) -> str:
+        url = f"duckdb:///{catalog}"
+        csv_config(tmp_path, golden / "basics" / "payments.csv", warehouse={"url": url})
+        return str(tmp_path / "tiers.toml")
+
+    config = configured(old / "warehouse.duckdb")
+    loaded = cli.invoke(app, ["backfill", "-c", config, "--from", "2026-01", "--to", "2026-02"])
+    assert loaded.exit_code == 0, loaded.output
+    (old / "warehouse.duckdb").rename(new / "warehouse.duckdb")
+    config = configured(new / "warehouse.duckdb")
+    before = files_of(old), files_of(new), sorted(new.iterdir())
+    for command in (["run", "-c", config, "-m", "2026-03"], ["warehouse", "init", "-c", config]):
+        refused = cli.invoke(app, command)
+        assert refused.exit_code == 1, refused.output
+        message = " ".join(refused.output.split())  # the message as one line
+        assert "Traceback" not in refused.output
+        assert f"warehouse {new / 'warehouse.duckdb'}: this catalog shows months" in message
+        assert "2026-01, 2026-02 from files in " + str(old / "warehouse.duckdb.d") in message
+        assert f"its own folder {new / 'warehouse.duckdb.d'} is missing" in message
+        assert f"move the folder {old / 'warehouse.duckdb.d'} with the file" in message
+        assert "then run `tiers warehouse init`" in message
+        assert (files_of(old), files_of(new), sorted(new.iterdir())) == before
+
+    (old / "warehouse.duckdb.d").rename(new / "warehouse.duckdb.d")
+    init = cli.invoke(app, ["warehouse", "init", "-c", config])
+    assert init.exit_code == 0, init.output
+    assert catalog_months(new / "warehouse.duckdb") == ["2026-01", "2026-02"]
+    assert cli.invoke(app, ["run", "-c", config, "-m", "2026-03"]).exit_code == 0
+    assert catalog_months(new / "warehouse.duckdb") == ["2026-01", "2026-02", "2026-03"]
+
+
+def catalog_months(catalog: Path) -> list[str]:
+    """The months a BI tool sees in the catalog (it reads every file its views name)."""
+    with duckdb.connect(str(catalog), read_only=True) as con:
+        rows = con.sql("SELECT DISTINCT strftime(month, '%Y-%m') FROM customer_month ORDER BY 1")
+        return [month for (month,) in rows.fetchall()]
 
 
 def test_an_unforeseen_fault_is_one_message_and_debug_shows_the_traceback(tmp_path: Path) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import os
 import shutil
 import signal
@@ -39,7 +38,7 @@ from pipeline.schema import TABLES
 from pipeline.warehouse import open_warehouse
 
 from pg_support import warehouse_url
-from support import csv_config, write_payments
+from support import csv_config, files_of, write_payments
 
 pytest_plugins = ["pg_support"]  # fixtures: pg_dsn, pg, pg_schema
 
@@ -92,15 +91,6 @@ def tiers(*args: str, cwd: Path, env: dict | None = None, fault: str | None = No
         command = [sys.executable, "-c", INJECTED_TIERS, *args]
         env = (env or os.environ) | {"TIERS_TEST_FAULT": fault, "PYTHONPATH": str(ROOT)}
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=180)
-
-
-def files_of(folder: Path) -> dict[str, str]:
-    """Every file under ``folder`` and the hash of its content."""
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and ".spill" not in p.parts and p.name != "writer.lock"  # who wrote last
-    }
 
 
 def warehouse_contents(cfg) -> dict[str, list]:

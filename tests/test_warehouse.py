@@ -4,6 +4,7 @@ the DuckDB writer lock, superseded files and the one-file layout of earlier vers
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,9 +20,10 @@ import pytest
 from pipeline.customers import customer_rows
 from pipeline.postgres import PostgresWarehouse
 from pipeline.schema import DUCKDB_TYPES, PIPELINE_RUN, TABLES
-from pipeline.warehouse import DuckDBWarehouse, create_table_sql
+from pipeline.warehouse import DuckDBWarehouse, WarehouseLayoutError, create_table_sql
 
 from golden import expected_rows
+from support import files_of
 
 pytest_plugins = ["pg_support"]  # fixtures: pg_dsn, pg_schema
 
@@ -317,6 +319,110 @@ def test_a_warehouse_file_of_the_one_file_layout_is_carried_over(tmp_path) -> No
     for name in TABLES:
         assert warehouse.read_table(name).num_rows == golden_tables(JAN)[name].num_rows, name
     assert Reader(warehouse)("SELECT run_id, attempt FROM month_load") == [("old", 1)]
+
+
+def duckdb_warehouse(folder: Path, *months: date) -> DuckDBWarehouse:
+    """A DuckDB warehouse in ``folder`` with the golden ``full`` case's ``months`` loaded."""
+    folder.mkdir(parents=True, exist_ok=True)
+    warehouse = DuckDBWarehouse(str(folder / "warehouse.duckdb"))
+    for month in months:
+        warehouse.load_month(month, golden_tables(month), run("r1", month))
+    return warehouse
+
+
+def catalog_months(warehouse: DuckDBWarehouse) -> list[date]:
+    return [m for (m,) in Reader(warehouse)("SELECT DISTINCT month FROM customer_month ORDER BY 1")]
+
+
+@pytest.mark.parametrize("fault", ["another warehouse's catalog", "state.json lost"])
+def test_a_catalog_its_folder_does_not_hold_is_never_replaced(tmp_path, fault) -> None:
+    """Publishing would hide months the catalog shows: every write stops before it
+    writes anything, naming the catalog, the folder and what to do."""
+    ours = duckdb_warehouse(tmp_path / "ours", MAR)
+    if fault == "another warehouse's catalog":  # e.g. copied over ours, without its folder
+        theirs = duckdb_warehouse(tmp_path / "theirs", JAN, FEB)
+        shutil.copyfile(theirs.path, ours.path)
+        expected = [
+            f"warehouse {ours.path}: this catalog shows months 2025-01, 2025-02 from files "
+            f"in {theirs.data}, but its own folder {ours.data} holds month 2025-03",
+            f"move the folder {theirs.data} with the file (to {ours.data}), then run "
+            "`tiers warehouse init`",
+            f"or point warehouse.url back at duckdb:///{theirs.path}",
+        ]
+    else:
+        ours.load_month(FEB, golden_tables(FEB), run("r1", FEB))
+        (ours.data / "state.json").rename(tmp_path / "state.json")
+        expected = [
+            f"warehouse {ours.path}: this catalog shows months 2025-02, 2025-03, but the "
+            f"warehouse's state {ours.data / 'state.json'} is missing",
+            f"Restore the folder {ours.data} from a backup",
+        ]
+    before = files_of(tmp_path)
+    writes = {
+        "load": lambda: ours.load_month(JAN, golden_tables(JAN), run("r2", JAN)),
+        "record_run": lambda: ours.record_run(run("r2", JAN, "failed", "raw_gate")),
+        "ensure_schema": ours.ensure_schema,
+    }
+    for name, write in writes.items():
+        with pytest.raises(WarehouseLayoutError) as refused:
+            write()
+        for words in [*expected, "The warehouse was not changed."]:
+            assert words in str(refused.value), (name, str(refused.value))
+        assert files_of(tmp_path) == before, name
+
+
+def test_a_catalog_deleted_by_hand_is_published_again_from_the_state(tmp_path) -> None:
+    """state.json is the warehouse; the catalog is drawn from it (by any write)."""
+    warehouse = duckdb_warehouse(tmp_path, JAN, FEB)
+    warehouse.path.unlink()
+    warehouse.ensure_schema()
+    assert catalog_months(warehouse) == [JAN, FEB]
+    warehouse.path.unlink()
+    warehouse.load_month(MAR, golden_tables(MAR), run("r1", MAR))
+    assert catalog_months(warehouse) == [JAN, FEB, MAR]
+
+
+def test_a_catalog_moved_while_it_showed_nothing_is_published_at_its_new_place(tmp_path) -> None:
+    (tmp_path / "old").mkdir()
+    DuckDBWarehouse(str(tmp_path / "old" / "warehouse.duckdb")).ensure_schema()
+    moved = duckdb_warehouse(tmp_path / "new")
+    (tmp_path / "old" / "warehouse.duckdb").rename(moved.path)
+    moved.load_month(JAN, golden_tables(JAN), run("r1", JAN))  # nothing it showed is lost
+    assert catalog_months(moved) == [JAN]
+
+
+HOLDER = """
+import sys, time, duckdb
+con = duckdb.connect(sys.argv[1])  # read-write, as a BI tool left at its default does
+print("open", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_catalog_held_read_write_by_another_process_does_not_stop_a_load(tmp_path) -> None:
+    warehouse = duckdb_warehouse(tmp_path, JAN)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(warehouse.path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline() == "open\n"
+        warehouse.load_month(FEB, golden_tables(FEB), run("r1", FEB))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert catalog_months(warehouse) == [JAN, FEB]
+
+
+def test_a_file_that_is_not_a_catalog_is_not_replaced(tmp_path) -> None:
+    warehouse = duckdb_warehouse(tmp_path, JAN)
+    warehouse.path.write_bytes(b"not a DuckDB file\n" * 1000)
+    before = files_of(tmp_path)
+    with pytest.raises(WarehouseLayoutError) as refused:
+        warehouse.load_month(FEB, golden_tables(FEB), run("r1", FEB))
+    message = str(refused.value)
+    assert f"warehouse {warehouse.path} is not a DuckDB catalog that tiers can read" in message
+    assert "so it is left as it is" in message
+    assert files_of(tmp_path) == before
 
 
 def test_every_table_view_and_column_has_a_description(warehouse) -> None:
