@@ -42,6 +42,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.config import Config
+from pipeline.errors import WarehouseLockedError
 from pipeline.files import atomic_write, fsync, fsync_dir
 from pipeline.schema import (
     CUSTOMER,
@@ -56,10 +57,6 @@ from pipeline.schema import (
 from pipeline.sql import sql_text
 
 log = logging.getLogger(__name__)
-
-
-class WarehouseLockedError(RuntimeError):
-    """Another process holds the warehouse for writing longer than a load waits."""
 
 
 class Warehouse(Protocol):
