@@ -19,11 +19,14 @@ is refused). `pipeline/schedule.py` has the rules. Every task logs the month, an
   environment variable `TIERS_CONFIG`; both are read when a task runs, never at parse
   time. The schedule's time zone is `TIERS_TIMEZONE` (default UTC) and must equal the
   configuration's `business.timezone`: a task refuses to run otherwise.
-* Bad input (bad rows, a CSV the parser cannot read), a failed gate, an invalid
-  configuration or month fail the task at once (retrying cannot fix data). A month whose
-  history is missing from the lake fails at once with the command that extracts it,
-  unless an active run of this DAG is processing that history: then it is retried, as
-  are I/O and database errors, with exponential backoff.
+* An error that retrying cannot fix fails the task at once: bad input (bad rows, a CSV
+  the parser cannot read), a missing source file, table or column, a failed gate, an
+  invalid configuration or month. `pipeline/errors.py` marks every foreseen error
+  permanent or transient, for this DAG and the CLI alike. A month whose history is
+  missing from the lake fails at once with the command that extracts it, unless an
+  active run of this DAG is processing that history: then it is retried, as are
+  transient errors (a database or object store that cannot be reached, the warehouse
+  locked by another load, a full disk) and unforeseen ones, with exponential backoff.
 * `load` and `cascade` run in the pool `tiers_warehouse` (one slot): the warehouse has a
   single writer, while extract and compute of different months run in parallel.
 * `report` draws the month's HTML report from the warehouse; `publish` updates the Asset
@@ -91,10 +94,7 @@ def _run_step(step: str, module: str = "pipeline.runner") -> dict[str, Any]:
     """Run ``<module>.<step>_step`` for this DAG run's month and log its summary."""
     import importlib
 
-    from airflow.sdk.exceptions import AirflowFailException
-
-    from pipeline.checks import GateFailed
-    from pipeline.lake import MissingMonthError
+    from pipeline.errors import MissingMonthError
 
     context = get_current_context()
     try:
@@ -103,17 +103,27 @@ def _run_step(step: str, module: str = "pipeline.runner") -> dict[str, Any]:
         run_id = pipeline_run_id(context["dag_run"].run_id)
         log.info("%s: month %s, run %s, configuration %s", step, month, run_id, path)
         summary = getattr(importlib.import_module(module), f"{step}_step")(path, month, run_id)
-    except (ValueError, GateFailed) as exc:
-        # Bad rows, unreadable files, failed gates, invalid configuration or month: the same
-        # input fails the same way, so fail now instead of retrying. I/O and database
-        # errors are retried with backoff.
-        raise AirflowFailException(f"{step}: {exc}") from exc
     except MissingMonthError as exc:
         _fail_unless_history_is_on_its_way(path, month, exc)
+        raise
+    except Exception as exc:
+        _fail_now_if_permanent(step, exc)
         raise
     log.info("%s %s: %s", step, month, _describe(step, summary))
     log.info("%s %s summary: %s", step, month, json.dumps(summary, sort_keys=True, default=str))
     return summary
+
+
+def _fail_now_if_permanent(what: str, error: Exception, kind: str | None = None) -> None:
+    """Fail the task at once (AirflowFailException) on an error that retrying cannot fix:
+    ``kind``, by default ``error``'s class in pipeline.errors, is permanent. A transient or
+    unforeseen error returns, for the caller to re-raise and Airflow to retry."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from pipeline.errors import PERMANENT, classify
+
+    if (kind or classify(error)) == PERMANENT:
+        raise AirflowFailException(f"{what}: {error}") from error
 
 
 def _month(context: Any, path: str) -> str:
@@ -177,10 +187,11 @@ def _fail_unless_history_is_on_its_way(path: str, month: str, error: Exception) 
 
 def _cascade() -> dict[str, Any]:
     """With the cascade Param: recompute and load the later months that read this one."""
-    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+    from airflow.sdk.exceptions import AirflowSkipException
 
     from pipeline import runner
     from pipeline.config import load_config
+    from pipeline.errors import PERMANENT, TRANSIENT
     from pipeline.months import format_month, parse_month
 
     context = get_current_context()
@@ -191,8 +202,9 @@ def _cascade() -> dict[str, Any]:
         path = config_path(Variable.get(CONFIG_VARIABLE, default=None))
         month = _month(context, path)
         cfg = load_config(path)
-    except ValueError as exc:  # configuration or month: retrying cannot fix it
-        raise AirflowFailException(f"cascade: {exc}") from exc
+    except Exception as exc:
+        _fail_now_if_permanent("cascade", exc)
+        raise
     later = runner.months_reading(cfg, parse_month(month))[1:]
     if not later:
         raise AirflowSkipException(f"cascade {month}: no later month in the lake reads it")
@@ -215,9 +227,11 @@ def _cascade() -> dict[str, Any]:
         )
     failed = [r for r in results if r.status != "loaded"]
     if failed:
-        raise AirflowFailException(
-            f"cascade {month}: " + "; ".join(f"{format_month(r.month)}: {r.error}" for r in failed)
-        )
+        error = RuntimeError("; ".join(f"{format_month(r.month)}: {r.error}" for r in failed))
+        # a retry recomputes every later month: worth it when it can help one of them
+        kind = PERMANENT if all(r.kind == PERMANENT for r in failed) else TRANSIENT
+        _fail_now_if_permanent(f"cascade {month}", error, kind)
+        raise error
     return {"months": [format_month(r.month) for r in results], "run_id": run_id}
 
 

@@ -53,6 +53,7 @@ import pyarrow.parquet as pq
 
 from pipeline import gx_report
 from pipeline.config import CANONICAL_COLUMNS, REQUIRED_COLUMNS, Config
+from pipeline.errors import GateFailed
 from pipeline.lake import (
     PAYMENTS_SCHEMA,
     derived_file,
@@ -153,14 +154,6 @@ class GateReport:
         if self.files:
             lines.append(f"  report: {self.files[-1]}")
         return "\n".join(lines)
-
-
-class GateFailed(RuntimeError):
-    """A gate found an error-severity check failing; nothing of the month may be loaded."""
-
-    def __init__(self, report: GateReport) -> None:
-        super().__init__(report.summary())
-        self.report = report
 
 
 def raise_if_failed(report: GateReport) -> None:

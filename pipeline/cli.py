@@ -20,6 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from pipeline.config import Config, ConfigError, load_config
+from pipeline.errors import FORESEEN, BackfillInterrupted, classify
 from pipeline.months import format_month, months_between, parse_month
 
 app = typer.Typer(
@@ -96,28 +97,9 @@ def _print_error(label: str, message: str) -> None:
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
-    from pipeline.checks import GateFailed
-    from pipeline.faults import MemoryLimitError, StorageError
-    from pipeline.lake import BadInputError, MissingMonthError
-    from pipeline.postgres import WarehouseConnectionError
-    from pipeline.sources import SourceError
-    from pipeline.storage import ObjectStoreError
-    from pipeline.transform import ComputeError
-    from pipeline.warehouse import WarehouseLockedError
-
-    return (
-        BadInputError,
-        MissingMonthError,
-        SourceError,
-        ComputeError,
-        GateFailed,
-        ValueError,
-        StorageError,
-        ObjectStoreError,
-        MemoryLimitError,
-        WarehouseConnectionError,
-        WarehouseLockedError,
-    )
+    """The foreseen errors (pipeline.errors) a command tells as one message and exit 1;
+    BackfillInterrupted, foreseen too, has an exit code of its own."""
+    return tuple(kind for kind in FORESEEN if issubclass(kind, Exception))
 
 
 def _told(exc: BaseException) -> str:
@@ -205,8 +187,6 @@ def backfill(
     """Run every month from --from to --to; loads are serialized, computing is parallel."""
     first_month, last_month = _month(first, "--from"), _month(last, "--to")
     cfg = _load(config)
-    from pipeline.runner import BackfillInterrupted
-
     try:
         results = _backfill(cfg, first_month, last_month, jobs=jobs, extract=do_extract)
     except _known_errors() as exc:
@@ -375,12 +355,12 @@ def report(
     ] = None,
 ) -> None:
     """Draw a loaded month's report: one self-contained HTML page from the warehouse."""
-    from pipeline.report import ReportError, record_report, write_report
+    from pipeline.report import record_report, write_report
 
     the_month, cfg = _month(month), _load(config)
     try:
         path, chosen, run_id = write_report(cfg, the_month, output, metric=metric)
-    except (ReportError, *_known_errors()) as exc:
+    except _known_errors() as exc:
         _fail_with(exc)
     record_report(cfg, the_month, chosen, path, run_id)
     console.print(f"{format_month(the_month)}: report by {chosen} -> {path}")
@@ -396,12 +376,12 @@ def notify(
 ) -> None:
     """Email the month's call list: one message per recipient with the alerts that concern
     them (HTML summary, CSV attachment); a month is sent once per recipient."""
-    from pipeline.notify import NotifyError, send_month
+    from pipeline.notify import send_month
 
     the_month, cfg = _month(month), _load(config)
     try:
         outcome = send_month(cfg, the_month, resend=resend)
-    except (NotifyError, *_known_errors()) as exc:
+    except _known_errors() as exc:
         _fail_with(exc)
     for line in outcome.lines():
         console.print(line, highlight=False)
@@ -430,6 +410,8 @@ def main() -> None:
         if fault is not None:  # a full or read-only disk outside any step (a run's folder)
             notes = [] if fault is exc else getattr(exc, "__notes__", [])
             message = "\n".join([_told(fault), *notes])
+        elif classify(exc) is not None:  # foreseen, outside a step (e.g. `warehouse init`)
+            message = _told(exc)
         else:
             message = (
                 f"{_plain(exc)}\n(unexpected: run the command again with --debug for the "

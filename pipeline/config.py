@@ -27,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from pipeline.errors import ConfigError
 from pipeline.months import parse_month
 from pipeline.storage import is_url
 
@@ -43,10 +44,6 @@ def metrics_available(*, has_units: bool, has_margin: bool) -> list[str]:
 
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-
-
-class ConfigError(ValueError):
-    """The configuration file is missing, unreadable or invalid."""
 
 
 def _exact_decimal(value: Any) -> Any:

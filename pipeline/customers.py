@@ -16,13 +16,9 @@ import duckdb
 import pyarrow as pa
 
 from pipeline.config import CUSTOMER_COLUMNS, Config, CustomersConfig
-from pipeline.sources import SourceError
+from pipeline.errors import CustomersError, SourceConnectionError
 
 _EXAMPLES = 3
-
-
-class CustomersError(SourceError):
-    """The customer attributes source cannot be read or breaks its rules."""
 
 
 def read_customers(cfg: Config) -> pa.Table | None:
@@ -105,7 +101,7 @@ def _existing(path: str | None) -> Path:
 def _read_postgres(source: CustomersConfig) -> tuple[pa.Table, str]:
     import psycopg
 
-    from pipeline.postgres import qualified_table, redact_dsn
+    from pipeline.postgres import qualified_table, redact_dsn, session_lost
 
     relation = f"({source.query}) as customers" if source.query else qualified_table(source.table)
     label = f"postgres {source.table or 'query'} at {redact_dsn(source.dsn)}"
@@ -116,7 +112,8 @@ def _read_postgres(source: CustomersConfig) -> tuple[pa.Table, str]:
             rows = cur.fetchall()
     except psycopg.Error as exc:
         message = str(exc).replace(source.dsn or "", redact_dsn(source.dsn))
-        raise CustomersError(f"{label}: {message}") from None
+        kind = SourceConnectionError if session_lost(exc) else CustomersError
+        raise kind(f"{label}: {message}") from None
     columns = {
         name: pa.array([None if r[i] is None else str(r[i]) for r in rows], pa.string())
         for i, name in enumerate(names)

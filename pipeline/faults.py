@@ -16,15 +16,10 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pipeline.errors import DiskFullError, MemoryLimitError, StorageError
+
 if TYPE_CHECKING:
     from pipeline.config import Config
-
-
-class StorageError(OSError):
-    """A file could not be written: the disk is full, read-only, or the folder forbidden."""
-
-    def __str__(self) -> str:
-        return self.args[0] if self.args else ""
 
 
 # errno -> (the cause in words, what to do about it)
@@ -104,9 +99,10 @@ def storage_fault(
     path = _path_of(exc) or where
     shown = str(path) if path else "a file"
     setting = _setting_of(path, cfg) if path else None
-    space = _space(path) if path and code in (errno.ENOSPC, errno.EDQUOT) else ""
+    full = code in (errno.ENOSPC, errno.EDQUOT)  # space can come back; the others need someone
+    space = _space(path) if path and full else ""
     elsewhere = f", or point {setting} at another folder" if setting else ""
-    return StorageError(
+    return (DiskFullError if full else StorageError)(
         f"cannot write {shown}: {cause}{space}. Nothing half-written was kept: what was "
         f"there before is as it was. To go on, {remedy}{elsewhere}, then run the command "
         "again."
@@ -116,10 +112,6 @@ def storage_fault(
 def _looks_like_io(exc: BaseException) -> bool:
     """DuckDB's IOException and friends (they are not OSErrors)."""
     return type(exc).__name__ in {"IOException", "IOError", "PermissionException"}
-
-
-class MemoryLimitError(RuntimeError):
-    """DuckDB needed more memory for a step than ``[lake] memory_limit`` gives it."""
 
 
 def memory_fault(exc: BaseException, cfg: Config) -> MemoryLimitError | None:

@@ -49,6 +49,12 @@ import pyarrow.parquet as pq
 
 from pipeline import storage
 from pipeline.config import Config, metrics_available
+from pipeline.errors import (
+    BadInputError,
+    CorruptPartitionError,
+    MissingMonthError,
+    UnfinishedMonthError,
+)
 from pipeline.files import atomic_write, fsync_dir
 from pipeline.months import format_month, month_bounds, parse_month
 from pipeline.schema import TABLES
@@ -93,22 +99,6 @@ MONTH_MONEY_LIMIT = Decimal("100000000000.00")
 # The most units one month may carry (their sum), for the same reason: the units metric is
 # ranked, windowed and squared in the same types as money.
 MONTH_UNITS_LIMIT = 100_000_000_000
-
-
-class BadInputError(ValueError):
-    """A month's source rows break the input rules; nothing of the month was written."""
-
-
-class MissingMonthError(LookupError):
-    """A month the computation needs has not been extracted into the lake."""
-
-
-class UnfinishedMonthError(BadInputError):
-    """The month has not ended in the business time zone: its payments are still coming."""
-
-
-class CorruptPartitionError(ValueError):
-    """A lake partition does not match its manifest (a file changed, damaged or missing)."""
 
 
 @dataclass

@@ -46,6 +46,7 @@ from pipeline.call_list import (
     read_history,
 )
 from pipeline.config import ALL_METRICS, Config, NotifyConfig, load_config
+from pipeline.errors import NotifyError, NotifyServerError
 from pipeline.files import atomic_write
 from pipeline.months import format_month, parse_month
 from pipeline.storage import location, scratch
@@ -64,10 +65,6 @@ CSV_COLUMNS = (
 
 
 EMAIL = re.compile(r"[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+")
-
-
-class NotifyError(RuntimeError):
-    """The call list cannot be delivered (configuration, server, month not loaded)."""
 
 
 @dataclass
@@ -259,7 +256,7 @@ def _connection(
     except NotifyError:
         raise
     except (smtplib.SMTPException, OSError) as exc:
-        raise NotifyError(
+        raise NotifyServerError(
             f"cannot deliver the {format_month(month)} call list through the SMTP server "
             f"{where} ({notify.tls}): {_cause(exc)}. Nothing more was sent ({n_todo} "
             f"recipient(s) left); check [notify] host, port, tls, username and "
@@ -270,9 +267,9 @@ def _connection(
 
 def _server_error(
     notify: NotifyConfig, month: date, exc: BaseException, outcome: Outcome, n_todo: int
-) -> NotifyError:
+) -> NotifyServerError:
     left = n_todo - len(outcome.sent)
-    return NotifyError(
+    return NotifyServerError(
         f"the SMTP server {notify.host}:{notify.port} refused the {format_month(month)} call "
         f"list: {_cause(exc)}. {len(outcome.sent)} message(s) sent and recorded, {left} not "
         f"sent; fix the server or the addresses, then run `tiers notify --month "

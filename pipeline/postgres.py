@@ -30,6 +30,12 @@ import pyarrow as pa
 from psycopg import sql
 
 from pipeline.config import SourceConfig
+from pipeline.errors import (
+    SourceConnectionError,
+    SourceError,
+    WarehouseConnectionError,
+    WarehouseSchemaError,
+)
 from pipeline.months import month_bounds
 from pipeline.schema import (
     CUSTOMER,
@@ -40,21 +46,12 @@ from pipeline.schema import (
     comment_statements,
     description_digest,
 )
-from pipeline.sources import SourceError
 from pipeline.sql import sql_text
 from pipeline.warehouse import MonthRows, as_arrow, conform, create_table_sql, month_tables, run_row
 
 log = logging.getLogger(__name__)
 
 _PLAIN_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-
-
-class WarehouseSchemaError(RuntimeError):
-    """The warehouse schema exists but does not match the reporting tables' contract."""
-
-
-class WarehouseConnectionError(RuntimeError):
-    """The PostgreSQL warehouse cannot be reached, or the connection ended mid-transaction."""
 
 
 # Seconds to wait for a server that does not answer (libpq waits forever by default).
@@ -246,7 +243,7 @@ def _connect_source(dsn: str, label: str, *, autocommit: bool) -> adbc.Connectio
     try:
         return adbc.connect(with_connect_timeout(dsn), autocommit=autocommit)
     except adbc.Error as exc:
-        raise SourceError(
+        raise SourceConnectionError(
             f"{label}: cannot connect: {_first_line(_redact_message(str(exc), dsn))}. Check that "
             "the PostgreSQL server is running and that source.dsn (or TIERS__SOURCE__DSN) names "
             "its host, port, database and user; nothing was extracted."
@@ -283,9 +280,27 @@ def _probe(dsn: str, relation: str, label: str) -> pa.Schema:
         cursor.execute(f"SELECT * FROM {relation} LIMIT 0")
         return cursor.fetch_arrow_table().schema
     except adbc.Error as exc:
-        raise SourceError(f"{label}: cannot read: {_redact_message(str(exc), dsn)}") from None
+        message = f"{label}: cannot read: {_redact_message(str(exc), dsn)}"
+        raise _read_error(exc, message) from None
     finally:
         connection.close()
+
+
+def _read_error(exc: adbc.Error, message: str) -> SourceError:
+    """A failed read of the source: a SourceConnectionError when the session is gone, else
+    the query's fault (a SourceError)."""
+    return (SourceConnectionError if session_lost(exc) else SourceError)(message)
+
+
+def session_lost(exc: BaseException) -> bool:
+    """Whether a driver's error (ADBC's or psycopg's) says the server cannot be reached or
+    ended the session, which a retry can outlive, rather than that the query is at fault.
+    Such errors carry no SQLSTATE from the server, or one of class 08 (connection) or
+    57P (the server shutting down, or an administrator ending the session)."""
+    if not isinstance(exc, adbc.OperationalError | psycopg.OperationalError):
+        return False
+    state = getattr(exc, "sqlstate", None)
+    return state is None or state.startswith(("08", "57P"))
 
 
 def _pg_type(field: pa.Field) -> str | None:
@@ -350,7 +365,8 @@ def _month_batches(
                 return
             yield from _as_read_schema(chunk, schema, label).to_batches()
     except adbc.Error as exc:
-        raise SourceError(f"{label}: read failed: {_redact_message(str(exc), dsn)}") from None
+        message = f"{label}: read failed: {_redact_message(str(exc), dsn)}"
+        raise _read_error(exc, message) from None
     finally:
         connection.close()
 

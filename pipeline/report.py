@@ -32,6 +32,7 @@ from pipeline.call_list import (
     read_history,
 )
 from pipeline.config import ALL_METRICS, Config, load_config
+from pipeline.errors import ReportError
 from pipeline.files import atomic_write
 from pipeline.months import add_months, format_month, parse_month
 from pipeline.schema import LOADED
@@ -55,10 +56,6 @@ SECTIONS = (
     "overlap",
     "health",
 )
-
-
-class ReportError(ValueError):
-    """The month cannot be reported (not loaded, unknown metric)."""
 
 
 def default_report_path(cfg: Config, month: date, metric: str) -> Path:

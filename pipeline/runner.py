@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 from pipeline import checks, faults, lake, storage
 from pipeline.config import Config, load_config
 from pipeline.customers import customer_rows, read_customers
+from pipeline.errors import BackfillInterrupted, Kind, classify
 from pipeline.files import atomic_write
 from pipeline.months import add_months, format_month, months_between, parse_month
 from pipeline.schema import LOADED, TABLES
@@ -399,6 +400,7 @@ class MonthResult:
     status: str  # loaded | failed
     counts: dict[str, int]
     error: str | None = None
+    kind: Kind | None = None  # a failure's pipeline.errors.classify: can a retry help?
 
 
 def run_month(
@@ -465,11 +467,11 @@ def backfill(
                 counts = load_step(cfg, month, run_id)
                 result = MonthResult(month, run_id, "loaded", counts)
             except Exception as exc:
-                result = MonthResult(month, run_id, "failed", {}, f"load: {exc}")
+                result = MonthResult(month, run_id, "failed", {}, f"load: {exc}", classify(exc))
         else:
             if jobs > 1:
                 record_failure(cfg, month, run_id)
-            result = MonthResult(month, run_id, "failed", {}, str(error))
+            result = MonthResult(month, run_id, "failed", {}, str(error), classify(error))
         results.append(result)
         if on_month:
             on_month(result)
@@ -511,11 +513,6 @@ def backfill(
             raise
         pool.shutdown()
     return sorted(results, key=lambda r: r.month)
-
-
-class BackfillInterrupted(BaseException):
-    """The backfill was asked to stop (SIGTERM); a BaseException so no step records it as a
-    month's failure and the loads already committed stay."""
 
 
 @contextmanager

@@ -33,6 +33,7 @@ from collections.abc import Mapping
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
+from pipeline.errors import ScheduleError
 from pipeline.months import add_months, format_month, parse_month
 
 CONFIG_VARIABLE = "tiers_config"  # the Airflow Variable holding the configuration path
@@ -45,10 +46,6 @@ MONTH_PATTERN = r"^[0-9]{4}-(0[1-9]|1[0-2])$"  # JSON-schema pattern of the mont
 DAG_ID = "tiers_monthly"
 INTERVAL_RUN_TYPES = ("scheduled", "backfill")  # runs whose month is their data interval
 _UNSAFE_RUN_ID = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-class ScheduleError(ValueError):
-    """A run's dates do not identify one business month, or no configuration is set."""
 
 
 def schedule_timezone(environ: Mapping[str, str] | None = None) -> str:

@@ -24,11 +24,8 @@ import duckdb
 from duckdb import ColumnExpression, ConstantExpression
 
 from pipeline.config import CANONICAL_COLUMNS, REQUIRED_COLUMNS, SourceConfig
+from pipeline.errors import SourceError
 from pipeline.months import month_bounds
-
-
-class SourceError(RuntimeError):
-    """The source cannot be read as configured (missing file, table or column)."""
 
 
 @dataclass(frozen=True)

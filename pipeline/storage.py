@@ -33,13 +33,10 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
+from pipeline.errors import ObjectStoreError, ObjectStoreRefusedError
+
 URL_SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "az")
 COPY_GRACE_SECONDS = 3600
-
-
-class ObjectStoreError(OSError):
-    """The object store refused or could not be reached; the message says which object,
-    why, and what to do."""
 
 
 def is_url(root: object) -> bool:
@@ -249,11 +246,11 @@ def _filesystem(store: str) -> tuple[pafs.FileSystem, str]:
     try:
         filesystem, bucket = pafs.FileSystem.from_uri(store)
     except (OSError, ValueError) as exc:
-        raise ObjectStoreError(_message(store, exc)) from None
+        raise _store_error(store, exc) from None
     with _translated(store):
         info = filesystem.get_file_info(bucket)
     if info.type == pafs.FileType.NotFound:
-        raise ObjectStoreError(
+        raise ObjectStoreRefusedError(
             f"{store}: the bucket does not exist (or these credentials cannot see it); create "
             "it, or point lake.root / runs.root (TIERS__LAKE__ROOT, TIERS__RUNS__ROOT) at one "
             "that exists"
@@ -274,22 +271,26 @@ class _translated:
         if exc is None or isinstance(exc, FileNotFoundError | ObjectStoreError):
             return False
         if isinstance(exc, OSError):
-            raise ObjectStoreError(_message(self.where, exc)) from None
+            raise _store_error(self.where, exc) from None
         return False
 
 
-def _message(where: str, exc: BaseException) -> str:
+def _store_error(where: str, exc: BaseException) -> ObjectStoreError:
+    """The store's error told: which object, the cause, the fix; an ObjectStoreRefusedError
+    when the store answered no (retrying cannot help), else an ObjectStoreError."""
     text = " ".join(str(exc).split())
     endpoint = os.environ.get("AWS_ENDPOINT_URL") or "the provider's default endpoint"
     if "NO_SUCH_BUCKET" in text or "NoSuchBucket" in text:
         cause = "the bucket does not exist"
         fix = "create it, or point lake.root / runs.root at one that exists"
+        kind = ObjectStoreRefusedError
     elif any(
         code in text
         for code in ("NETWORK_CONNECTION", "curlCode", "Could not connect", "Couldn't connect")
     ):
         cause = f"the object store at {endpoint} cannot be reached"
         fix = "check AWS_ENDPOINT_URL and that the server is up"
+        kind = ObjectStoreError
     elif any(
         code in text
         for code in (
@@ -307,7 +308,9 @@ def _message(where: str, exc: BaseException) -> str:
         fix = (
             "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or the role) and the bucket's policy"
         )
+        kind = ObjectStoreRefusedError
     else:
         cause = text[:300]
         fix = "check AWS_ENDPOINT_URL, AWS_REGION and the credentials"
-    return f"{where}: {cause} ({text[:200]}); {fix}"
+        kind = ObjectStoreError  # the store's own faults (timeouts, 5xx, throttling) pass
+    return kind(f"{where}: {cause} ({text[:200]}); {fix}")

@@ -18,6 +18,7 @@ import duckdb
 import pyarrow as pa
 
 from pipeline.config import ALL_METRICS, Config, metrics_available
+from pipeline.errors import ComputeError
 from pipeline.lake import MONTHLY_RANKING_SCHEMA, derived_file, month_files, read_manifest
 from pipeline.months import add_months, format_month, months_between, parse_month
 from pipeline.schema import REPORTING_TABLES, Table
@@ -42,10 +43,6 @@ STEPS: tuple[tuple[str, str], ...] = (
     ("criteria_overlap", "criteria_overlap"),
 )
 REPORTING_SOURCE = {"customer_month": "customer_month_history"}
-
-
-class ComputeError(ValueError):
-    """The month cannot be computed as configured (too early, metric unavailable)."""
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.config import Config
+from pipeline.errors import WarehouseLayoutError, WarehouseLockedError
 from pipeline.files import atomic_write, fsync, fsync_dir
 from pipeline.schema import (
     CUSTOMER,
@@ -57,16 +58,6 @@ from pipeline.schema import (
 from pipeline.sql import sql_text
 
 log = logging.getLogger(__name__)
-
-
-class WarehouseLockedError(RuntimeError):
-    """Another process holds the warehouse for writing longer than a load waits."""
-
-
-class WarehouseLayoutError(ValueError):
-    """The DuckDB catalog and its folder do not belong together (the catalog was moved
-    without its folder, or beside another warehouse's folder, or the folder's state was
-    lost): publishing would hide months the catalog shows. Retrying cannot help."""
 
 
 class Warehouse(Protocol):

@@ -196,6 +196,37 @@ def test_an_unforeseen_fault_is_one_message_and_debug_shows_the_traceback(tmp_pa
     assert debug.returncode == 1 and "Traceback" in debug.stderr
 
 
+def test_a_foreseen_error_outside_a_step_is_told_without_the_debug_hint(tmp_path: Path) -> None:
+    """`warehouse init` has no step around it: a warehouse that cannot be reached is still
+    a foreseen error (pipeline/errors.py), told as one message, exit 1."""
+    source = write_payments(tmp_path / "p.csv", [("p1", "c1", "2026-01-05", "1.00", "EUR")])
+    csv_config(tmp_path, source, warehouse={"url": "postgresql://tiers:hunter2@127.0.0.1:1/x"})
+    tiers = str(Path(sys.executable).with_name("tiers"))
+    result = subprocess.run(
+        [tiers, "warehouse", "init", "-c", "tiers.toml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: warehouse postgresql://tiers:***@127.0.0.1:1/x ")
+    assert "cannot be reached" in result.stderr and "hunter2" not in result.stderr
+    assert "unexpected" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_failed_month_of_a_backfill_says_whether_a_retry_can_help(tmp_path: Path) -> None:
+    from pipeline import runner
+    from pipeline.errors import PERMANENT
+
+    source = write_payments(tmp_path / "p.csv", [("p1", "c1", "2026-01-05", "1,00.0", "EUR")])
+    # no gates: their warm-up import would outlive the test
+    cfg = csv_config(tmp_path, source, lake={"quarantine": False}, checks={"enabled": False})
+    (result,) = runner.backfill(cfg, "2026-01", "2026-01")
+    assert (result.status, result.kind) == ("failed", PERMANENT)  # bad input: fix the source
+    assert "unparseable amount" in result.error
+
+
 def test_unforeseen_errors_never_show_a_password() -> None:
     from pipeline.cli import _plain
 

@@ -58,7 +58,8 @@ def test_dag_file_parses_fast_without_heavy_imports(probe):
     assert watched | {"pipeline.transform", "pipeline.runner"} <= set(af.HEAVY_MODULES)
     assert probe["heavy_modules"] == []  # none of them is in sys.modules after parsing
     # from the project, only the pure scheduling helpers are imported at parse time
-    assert set(probe["pipeline_modules"]) <= {"pipeline", "pipeline.months", "pipeline.schedule"}
+    allowed = {"pipeline", "pipeline.errors", "pipeline.months", "pipeline.schedule"}
+    assert set(probe["pipeline_modules"]) <= allowed
 
 
 def test_dagbag_imports_the_dag_without_errors_or_warnings(probe):
@@ -329,6 +330,85 @@ def test_pipeline_run_id_is_a_safe_folder_name():
         pipeline_run_id("///")
 
 
+# --- failing at once or retrying: pipeline/errors.py decides ------------------------------
+
+
+@pytest.fixture(scope="module")
+def dag_module():
+    return af.load_dag_module()
+
+
+def run_failing_step(dag_module, monkeypatch, error, *, at_month=False):
+    """``_run_step`` as a task runs it, with a step that raises ``error`` (or with the
+    month that cannot be told, when ``at_month``)."""
+    import sys
+    from types import ModuleType, SimpleNamespace
+
+    def extract_step(path, month, run_id):
+        raise error
+
+    def month_of(context, path):
+        if at_month:
+            raise error
+        return "2026-01"
+
+    steps = ModuleType("failing_steps")
+    steps.extract_step = extract_step
+    monkeypatch.setitem(sys.modules, "failing_steps", steps)
+    context = {"dag_run": SimpleNamespace(run_id="manual__2026-02-03T10:00:00+00:00")}
+    monkeypatch.setattr(dag_module, "get_current_context", lambda: context)
+    monkeypatch.setattr(dag_module, "Variable", SimpleNamespace(get=lambda *a, **k: "t.toml"))
+    monkeypatch.setattr(dag_module, "_month", month_of)
+    return dag_module._run_step("extract", "failing_steps")
+
+
+def test_a_missing_source_file_fails_the_task_at_once(dag_module, monkeypatch):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from pipeline.errors import SourceError
+
+    error = SourceError("source file not found: /data/payments.csv")
+    with pytest.raises(AirflowFailException) as caught:  # Airflow does not retry it
+        run_failing_step(dag_module, monkeypatch, error)
+    assert str(caught.value) == "extract: source file not found: /data/payments.csv"
+    assert caught.value.__cause__ is error
+
+
+def test_a_month_that_cannot_be_told_fails_the_task_at_once(dag_module, monkeypatch):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    error = ScheduleError("the month Param '2026-13': month 13 is out of range")
+    with pytest.raises(AirflowFailException, match="extract: the month Param '2026-13'"):
+        run_failing_step(dag_module, monkeypatch, error, at_month=True)
+
+
+@pytest.mark.parametrize("unforeseen", [False, True])
+def test_a_transient_or_unforeseen_error_is_raised_as_it_is_for_a_retry(
+    dag_module, monkeypatch, unforeseen
+):
+    from pipeline.errors import WarehouseConnectionError
+
+    error = (
+        RuntimeError("something nobody foresaw")
+        if unforeseen
+        else WarehouseConnectionError("warehouse postgresql://x:***@db/x cannot be reached")
+    )
+    with pytest.raises(type(error)) as caught:  # any error but AirflowFailException: retried
+        run_failing_step(dag_module, monkeypatch, error)
+    assert caught.value is error
+
+
+def test_a_cascade_fails_at_once_only_when_no_month_can_load_on_a_retry(dag_module):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from pipeline.errors import PERMANENT, TRANSIENT
+
+    error = RuntimeError("2026-02: load: warehouse cannot be reached")
+    assert dag_module._fail_now_if_permanent("cascade 2026-01", error, TRANSIENT) is None
+    with pytest.raises(AirflowFailException, match="^cascade 2026-01: 2026-02: load"):
+        dag_module._fail_now_if_permanent("cascade 2026-01", error, PERMANENT)
+
+
 # --- real runs with dag.test() -----------------------------------------------------------
 
 JAN, FEB = parse_month("2026-01"), parse_month("2026-02")
@@ -580,3 +660,42 @@ def test_failing_gate_fails_the_run_at_once_and_loads_nothing(airflow_home, gold
         assert warehouse_table(config_file, name).num_rows == 0, name
     (record,) = warehouse_table(config_file, "pipeline_run").to_pylist()
     assert (record["month"], record["status"], record["checks_failed"]) == (JAN, "failed", 1)
+
+
+@pytest.mark.slow
+def test_missing_source_file_fails_extract_at_once_without_retry(airflow_home, golden, tmp_path):
+    missing = tmp_path / "no-such-payments.csv"
+    config_file = basics_config(tmp_path, golden, missing)
+    result, output = af.dag_test(
+        airflow_home, [RUN_JANUARY], config_variable=str(config_file), retries=1
+    )
+    (run,) = result["runs"]
+
+    assert run["state"] == "failed"
+    assert task_states(run) == {
+        "extract": "failed",
+        **dict.fromkeys([*TASK_CHAIN[1:], *AFTER_PUBLISH], "upstream_failed"),
+    }
+    assert run["tasks"]["extract"]["try_number"] == 1  # retrying cannot bring the file
+    assert f"source file not found: {missing}" in output
+    assert not (tmp_path / "lake" / "payments").exists()
+    (record,) = warehouse_table(config_file, "pipeline_run").to_pylist()
+    assert (record["month"], record["status"]) == (JAN, "failed")
+
+
+@pytest.mark.slow
+def test_unreachable_warehouse_is_retried(airflow_home, golden, tmp_path):
+    config_file = basics_config(
+        tmp_path, golden, warehouse={"url": "postgresql://postgres@127.0.0.1:1/test"}
+    )
+    result, output = af.dag_test(
+        airflow_home, [RUN_JANUARY], config_variable=str(config_file), retries=1
+    )
+    (run,) = result["runs"]
+
+    assert run["state"] == "failed"
+    states = task_states(run)
+    assert states["load"] == "failed", states
+    assert all(states[task] == "success" for task in TASK_CHAIN[:4]), states
+    assert run["tasks"]["load"]["try_number"] == 2  # the server may be back: retried
+    assert "postgresql://postgres@127.0.0.1:1/test cannot be reached" in output

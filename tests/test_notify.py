@@ -18,6 +18,7 @@ from aiosmtpd.smtp import AuthResult
 from typer.testing import CliRunner
 
 from pipeline.cli import app
+from pipeline.errors import PERMANENT, TRANSIENT, classify
 from pipeline.notify import NotifyError, ledger_path, notify_step, send_month
 from pipeline.warehouse import open_warehouse
 
@@ -177,6 +178,7 @@ def test_a_server_that_is_down_gives_a_clear_error_and_the_month_stays_loaded(
     assert f"127.0.0.1:{port}" in message and "ConnectionRefusedError" in message
     assert "tiers notify --month 2026-03" in message and "stays loaded" in message
     assert "\n" not in message
+    assert classify(caught.value) == TRANSIENT  # the DAG retries: the ledger sends what is left
     assert not ledger_path(cfg, FULL_LAST).exists()
     state = json.loads((tmp_path / "runs" / run_id / "month=2026-03" / "run.json").read_text())
     assert state["notify_error"] == message
@@ -231,8 +233,9 @@ def test_credentials_come_only_from_the_environment(full_case, tmp_path, monkeyp
     try:
         cfg = configured(full_case, tmp_path, port, username="tiers", password_env="TEST_SMTP_PW")
         monkeypatch.delenv("TEST_SMTP_PW", raising=False)
-        with pytest.raises(NotifyError, match="TEST_SMTP_PW"):
+        with pytest.raises(NotifyError, match="TEST_SMTP_PW") as caught:
             send_month(cfg, FULL_LAST)
+        assert classify(caught.value) == PERMANENT  # the setting must change first
         assert logins == []  # nothing was tried without the password
 
         monkeypatch.setenv("TEST_SMTP_PW", "wrong")

@@ -26,6 +26,7 @@ from psycopg.conninfo import make_conninfo
 
 from pipeline import lake
 from pipeline.config import ConfigError, SourceConfig, load_config
+from pipeline.errors import PERMANENT, TRANSIENT, SourceConnectionError, classify
 from pipeline.postgres import (
     MIGRATIONS,
     PostgresWarehouse,
@@ -119,6 +120,46 @@ def test_a_failed_connection_does_not_show_the_password() -> None:
         read_source_month(connect("UTC"), source, FEB, FEB, "UTC")
     assert "s3cret-pw" not in str(info.value)
     assert "postgresql://tiers:***@127.0.0.1:1/sales" in str(info.value)
+
+
+def test_a_source_server_that_cannot_be_reached_is_transient_a_missing_table_is_not(
+    pg_dsn,
+) -> None:
+    unreachable = source_config("postgresql://tiers@127.0.0.1:1/sales", table="payments")
+    with pytest.raises(SourceConnectionError, match="cannot connect") as info:
+        read_source_month(connect("UTC"), unreachable, FEB, FEB, "UTC")
+    assert classify(info.value) == TRANSIENT  # a server restarts: the DAG retries
+    missing = source_config(pg_dsn, table="public.no_such_payments")
+    with pytest.raises(SourceError, match="no_such_payments") as info:
+        read_source_month(connect("UTC"), missing, FEB, FEB, "UTC")
+    assert classify(info.value) == PERMANENT  # the table must be created or named first
+
+
+def test_a_session_ended_by_the_server_is_told_from_a_fault_of_the_query(pg, pg_dsn) -> None:
+    import adbc_driver_postgresql.dbapi as adbc
+
+    from pipeline.postgres import session_lost
+
+    def failure(connection, query: str) -> Exception:
+        with pytest.raises(adbc.Error) as info:
+            cursor = connection.cursor()
+            cursor.execute(query)
+            cursor.fetchall()
+        return info.value
+
+    with adbc.connect(pg_dsn, autocommit=True) as connection:
+        assert not session_lost(failure(connection, "SELECT * FROM no_such_table"))
+        cursor = connection.cursor()
+        cursor.execute("SELECT pg_backend_pid()")
+        (pid,) = cursor.fetchone()
+        pg.execute("SELECT pg_terminate_backend(%s)", [pid])  # what an administrator does
+        assert session_lost(failure(connection, "SELECT 1"))
+    with pytest.raises(psycopg.Error) as info:
+        psycopg.connect("postgresql://tiers@127.0.0.1:1/sales")
+    assert session_lost(info.value)
+    with pytest.raises(psycopg.Error) as info:
+        pg.execute("SELECT * FROM no_such_table")
+    assert not session_lost(info.value)
 
 
 def test_the_dsn_comes_from_the_environment_and_is_never_shown(tmp_path: Path) -> None:
