@@ -68,7 +68,7 @@ def open_months(
         db = Path(source.path)
         if not db.exists():
             raise SourceError(f"source database not found: {db}")
-        con.execute("ATTACH ? AS source_db (READ_ONLY)", [str(db)])
+        _attach(con, db)
         try:
             relation = con.table(f"source_db.{source.table}")
         except duckdb.CatalogException as exc:
@@ -89,6 +89,19 @@ def open_months(
     _canonical_view(relation, source, present, label).create_view("source_rows", replace=True)
     optional = tuple(c for c in present if c not in REQUIRED_COLUMNS)
     return SourceRows(label=label, columns_present=optional, reads_by_month=typed_time)
+
+
+def _attach(con: duckdb.DuckDBPyConnection, db: Path) -> None:
+    """Attach the source database as ``source_db``, once per connection: an extract opens
+    the source for its range of months and again for each month."""
+    attached = con.execute(
+        "select path from duckdb_databases() where database_name = 'source_db'"
+    ).fetchall()
+    if attached and Path(attached[0][0]).resolve() == db.resolve():
+        return
+    if attached:
+        con.execute("DETACH source_db")
+    con.execute("ATTACH ? AS source_db (READ_ONLY)", [str(db)])
 
 
 _CSV_LINE = re.compile(r"CSV Error on Line: (\d+)")

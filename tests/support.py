@@ -108,3 +108,69 @@ def backfill_matching_golden(cfg: Config, case: str, start: str, last: str) -> l
         problems += table_differences(case, name, warehouse_rows(cfg, name))
     assert problems == []
     return results
+
+
+def typed_source(folder: Path, kind: str, payments: Path, *, timezone: str) -> dict[str, Any]:
+    """The payments of a canonical CSV as a typed source of ``kind`` ("parquet" or "duckdb")
+    in ``folder``, as a source system would hold them: paid_at TIMESTAMPTZ in the Parquet
+    file and the business wall clock of ``timezone`` (naive) in the DuckDB table, amount and
+    cost DECIMAL(18, 2), units INTEGER. Returns the [source] section."""
+    import duckdb
+
+    header = payments.read_text().splitlines()[0].split(",")
+    types = {"paid_at": "timestamptz", "amount": "decimal(18, 2)", "units": "integer"}
+    types["cost"] = types["amount"]
+    if kind == "duckdb":
+        types["paid_at"] = "timestamptz::timestamp"  # the wall clock of the session zone
+    columns = ", ".join(f"{c}::{types.get(c, 'varchar')} as {c}" for c in header)
+    rows = f"select {columns} from read_csv(?, header = true, all_varchar = true)"
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = ?", [timezone])
+        if kind == "parquet":
+            target = folder / "payments.parquet"
+            con.execute(f"copy ({rows}) to '{target}' (format parquet)", [str(payments)])
+            return {"kind": "parquet", "path": str(target)}
+        target = folder / "payments.duckdb"
+        con.execute("attach ? as db", [str(target)])
+        con.execute(f"create table db.payments as {rows}", [str(payments)])
+        return {"kind": "duckdb", "path": str(target), "table": "payments"}
+    finally:
+        con.close()
+
+
+def backfilled_through_the_cli(config: Path, first: str, last: str) -> tuple[dict, dict]:
+    """Backfill ``first``..``last`` with ``tiers backfill``; returns every reporting table's
+    rows and, by table and month, its file in the DuckDB warehouse (named by a hash of its
+    bytes)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+    from pipeline.schema import TABLES
+    from pipeline.warehouse import open_warehouse
+
+    result = CliRunner().invoke(app, ["backfill", "-c", str(config), "--from", first, "--to", last])
+    assert result.exit_code == 0, result.output
+    cfg = load_config(config)
+    warehouse = open_warehouse(cfg)
+    try:
+        files = json.loads((warehouse.data / "state.json").read_text())["files"]
+    finally:
+        warehouse.close()
+    return {name: warehouse_rows(cfg, name) for name in TABLES}, files
+
+
+def assert_same_reporting_tables(
+    found: tuple[dict, dict], expected: tuple[dict, dict], *, months: int
+) -> None:
+    """Two results of ``backfilled_through_the_cli`` hold the same bytes, ``months`` months
+    of every reporting table."""
+    (tables, files), (expected_tables, expected_files) = found, expected
+    assert files == expected_files
+    assert {name: len(by_month) for name, by_month in files.items()} == {
+        name: months for name in tables
+    }
+    for name, rows in tables.items():
+        assert rows.equals(expected_tables[name]), name

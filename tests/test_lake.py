@@ -20,7 +20,7 @@ import pytest
 from pipeline import lake
 from pipeline.lake import BadInputError, MissingMonthError, extract
 from pipeline.months import add_months
-from pipeline.sources import SourceError
+from pipeline.sources import SourceError, open_months
 from pipeline.sql import bounded_connection
 from pipeline.transform import compute_month
 
@@ -756,3 +756,26 @@ def test_months_whose_payment_ids_do_not_overlap_are_not_read(tmp_path, monkeypa
     monkeypatch.setattr(lake, "month_files", lambda root, m: read.append(m) or [])
     extract(cfg, FEB)
     assert read == []  # January's ids (a1..a1) cannot clash with February's (b1..b1)
+
+
+def test_a_duckdb_source_is_attached_once_per_connection(tmp_path) -> None:
+    """An extract opens its source for the range of months, then for each month, on one
+    connection: the database is attached once (and another file replaces it)."""
+    paths = []
+    for name, amount in (("one", "1.00"), ("two", "2.00")):
+        db = tmp_path / f"{name}.duckdb"
+        con = duckdb.connect(str(db))
+        con.execute(
+            "create table payments as select 'p1' as payment_id, 'c1' as customer_id, "
+            f"timestamptz '2026-01-05 10:00:00+00' as paid_at, {amount}::decimal(18, 2) as amount"
+        )
+        con.close()
+        paths.append(db)
+    con = duckdb.connect()
+    for path, expected in ((paths[0], "1.00"), (paths[0], "1.00"), (paths[1], "2.00")):
+        cfg = csv_config(tmp_path, path, source={"kind": "duckdb", "table": "payments"})
+        open_months(con, cfg.source, JAN, FEB, "UTC")
+        assert con.sql("select amount_value::varchar from source_rows").fetchall() == [(expected,)]
+    assert con.sql(
+        "select count(*) from duckdb_databases() where database_name = 'source_db'"
+    ).fetchall() == [(1,)]

@@ -13,7 +13,14 @@ import pytest
 from pipeline import runner
 from pipeline.schema import TABLES
 
-from support import backfill_matching_golden, csv_config, warehouse_rows
+from support import (
+    assert_same_reporting_tables,
+    backfill_matching_golden,
+    backfilled_through_the_cli,
+    csv_config,
+    typed_source,
+    warehouse_rows,
+)
 
 GOLDEN_CASES = {
     # case: (business time zone, history_start, last month)
@@ -177,3 +184,29 @@ def test_a_month_large_enough_to_run_in_parallel_computes_to_the_same_bytes(tmp_
     assert first.keys() == second.keys() == set(TABLES)
     for name in first:
         assert first[name].read_bytes() == second[name].read_bytes(), name
+
+
+# The months of the golden full case that the source-kind tests backfill (three months,
+# payments within hours of month ends, a duplicate delivery, units and cost).
+SOURCE_KIND_MONTHS = ("2025-01", "2025-03")
+
+
+def test_every_file_source_kind_backfills_to_the_bytes_of_the_csv(golden, tmp_path) -> None:
+    """The same payments as CSV text, as a typed Parquet file and as a DuckDB table: a
+    backfill of three months with ``tiers backfill`` gives the same reporting tables, file
+    for file (a typed source is opened for the range, then for each month, on one
+    connection). test_postgres.py does the same for a PostgreSQL source."""
+    payments, found = golden / "full" / "payments.csv", {}
+    for kind in ("csv", "parquet", "duckdb"):
+        folder = tmp_path / kind
+        folder.mkdir()
+        source = (
+            {} if kind == "csv" else typed_source(folder, kind, payments, timezone="Europe/Oslo")
+        )
+        cfg = csv_config(
+            folder, payments, timezone="Europe/Oslo", history_start="2025-01", source=source
+        )
+        assert cfg.source.kind == kind
+        found[kind] = backfilled_through_the_cli(folder / "tiers.toml", *SOURCE_KIND_MONTHS)
+    for kind in ("parquet", "duckdb"):
+        assert_same_reporting_tables(found[kind], found["csv"], months=3)
