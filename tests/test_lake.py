@@ -171,7 +171,8 @@ TYPED_ROWS = [
 @pytest.mark.parametrize("amount_type", [pa.decimal128(24, 3), pa.float64()])
 def test_typed_columns_are_judged_as_their_text_is(tmp_path, amount_type) -> None:
     """A typed source is taken as values, not parsed back from text (the fast path); a
-    DOUBLE amount still goes through its text. Both find the same problems and rows."""
+    DOUBLE amount is read as its nearest cent (1.005 is not within its resolution of one).
+    Both find the same problems and rows."""
     money = pa.decimal128(24, 3)
     table = pa.table(
         {
