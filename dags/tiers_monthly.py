@@ -240,7 +240,8 @@ def _describe(step: str, summary: dict[str, Any]) -> str:
     if step == "extract":
         return (
             f"{summary.get('rows_read')} row(s) read, {summary.get('rows_duplicate')} duplicate(s) "
-            f"dropped, {summary.get('rows_quarantined')} quarantined, "
+            f"dropped, {summary.get('rows_rounded')} float(s) rounded to the cent, "
+            f"{summary.get('rows_quarantined')} quarantined, "
             f"{summary.get('rows_written')} written, amount {summary.get('amount_sum')}"
         )
     gates = _gate_reports(summary)

@@ -139,7 +139,8 @@ def extract(
         _fail_with(fault)
     console.print(
         f"{manifest.month}: {manifest.rows_read} row(s) read, {manifest.rows_duplicate} "
-        f"duplicate(s) dropped, {manifest.rows_quarantined + manifest.rows_undated} quarantined, "
+        f"duplicate(s) dropped, {manifest.rows_rounded} float(s) rounded to the cent, "
+        f"{manifest.rows_quarantined + manifest.rows_undated} quarantined, "
         f"{manifest.rows_written} written (amount {manifest.amount_sum} {cfg.business.currency})"
     )
 

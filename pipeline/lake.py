@@ -125,6 +125,9 @@ class Manifest:
     payment_id_max: str | None = None  # check across months reads only months it overlaps
     schema_version: int = SCHEMA_VERSION
     extracted_at: str = ""
+    # good rows read whose float amount or cost was read as its nearest cent (spec, "Input:
+    # payments"); 0 in manifests from before floats were read so, which refused them
+    rows_rounded: int = 0
 
 
 def partition_dir(lake_root: Path, month: date) -> Path:
@@ -337,11 +340,12 @@ def _extract_month(
     good = _good_rows(con)
     _verify(good, con)
     dated_bad, undated_bad = _bad_rows(con, dated=True), _bad_rows(con, dated=False)
-    good_read, duplicates, amount_sum, first_paid, last_paid = con.execute(
+    good_read, duplicates, rounded, amount_sum, first_paid, last_paid = con.execute(
         """
         select
             coalesce(sum(copies), 0)::bigint,
             coalesce(sum(copies - 1), 0)::bigint,
+            coalesce(sum(rounded_copies), 0)::bigint,
             coalesce(sum(amount), 0)::decimal(18, 2),
             min(paid_at), max(paid_at)
         from staged_payments where problem is null
@@ -354,6 +358,7 @@ def _extract_month(
         columns_present=list(source.columns_present),
         rows_read=int(good_read) + dated_bad.num_rows + undated_bad.num_rows,
         rows_duplicate=int(duplicates),
+        rows_rounded=int(rounded),
         rows_quarantined=dated_bad.num_rows,
         rows_undated=undated_bad.num_rows,
         rows_written=good.num_rows,

@@ -226,9 +226,9 @@ def read_source_month(
     for canonical in ("amount", "cost"):
         name = source.source_column(canonical)
         if name in schema.names and _pg_type(schema.field(name)) in _FLOAT_TYPES:
-            log.warning(
-                "%s: %s column %r is floating point; values that are not exact cents "
-                "will be reported as bad rows",
+            log.info(
+                "%s: %s column %r is floating point: each value is read as its nearest cent "
+                "(counted as rounded in the manifest), or is a bad row if it lies farther",
                 label,
                 canonical,
                 name,

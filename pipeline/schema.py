@@ -220,6 +220,8 @@ PIPELINE_RUN = Table(
         ("finished_at", "timestamp"),
         ("attempt", "int"),  # 1, 2, ... per (run_id, month): retries reuse a run id
         ("recorded_at", "timestamp"),
+        # last, as an existing PostgreSQL warehouse adds it
+        ("rows_rounded", "bigint"),
     ),
     key=("run_id", "month", "attempt"),
 )
@@ -347,6 +349,7 @@ COLUMN_DESCRIPTIONS = {
     "load_status": "loaded, or provisional: loaded before the month had ended (partial).",
     "rows_read": "Source rows read for the month.",
     "rows_duplicate": "Exact duplicate rows dropped.",
+    "rows_rounded": "Rows whose floating-point amount or cost was read as its nearest cent.",
     "rows_quarantined": "Bad rows set aside (quarantine on).",
     "rows_loaded": "Rows loaded into the reporting tables (0 when failed).",
     "checks_passed": "Data checks passed.",

@@ -4,8 +4,9 @@ Each source exposes the rows of a range of months to a DuckDB connection as the 
 ``source_rows`` with the canonical column names (see ``config.CANONICAL_COLUMNS``),
 every value as text, plus ``source_file`` so that errors can point at the file. A
 column that the source already types exactly (a timestamp, a decimal, an integer; see
-``TYPED``) comes as ``<column>_value`` instead, its text column NULL. Parsing and
-validation happen once, in ``sql/staging_payments.sql``.
+``TYPED``) comes as ``<column>_value`` instead, its text column NULL; an amount or cost
+held as binary floating point (REAL or DOUBLE) comes as ``<column>_float``, in its own
+type. Parsing and validation happen once, in ``sql/staging_payments.sql``.
 Rows whose paid_at cannot be placed in a month (missing or unparseable) are always
 included, since they could belong to any month.
 """
@@ -65,7 +66,7 @@ def open_months(
         db = Path(source.path)
         if not db.exists():
             raise SourceError(f"source database not found: {db}")
-        con.execute("ATTACH ? AS source_db (READ_ONLY)", [str(db)])
+        _attach(con, db)
         try:
             relation = con.table(f"source_db.{source.table}")
         except duckdb.CatalogException as exc:
@@ -86,6 +87,19 @@ def open_months(
     _canonical_view(relation, source, present, label).create_view("source_rows", replace=True)
     optional = tuple(c for c in present if c not in REQUIRED_COLUMNS)
     return SourceRows(label=label, columns_present=optional, reads_by_month=typed_time)
+
+
+def _attach(con: duckdb.DuckDBPyConnection, db: Path) -> None:
+    """Attach the source database as ``source_db``, once per connection: an extract opens
+    the source for its range of months and again for each month."""
+    attached = con.execute(
+        "select path from duckdb_databases() where database_name = 'source_db'"
+    ).fetchall()
+    if attached and Path(attached[0][0]).resolve() == db.resolve():
+        return
+    if attached:
+        con.execute("DETACH source_db")
+    con.execute("ATTACH ? AS source_db (READ_ONLY)", [str(db)])
 
 
 _CSV_LINE = re.compile(r"CSV Error on Line: (\d+)")
@@ -218,6 +232,11 @@ TYPED = {
     "cost": "DECIMAL(38, 10)",
     "units": "BIGINT",
 }
+# An amount or cost held as binary floating point (REAL or DOUBLE) comes as
+# ``<column>_float`` in its own type, its text column NULL: the staging SQL reads it as its
+# nearest cent within the resolution of that type.
+FLOAT_MONEY = ("amount", "cost")
+_FLOATS = ("FLOAT", "DOUBLE")
 _EXACT_INTEGERS = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER")
 _DECIMAL = re.compile(r"DECIMAL\((\d+),\s*(\d+)\)")
 
@@ -241,15 +260,14 @@ def _canonical_view(
     relation: duckdb.DuckDBPyRelation, source: SourceConfig, present: list[str], label: str
 ) -> duckdb.DuckDBPyRelation:
     kinds = dict(zip(relation.columns, map(str, relation.types), strict=True))
-    text, null_text = (
-        duckdb.sqltype("VARCHAR"),
-        ConstantExpression(None).cast(duckdb.sqltype("VARCHAR")),
-    )
+    text, double = duckdb.sqltype("VARCHAR"), duckdb.sqltype("DOUBLE")
+    null_text = ConstantExpression(None).cast(text)
     columns = []
     for canonical in CANONICAL_COLUMNS:
         column = source.source_column(canonical)
         typed = canonical in present and canonical in TYPED and _typed(canonical, kinds[column])
-        if canonical not in present or typed:
+        floating = canonical in FLOAT_MONEY and canonical in present and kinds[column] in _FLOATS
+        if canonical not in present or typed or floating:
             columns.append(null_text.alias(canonical))
         else:
             columns.append(ColumnExpression(column).cast(text).alias(canonical))
@@ -258,6 +276,9 @@ def _canonical_view(
             if canonical == "paid_at" or not typed:
                 value = value.cast(duckdb.sqltype(TYPED[canonical]))
             columns.append(value.alias(f"{canonical}_value"))
+        if canonical in FLOAT_MONEY:
+            value = ColumnExpression(column) if floating else ConstantExpression(None).cast(double)
+            columns.append(value.alias(f"{canonical}_float"))
     file_expr = (
         ColumnExpression("filename")
         if "filename" in relation.columns

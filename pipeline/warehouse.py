@@ -513,13 +513,20 @@ class DuckDBWarehouse:
         fsync(scratch)
 
     def _table_view_sql(self, table: Table, paths: list[str]) -> str:
+        no_rows = "SELECT " + ", ".join(
+            f'CAST(NULL AS {DUCKDB_TYPES[kind]}) AS "{name}"' for name, kind in table.columns
+        )
         if not paths:  # no month loaded yet: the table's columns, no rows
-            columns = ", ".join(
-                f'CAST(NULL AS {DUCKDB_TYPES[kind]}) AS "{name}"' for name, kind in table.columns
-            )
-            return f"CREATE VIEW {table.name} AS SELECT {columns} WHERE false"
+            return f"CREATE VIEW {table.name} AS {no_rows} WHERE false"
         files = ", ".join(_sql_string(str(self.data / path)) for path in paths)
         columns = ", ".join(f'"{name}"' for name in table.column_names)
+        if table is PIPELINE_RUN:  # run records of earlier versions lack the columns added
+            # since (rows_rounded): NULL in them, even when no record has the column yet
+            return (
+                f"CREATE VIEW {table.name} AS SELECT {columns} FROM ({no_rows} WHERE false "
+                f"UNION ALL BY NAME SELECT * FROM read_parquet([{files}], "
+                "hive_partitioning = false, union_by_name = true))"
+            )
         return (
             f"CREATE VIEW {table.name} AS SELECT {columns} "
             f"FROM read_parquet([{files}], hive_partitioning = false)"

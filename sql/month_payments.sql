@@ -3,7 +3,9 @@
 -- Reads:    judged_payments (see staging_payments.sql)
 -- Produces: one row per distinct delivered payment of month $month:
 --   * good rows (problem IS NULL) with typed values and `copies`, the number of
---     identical deliveries (copies - 1 of them are duplicates to drop);
+--     identical deliveries (copies - 1 of them are duplicates to drop), and
+--     `rounded_copies`, how many of those held a float amount or cost read as its
+--     nearest cent;
 --   * bad rows (problem names the first rule broken), one per delivered row, with
 --     the raw text kept for error messages and the quarantine. Two deliveries of one
 --     payment_id with different values are bad rows too.
@@ -25,6 +27,7 @@ distinct_good_payments as (
     select
         payment_id, customer_id, paid_at, amount, currency, units, cost, month,
         count(*) as copies,
+        count(*) filter (where rounded) as rounded_copies,
         min(source_file) as source_file
     from of_this_month
     where problem is null
@@ -64,14 +67,14 @@ bad_rows as (
 final as (
     select
         payment_id, customer_id, paid_at, amount, currency, units, cost, month, copies,
-        null::varchar as problem,
+        rounded_copies, null::varchar as problem,
         null::varchar as raw_payment_id, null::varchar as raw_customer_id,
         null::varchar as raw_paid_at, null::varchar as raw_amount,
         null::varchar as raw_currency, null::varchar as raw_units, null::varchar as raw_cost,
         source_file
     from good_payments
     union all by name
-    select 1 as copies, * from bad_rows
+    select 1 as copies, 0 as rounded_copies, * from bad_rows
 )
 
 select * from final

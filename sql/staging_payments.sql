@@ -2,7 +2,10 @@
 --
 -- Reads the view `source_rows` (see pipeline/sources.py): every canonical column as
 -- text, except the columns a typed source already holds as exact values (paid_at,
--- amount, cost, units), which come as `<column>_value` with the text column NULL.
+-- amount, cost, units), which come as `<column>_value` with the text column NULL, and an
+-- amount or cost held as binary floating point, which comes as `<column>_float` in its own
+-- type (REAL or DOUBLE) and is read as its nearest cent (`float_parts`, `float_cents`,
+-- the rule in `parsed`).
 -- Produces one row per delivered source row with its typed values, its business
 -- `month` and `problem`, the first input rule it breaks (NULL for a good row), keeping
 -- the raw text for error messages and the quarantine. month_payments.sql then takes
@@ -23,21 +26,64 @@ money_text as (
     from source
 ),
 
+float_parts as (
+    -- a float amount or cost split exactly into its whole units and its hundredths (their
+    -- rounding is its nearest cent, whatever its magnitude), and `_ulp`, the spacing of
+    -- the floats of its own type (REAL or DOUBLE) at its magnitude
+    select
+        *,
+        trunc(amount_float::double) as amount_float_units,
+        (amount_float::double - trunc(amount_float::double)) * 100 as amount_float_hundredths,
+        nextafter(abs(amount_float), abs(amount_float) + abs(amount_float)) - abs(amount_float)
+            as amount_float_ulp,
+        trunc(cost_float::double) as cost_float_units,
+        (cost_float::double - trunc(cost_float::double)) * 100 as cost_float_hundredths,
+        nextafter(abs(cost_float), abs(cost_float) + abs(cost_float)) - abs(cost_float)
+            as cost_float_ulp
+    from money_text
+),
+
+float_cents as (
+    -- the cent nearest to a float (NULL beyond DECIMAL(18, 2)), and how far the float lies
+    -- from it
+    select
+        *,
+        case when abs(amount_float) < 1e16 then (
+            amount_float_units::bigint * 100 + round(amount_float_hundredths)::bigint
+        )::decimal(18, 0) * 0.01 end as amount_float_cent,
+        abs(amount_float_hundredths - round(amount_float_hundredths)) / 100 as amount_float_off,
+        case when abs(cost_float) < 1e16 then (
+            cost_float_units::bigint * 100 + round(cost_float_hundredths)::bigint
+        )::decimal(18, 0) * 0.01 end as cost_float_cent,
+        abs(cost_float_hundredths - round(cost_float_hundredths)) / 100 as cost_float_off
+    from float_parts
+),
+
 parsed as (
-    -- a typed value is taken as it is, text is parsed
+    -- a typed value is taken as it is, text is parsed. A float means its nearest cent when
+    -- within 1e-6 of it, or within 4 ulps where that is coarser (large values); it counts
+    -- as rounded unless it is the cent's own float (within half an ulp of it)
     select
         nullif(trim(payment_id), '') as payment_id,
         nullif(trim(customer_id), '') as customer_id,
         paid_at_value is not null or nullif(trim(paid_at), '') is not null as paid_at_given,
         coalesce(paid_at_value, try_cast(nullif(trim(paid_at), '') as timestamptz)) as paid_at,
-        amount_value is not null or amount_text is not null as amount_given,
-        coalesce(amount_value::decimal(38, 10), try_cast(amount_text as decimal(38, 10)))
-            as amount_wide,
-        coalesce(try_cast(amount_value as decimal(18, 2)), try_cast(amount_text as decimal(18, 2)))
-            as amount,
-        amount_value is not null or coalesce(isfinite(try_cast(amount_text as double)), false)
-            as amount_is_number,
-        regexp_matches(amount_text, '\.[0-9]{2}[0-9]*[1-9]') as amount_has_cents_fraction,
+        amount_value is not null or amount_float is not null or amount_text is not null
+            as amount_given,
+        coalesce(
+            amount_value::decimal(38, 10), amount_float_cent, try_cast(amount_text as decimal(38, 10))
+        ) as amount_wide,
+        coalesce(
+            try_cast(amount_value as decimal(18, 2)), amount_float_cent,
+            try_cast(amount_text as decimal(18, 2))
+        ) as amount,
+        amount_value is not null or coalesce(isfinite(amount_float), false)
+            or coalesce(isfinite(try_cast(amount_text as double)), false) as amount_is_number,
+        coalesce(
+            regexp_matches(amount_text, '\.[0-9]{2}[0-9]*[1-9]'),
+            amount_float_off > greatest(1e-6, 4 * amount_float_ulp)
+        ) as amount_has_cents_fraction,
+        amount_float_off > amount_float_ulp / 2 as amount_rounded,
         upper(nullif(trim(currency), '')) as currency,
         units_value is not null or nullif(trim(units), '') is not null as units_given,
         -- units are whole numbers: '1.5' is a bad row, not 2
@@ -46,25 +92,35 @@ parsed as (
             case when regexp_full_match(trim(units), '[+-]?[0-9]+(\.0*)?')
                 then try_cast(trim(units) as bigint) end
         ) as units,
-        cost_value is not null or cost_text is not null as cost_given,
-        coalesce(cost_value::decimal(38, 10), try_cast(cost_text as decimal(38, 10))) as cost_wide,
-        coalesce(try_cast(cost_value as decimal(18, 2)), try_cast(cost_text as decimal(18, 2)))
-            as cost,
-        cost_value is not null or coalesce(isfinite(try_cast(cost_text as double)), false)
-            as cost_is_number,
-        regexp_matches(cost_text, '\.[0-9]{2}[0-9]*[1-9]') as cost_has_cents_fraction,
+        cost_value is not null or cost_float is not null or cost_text is not null as cost_given,
+        coalesce(
+            cost_value::decimal(38, 10), cost_float_cent, try_cast(cost_text as decimal(38, 10))
+        ) as cost_wide,
+        coalesce(
+            try_cast(cost_value as decimal(18, 2)), cost_float_cent,
+            try_cast(cost_text as decimal(18, 2))
+        ) as cost,
+        cost_value is not null or coalesce(isfinite(cost_float), false)
+            or coalesce(isfinite(try_cast(cost_text as double)), false) as cost_is_number,
+        coalesce(
+            regexp_matches(cost_text, '\.[0-9]{2}[0-9]*[1-9]'),
+            cost_float_off > greatest(1e-6, 4 * cost_float_ulp)
+        ) as cost_has_cents_fraction,
+        cost_float_off > cost_float_ulp / 2 as cost_rounded,
         source.payment_id as raw_payment_id,
         source.customer_id as raw_customer_id,
         source.paid_at as raw_paid_at,
         source.amount as raw_amount,
         source.amount_value,
+        source.amount_float,
         source.currency as raw_currency,
         source.units as raw_units,
         source.units_value,
         source.cost as raw_cost,
         source.cost_value,
+        source.cost_float,
         source.source_file
-    from money_text as source
+    from float_cents as source
 ),
 
 judged as (
@@ -93,7 +149,9 @@ judged as (
             when $has_cost and (cost_has_cents_fraction or cost is null or cost_wide <> cost)
                 then 'cost with more than 2 decimals'
             when $has_cost and cost < 0 then 'negative cost'
-        end as problem
+        end as problem,
+        coalesce(amount_rounded, false) or ($has_cost and coalesce(cost_rounded, false))
+            as rounded
     from parsed
 ),
 
@@ -102,17 +160,20 @@ final as (
     -- good rows would otherwise be held twice; a typed value is shown as its text
     select
         payment_id, customer_id, paid_at, amount, currency, units, cost, month, problem,
+        problem is null and rounded as rounded,
         source_file,
         case when problem is not null then raw_payment_id end as raw_payment_id,
         case when problem is not null then raw_customer_id end as raw_customer_id,
         case when problem is not null then coalesce(raw_paid_at, paid_at::varchar) end
             as raw_paid_at,
-        case when problem is not null then coalesce(raw_amount, amount_value::varchar) end
+        case when problem is not null
+            then coalesce(raw_amount, amount_value::varchar, amount_float::varchar) end
             as raw_amount,
         case when problem is not null then raw_currency end as raw_currency,
         case when problem is not null then coalesce(raw_units, units_value::varchar) end
             as raw_units,
-        case when problem is not null then coalesce(raw_cost, cost_value::varchar) end
+        case when problem is not null
+            then coalesce(raw_cost, cost_value::varchar, cost_float::varchar) end
             as raw_cost
     from judged
 )

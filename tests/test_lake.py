@@ -20,11 +20,11 @@ import pytest
 from pipeline import lake
 from pipeline.lake import BadInputError, MissingMonthError, extract
 from pipeline.months import add_months
-from pipeline.sources import SourceError
+from pipeline.sources import SourceError, open_months
 from pipeline.sql import bounded_connection
 from pipeline.transform import compute_month
 
-from support import csv_config, write_payments
+from support import FLOAT_CASE_ROWS, csv_config, float_case_values, write_payments
 
 JAN, FEB, MAR = date(2026, 1, 1), date(2026, 2, 1), date(2026, 3, 1)
 
@@ -171,7 +171,8 @@ TYPED_ROWS = [
 @pytest.mark.parametrize("amount_type", [pa.decimal128(24, 3), pa.float64()])
 def test_typed_columns_are_judged_as_their_text_is(tmp_path, amount_type) -> None:
     """A typed source is taken as values, not parsed back from text (the fast path); a
-    DOUBLE amount still goes through its text. Both find the same problems and rows."""
+    DOUBLE amount is read as its nearest cent (1.005 is not within its resolution of one).
+    Both find the same problems and rows."""
     money = pa.decimal128(24, 3)
     table = pa.table(
         {
@@ -756,3 +757,219 @@ def test_months_whose_payment_ids_do_not_overlap_are_not_read(tmp_path, monkeypa
     monkeypatch.setattr(lake, "month_files", lambda root, m: read.append(m) or [])
     extract(cfg, FEB)
     assert read == []  # January's ids (a1..a1) cannot clash with February's (b1..b1)
+
+
+def test_a_duckdb_source_is_attached_once_per_connection(tmp_path) -> None:
+    """An extract opens its source for the range of months, then for each month, on one
+    connection: the database is attached once (and another file replaces it)."""
+    paths = []
+    for name, amount in (("one", "1.00"), ("two", "2.00")):
+        db = tmp_path / f"{name}.duckdb"
+        con = duckdb.connect(str(db))
+        con.execute(
+            "create table payments as select 'p1' as payment_id, 'c1' as customer_id, "
+            f"timestamptz '2026-01-05 10:00:00+00' as paid_at, {amount}::decimal(18, 2) as amount"
+        )
+        con.close()
+        paths.append(db)
+    con = duckdb.connect()
+    for path, expected in ((paths[0], "1.00"), (paths[0], "1.00"), (paths[1], "2.00")):
+        cfg = csv_config(tmp_path, path, source={"kind": "duckdb", "table": "payments"})
+        open_months(con, cfg.source, JAN, FEB, "UTC")
+        assert con.sql("select amount_value::varchar from source_rows").fetchall() == [(expected,)]
+    assert con.sql(
+        "select count(*) from duckdb_databases() where database_name = 'source_db'"
+    ).fetchall() == [(1,)]
+
+
+# --- amounts and costs as binary floating point ------------------------------------------
+
+MONEY_TYPES = {"double": pa.float64(), "real": pa.float32(), "decimal": pa.decimal128(18, 2)}
+
+
+def money_source(folder: Path, kind: str, rows, amounts, costs, money: str) -> Path:
+    """Payments as a Parquet file or a DuckDB table (``kind``), amount and cost of the type
+    ``money`` ("double", "real" or "decimal"); returns the file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    table = pa.table(
+        {
+            "payment_id": [r[0] for r in rows],
+            "customer_id": [r[1] for r in rows],
+            "paid_at": pa.array(
+                [datetime.fromisoformat(r[2]) for r in rows], pa.timestamp("us", tz="UTC")
+            ),
+            "amount": pa.array(amounts, MONEY_TYPES[money]),
+            "cost": pa.array(costs, MONEY_TYPES[money]),
+        }
+    )
+    if kind == "parquet":
+        pq.write_table(table, folder / "payments.parquet")
+        return folder / "payments.parquet"
+    con = duckdb.connect(str(folder / "payments.duckdb"))
+    con.register("given", table)
+    con.execute("create table payments as select * from given")
+    con.close()
+    return folder / "payments.duckdb"
+
+
+def money_config(folder: Path, kind: str, path: Path, **sections):
+    source = {"kind": kind} | ({"table": "payments"} if kind == "duckdb" else {})
+    return csv_config(folder, path, source=source, **sections)
+
+
+def decimal_case_months(folder: Path) -> dict:
+    """The months of FLOAT_CASE_ROWS extracted from DECIMAL(18, 2) columns."""
+    rows = FLOAT_CASE_ROWS
+    amounts, costs = [Decimal(r[3]) for r in rows], [Decimal(r[4]) for r in rows]
+    path = money_source(folder, "parquet", rows, amounts, costs, "decimal")
+    return dict(lake.extract_months(money_config(folder, "parquet", path), [JAN, FEB]))
+
+
+MANIFEST_SAME = (
+    "rows_read",
+    "rows_duplicate",
+    "rows_quarantined",
+    "rows_written",
+    "amount_sum",
+    "fingerprint",
+    "data_files",
+    "customer_month_file",
+    "monthly_ranking_file",
+)
+
+
+@pytest.mark.parametrize("money", ["double", "real"])
+@pytest.mark.parametrize("kind", ["parquet", "duckdb"])
+def test_float_amounts_and_costs_load_as_the_decimal_month(tmp_path, kind, money) -> None:
+    """Floats with noise (4.440892e-16, 0.1 + 0.2, -19.990000000000002, a few units in the
+    last place) are their nearest cents: the months equal, file for file, the months of
+    the same payments in DECIMAL columns, and the manifest counts the rounded rows."""
+    expected = decimal_case_months(tmp_path / "decimal")
+    amounts, costs, rounded = float_case_values(money)
+    path = money_source(tmp_path / kind, kind, FLOAT_CASE_ROWS, amounts, costs, money)
+    cfg = money_config(tmp_path / kind, kind, path)
+    found = dict(lake.extract_months(cfg, [JAN, FEB]))
+    for month in (JAN, FEB):
+        got, want = found[month], expected[month]
+        assert {k: getattr(got, k) for k in MANIFEST_SAME} == {
+            k: getattr(want, k) for k in MANIFEST_SAME
+        }
+        assert (got.rows_rounded, want.rows_rounded) == (rounded[got.month], 0)
+    assert found[JAN].rows_duplicate == 1  # f07: exact once rounded
+    assert found[JAN].amount_sum == "101234.86"
+    stored = {r["payment_id"]: r for r in lake_rows(cfg, JAN)}
+    assert (stored["f02"]["amount"], stored["f02"]["cost"]) == (Decimal("0.00"), Decimal("0.00"))
+    assert stored["f03"]["amount"] == Decimal("0.30")
+    assert stored["f04"]["amount"] == Decimal("-19.99")
+
+
+def judged(cfg, month: date) -> dict[str, tuple]:
+    """How the staging SQL judges the source's rows of ``month``: payment_id -> (amount,
+    cost, problem, rounded), below the checks of a whole month (its money limit)."""
+    con = bounded_connection(cfg)
+    try:
+        source = open_months(con, cfg.source, month, month, cfg.business.timezone)
+        lake._judge(con, cfg, source)
+        found = con.execute(
+            "select payment_id, amount, cost, problem, rounded from judged_payments"
+        ).fetchall()
+    finally:
+        con.close()
+    return {row[0]: row[1:] for row in found}
+
+
+MORE = "amount with more than 2 decimals"
+OUT = "amount out of range"
+NAN = "unparseable amount"
+# (float as the source holds it, the type, the amount it means, its problem, rounded):
+# a float is the cent within 1e-6 of it, or within 4 units in the last place of its own
+# type where that is coarser
+FLOAT_AMOUNTS = [
+    (0.0, "double", "0.00", None, False),
+    (-0.0, "double", "0.00", None, False),
+    (4.440892e-16, "double", "0.00", None, True),
+    (0.1 + 0.2, "double", "0.30", None, True),
+    (0.3, "double", "0.30", None, False),
+    (19.99, "double", "19.99", None, False),
+    (19.990000000000002, "double", "19.99", None, True),
+    (-19.990000000000002, "double", "-19.99", None, True),
+    (19.99 + 9e-7, "double", "19.99", None, True),  # within 1e-6
+    (19.99 + 2e-6, "double", None, MORE, False),
+    (1.234, "double", None, MORE, False),
+    (-1.234, "double", None, MORE, False),
+    (1.005, "double", None, MORE, False),
+    (1e12 + 0.01, "double", "1000000000000.01", None, False),
+    (1e12 + 0.0001, "double", "1000000000000.00", None, True),  # 1 ulp of 1e12 is 1.2e-4
+    (1e12 + 0.001, "double", None, MORE, False),  # 8 ulps
+    (-1e12 - 0.0001, "double", "-1000000000000.00", None, True),
+    (123456789012345.67, "double", "123456789012345.67", None, False),  # ulp 1/64
+    (9999999999999998.0, "double", "9999999999999998.00", None, False),  # below 1e16
+    (-9999999999999998.0, "double", "-9999999999999998.00", None, False),
+    (1e16, "double", None, OUT, False),
+    (-1e17, "double", None, OUT, False),
+    (float("nan"), "double", None, NAN, False),
+    (float("inf"), "double", None, NAN, False),
+    (float("-inf"), "double", None, NAN, False),
+    (19.99, "real", "19.99", None, False),  # 19.9899997711..., the float nearest to 19.99
+    (19.990001678466797, "real", "19.99", None, True),  # 1 ulp (1.9e-6) above it
+    (19.990005493164062, "real", "19.99", None, True),  # 3 ulps
+    (19.990007400512695, "real", "19.99", None, True),  # 4 ulps: 7.4e-6 off
+    (19.990009307861328, "real", None, MORE, False),  # 5 ulps: 9.3e-6 off
+    (1.234, "real", None, MORE, False),
+    (-19.99, "real", "-19.99", None, False),
+    (123456.78, "real", "123456.78", None, False),  # 123456.78125
+    (1e12, "real", "999999995904.00", None, False),  # the float is 999999995904
+    (1e16, "real", None, OUT, False),
+    (float("nan"), "real", None, NAN, False),
+]
+
+
+@pytest.mark.parametrize("kind", ["parquet", "duckdb"])
+def test_a_float_is_its_nearest_cent_within_its_resolution(tmp_path, kind) -> None:
+    for money in ("double", "real"):
+        cases = [c for c in FLOAT_AMOUNTS if c[1] == money]
+        rows = [(f"x{i:02d}", "c1", "2026-01-05T10:00:00Z") for i in range(len(cases))]
+        amounts = [c[0] for c in cases]
+        costs = [abs(c[0]) if c[3] is None else 1.0 for c in cases]  # cost is judged alike
+        path = money_source(tmp_path / money, kind, rows, amounts, costs, money)
+        found = judged(money_config(tmp_path / money, kind, path), JAN)
+        for (pid, *_), (value, _, amount, problem, rounded) in zip(rows, cases, strict=True):
+            got_amount, got_cost, got_problem, got_rounded = found[pid]
+            assert (got_problem, got_rounded) == (problem, rounded), (value, money)
+            if amount is not None:
+                assert (got_amount, got_cost) == (Decimal(amount), abs(Decimal(amount))), value
+
+
+@pytest.mark.parametrize("money", ["double", "real"])
+@pytest.mark.parametrize("kind", ["parquet", "duckdb"])
+def test_a_float_far_from_every_cent_is_a_bad_row(tmp_path, kind, money) -> None:
+    rows = [
+        ("b1", "c1", "2026-01-05T10:00:00Z"),
+        ("b2", "c1", "2026-01-06T10:00:00Z"),
+        ("b3", "c2", "2026-01-07T10:00:00Z"),
+        ("b4", "c2", "2026-01-08T10:00:00Z"),
+    ]
+    path = money_source(
+        tmp_path, kind, rows, [1.234, 5.0, -1.234, 0.1 + 0.2], [1.0, 1.234, 2.0, -0.01], money
+    )
+    cfg = money_config(tmp_path, kind, path)
+    with pytest.raises(BadInputError) as refused:
+        extract(cfg, JAN)
+    message = str(refused.value)
+    assert "month 2026-01 has 4 bad row(s); nothing of this month was written" in message
+    assert "amount with more than 2 decimals: 2 row(s)" in message
+    assert "cost with more than 2 decimals: 1 row(s)" in message
+    assert "negative cost: 1 row(s)" in message  # -0.01 is a cent, below zero
+    assert "[amount with more than 2 decimals] payment_id='b1', customer_id='c1'" in message
+    assert "amount='1.234'" in message and "amount='-1.234'" in message
+    assert "cost='1.234'" in message
+    assert lake.extracted_months(cfg.lake.root) == []
+    manifest = extract(cfg, JAN, quarantine=True)
+    assert (manifest.rows_quarantined, manifest.rows_written) == (4, 0)
+    bad = pq.read_table(cfg.lake.root / "quarantine" / "month=2026-01" / "bad-rows.parquet")
+    assert sorted(zip(bad["payment_id"].to_pylist(), bad["amount"].to_pylist(), strict=True)) == [
+        ("b1", "1.234"),
+        ("b2", "5.0"),
+        ("b3", "-1.234"),
+        ("b4", "0.3" if money == "real" else "0.30000000000000004"),
+    ]

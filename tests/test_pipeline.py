@@ -8,12 +8,22 @@ import sys
 from datetime import date
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from pipeline import runner
+from pipeline.config import load_config
 from pipeline.schema import TABLES
 
-from support import backfill_matching_golden, csv_config, warehouse_rows
+from support import (
+    assert_same_reporting_tables,
+    backfill_matching_golden,
+    backfilled_through_the_cli,
+    csv_config,
+    typed_source,
+    warehouse_rows,
+    write_payments,
+)
 
 GOLDEN_CASES = {
     # case: (business time zone, history_start, last month)
@@ -177,3 +187,92 @@ def test_a_month_large_enough_to_run_in_parallel_computes_to_the_same_bytes(tmp_
     assert first.keys() == second.keys() == set(TABLES)
     for name in first:
         assert first[name].read_bytes() == second[name].read_bytes(), name
+
+
+# The months of the golden full case that the source-kind tests backfill (three months,
+# payments within hours of month ends, a duplicate delivery, units and cost).
+SOURCE_KIND_MONTHS = ("2025-01", "2025-03")
+
+
+def test_every_file_source_kind_backfills_to_the_bytes_of_the_csv(golden, tmp_path) -> None:
+    """The same payments as CSV text, as a typed Parquet file and as a DuckDB table: a
+    backfill of three months with ``tiers backfill`` gives the same reporting tables, file
+    for file (a typed source is opened for the range, then for each month, on one
+    connection). test_postgres.py does the same for a PostgreSQL source."""
+    payments, found = golden / "full" / "payments.csv", {}
+    for kind in ("csv", "parquet", "duckdb"):
+        folder = tmp_path / kind
+        folder.mkdir()
+        source = (
+            {} if kind == "csv" else typed_source(folder, kind, payments, timezone="Europe/Oslo")
+        )
+        cfg = csv_config(
+            folder, payments, timezone="Europe/Oslo", history_start="2025-01", source=source
+        )
+        assert cfg.source.kind == kind
+        found[kind] = backfilled_through_the_cli(folder / "tiers.toml", *SOURCE_KIND_MONTHS)
+    for kind in ("parquet", "duckdb"):
+        assert_same_reporting_tables(found[kind], found["csv"], months=3)
+
+
+def test_parquet_as_pandas_writes_it_loads_as_its_cents(tmp_path) -> None:
+    """pandas writes float64 money, nanosecond timestamps and its index as a column
+    (__index_level_0__): the months load as the CSV of the same cents does, and the rounded
+    floats are counted in the manifest, the CLI's summary and pipeline_run."""
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    text = [
+        # payment_id, customer_id, paid_at (Oslo wall clock), amount, units, cost
+        ("p1", "c1", "2026-01-05 10:00:00", "139.93", 7, "30.00"),  # 7 x 19.99 in a float
+        ("p2", "c1", "2026-01-31 23:30:00", "0.30", 1, "0.10"),  # 0.1 + 0.2
+        ("p3", "c2", "2026-01-10 08:00:00.123456789", "-19.99", 0, "0.00"),  # a refund
+        ("p4", "c2", "2026-02-01 00:10:00", "0.00", 1, "0.00"),  # 4.440892e-16
+        ("p5", "c3", "2026-02-02 12:00:00", "1000.10", 2, "250.00"),
+    ]
+    frame = pd.DataFrame(
+        {
+            "payment_id": [r[0] for r in text],
+            "customer_id": [r[1] for r in text],
+            "paid_at": pd.to_datetime([r[2] for r in text], format="ISO8601"),
+            "amount": [7 * 19.99, 0.1 + 0.2, -19.990000000000002, 4.440892e-16, 1000.1],
+            "currency": "EUR",
+            "units": [r[4] for r in text],
+            "cost": [30.0, 0.1, 0.0, 0.0, 250.0],
+        },
+        index=[7, 3, 11, 2, 5],
+    )
+    assert frame["amount"].tolist()[0] == 139.92999999999998
+    (tmp_path / "pandas").mkdir()
+    frame.to_parquet(tmp_path / "pandas" / "payments.parquet")
+    assert "__index_level_0__" in pq.read_schema(tmp_path / "pandas" / "payments.parquet").names
+    assert str(pq.read_schema(tmp_path / "pandas" / "payments.parquet").field("paid_at").type) == (
+        "timestamp[ns]"
+    )
+    (tmp_path / "csv").mkdir()
+    header = ("payment_id", "customer_id", "paid_at", "amount", "currency", "units", "cost")
+    csv_rows = [(r[0], r[1], r[2], r[3], "EUR", r[4], r[5]) for r in text]
+    write_payments(tmp_path / "csv" / "payments.csv", csv_rows, header)
+    found = {}
+    for kind, name in (("csv", "payments.csv"), ("parquet", "payments.parquet")):
+        folder = tmp_path / ("pandas" if kind == "parquet" else kind)
+        csv_config(
+            folder,
+            folder / name,
+            timezone="Europe/Oslo",
+            source={"kind": kind},
+        )
+        found[kind] = backfilled_through_the_cli(folder / "tiers.toml", "2026-01", "2026-02")
+    assert_same_reporting_tables(found["parquet"], found["csv"], months=2)
+    cfg = load_config(tmp_path / "pandas" / "tiers.toml")
+    runs = {r["month"]: r["rows_rounded"] for r in warehouse_rows(cfg, "pipeline_run").to_pylist()}
+    assert runs == {date(2026, 1, 1): 3, date(2026, 2, 1): 1}
+    extracted = CliRunner().invoke(
+        app, ["extract", "-c", str(tmp_path / "pandas" / "tiers.toml"), "-m", "2026-01"]
+    )
+    assert extracted.exit_code == 0, extracted.output
+    assert "3 row(s) read, 0 duplicate(s) dropped, 3 float(s) rounded to the cent" in (
+        extracted.output
+    )

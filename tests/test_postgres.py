@@ -47,7 +47,14 @@ from pg_support import (
     unique_name,
     warehouse_url,
 )
-from support import csv_config, write_config
+from support import (
+    FLOAT_CASE_ROWS,
+    assert_same_reporting_tables,
+    backfilled_through_the_cli,
+    csv_config,
+    float_case_values,
+    write_config,
+)
 
 pytestmark = pytest.mark.postgres
 pytest_plugins = ["pg_support"]  # fixtures: pg_dsn, pg, pg_schema, source_schema, pg_role
@@ -1119,3 +1126,100 @@ def test_golden_case_from_a_postgres_source_into_a_postgres_warehouse(
     finally:
         warehouse.close()
         reference.close()
+
+
+def test_a_postgres_source_backfills_to_the_bytes_of_the_csv(
+    golden, pg, pg_dsn, source_schema, tmp_path
+) -> None:
+    """The same payments as CSV text and as a PostgreSQL table (naive timestamps, the
+    business wall clock): a backfill of three months with ``tiers backfill`` (the source read
+    for the range, then for each month, from one DuckDB connection) gives the same reporting
+    tables, file for file, as test_pipeline.py finds for Parquet and DuckDB sources."""
+    zone, payments = "Europe/Oslo", golden / "full" / "payments.csv"
+    table = golden_source_table(
+        pg, source_schema, golden / "full", timezone=zone, paid_at_type="timestamp"
+    )
+    found = {}
+    for kind in ("csv", "postgres"):
+        folder = tmp_path / kind
+        folder.mkdir()
+        source = {"kind": "postgres", "table": table, "dsn": pg_dsn} if kind == "postgres" else {}
+        csv_config(folder, payments, timezone=zone, history_start="2025-01", source=source)
+        found[kind] = backfilled_through_the_cli(folder / "tiers.toml", "2025-01", "2025-03")
+    assert_same_reporting_tables(found["postgres"], found["csv"], months=3)
+
+
+def float_payments_table(pg, schema: str, name: str, money: str, amounts, costs) -> str:
+    """FLOAT_CASE_ROWS as a table whose amount and cost are of the PostgreSQL type ``money``."""
+    table = sql.Identifier(schema, name)
+    pg.execute(
+        sql.SQL(
+            "CREATE TABLE {} (payment_id text, customer_id text, paid_at timestamptz, "
+            "amount {money}, currency text, cost {money})"
+        ).format(table, money=sql.SQL(money))
+    )
+    with pg.cursor() as cur:
+        cur.executemany(
+            sql.SQL("INSERT INTO {} VALUES (%s, %s, %s, %s::{money}, 'EUR', %s::{money})").format(
+                table, money=sql.SQL(money)
+            ),
+            [
+                (r[0], r[1], r[2], amount, cost)
+                for r, amount, cost in zip(FLOAT_CASE_ROWS, amounts, costs, strict=True)
+            ],
+        )
+    return f"{schema}.{name}"
+
+
+@pytest.mark.parametrize(("money", "width"), [("double precision", "double"), ("real", "real")])
+def test_float_amounts_and_costs_load_as_the_decimal_month(
+    pg, pg_dsn, source_schema, tmp_path, money, width
+) -> None:
+    """double precision and real amounts and costs, noise included, are their nearest cents:
+    the months equal, file for file, the months of the same payments in numeric columns,
+    and the manifest counts the rounded rows; a float far from every cent is a bad row."""
+    exact = [r[3] for r in FLOAT_CASE_ROWS], [r[4] for r in FLOAT_CASE_ROWS]
+    amounts, costs, rounded = float_case_values(width)
+    found = {}
+    for name, kind, values in (
+        ("exact", "numeric(18,2)", exact),
+        ("floats", money, (amounts, costs)),
+    ):
+        table = float_payments_table(pg, source_schema, name, kind, *values)
+        (tmp_path / name).mkdir()
+        path = write_config(
+            tmp_path / name,
+            {
+                "source": {"kind": "postgres", "table": table, "dsn": pg_dsn},
+                "business": {"history_start": "2026-01"},
+            },
+        )
+        found[name] = (load_config(path), dict(lake.extract_months(load_config(path), [JAN, FEB])))
+    compared = (
+        "rows_read",
+        "rows_duplicate",
+        "rows_written",
+        "amount_sum",
+        "fingerprint",
+        "data_files",
+        "customer_month_file",
+        "monthly_ranking_file",
+    )
+    (cfg, floats), (_, decimals) = found["floats"], found["exact"]
+    for month in (JAN, FEB):
+        got, want = floats[month], decimals[month]
+        assert {k: getattr(got, k) for k in compared} == {k: getattr(want, k) for k in compared}
+        assert (got.rows_rounded, want.rows_rounded) == (rounded[got.month], 0)
+    assert floats[JAN].rows_duplicate == 1
+    pg.execute(
+        sql.SQL("UPDATE {} SET amount = 1.234 WHERE payment_id = 'f10'").format(
+            sql.Identifier(source_schema, "floats")
+        )
+    )
+    before = lake.read_manifest(cfg.lake.root, FEB)
+    with pytest.raises(lake.BadInputError) as refused:
+        lake.extract(cfg, FEB)
+    assert "month 2026-02 has 1 bad row(s)" in str(refused.value)
+    assert "amount with more than 2 decimals: 1 row(s)" in str(refused.value)
+    assert "payment_id='f10'" in str(refused.value) and "amount='1.234'" in str(refused.value)
+    assert lake.read_manifest(cfg.lake.root, FEB) == before

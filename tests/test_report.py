@@ -150,7 +150,7 @@ def test_the_report_in_a_browser_shows_the_warehouse(loaded, tmp_path) -> None:
 
     (run,) = [r for r in warehouse_table(cfg, "pipeline_run", month) if r["run_id"] == run_id]
     assert shown["runId"] == run_id
-    for field in ("rows_read", "rows_duplicate", "rows_quarantined", "rows_loaded"):
+    for field in ("rows_read", "rows_duplicate", "rows_rounded", "rows_quarantined", "rows_loaded"):
         assert int(shown["health"][field]) == run[field], field
 
 

@@ -425,6 +425,28 @@ def test_a_file_that_is_not_a_catalog_is_not_replaced(tmp_path) -> None:
     assert files_of(tmp_path) == before
 
 
+def test_run_records_written_before_rows_rounded_read_it_as_null(tmp_path) -> None:
+    """A run record of an earlier version lacks the columns pipeline_run gained since
+    (rows_rounded): the catalog and read_table still read it, the column NULL there."""
+    warehouse = DuckDBWarehouse(str(tmp_path / "warehouse.duckdb"))
+    warehouse.ensure_schema()
+    warehouse.record_run(run("old", JAN))
+    (old,) = json.loads((warehouse.data / "state.json").read_text())["runs"]
+    written = pq.read_table(warehouse.data / old)
+    pq.write_table(written.drop_columns(["rows_rounded"]), warehouse.data / old)
+    (warehouse.data / "published").unlink()  # as after an upgrade: the catalog is built again
+    warehouse.ensure_schema()
+    assert Reader(warehouse)("SELECT run_id, rows_rounded FROM pipeline_run") == [("old", None)]
+    warehouse.record_run(run("new", FEB) | {"rows_rounded": 3})
+    assert Reader(warehouse)("SELECT run_id, rows_rounded FROM pipeline_run ORDER BY month") == [
+        ("old", None),
+        ("new", 3),
+    ]
+    runs = warehouse.read_table("pipeline_run").to_pylist()
+    assert sorted((r["run_id"], r["rows_rounded"]) for r in runs) == [("new", 3), ("old", None)]
+    warehouse.close()
+
+
 def test_every_table_view_and_column_has_a_description(warehouse) -> None:
     warehouse.load_month(JAN, golden_tables(JAN), run("r1", JAN))
     sql = Reader(warehouse)
