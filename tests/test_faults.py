@@ -269,6 +269,33 @@ def test_a_month_out_of_the_calendar_is_a_clear_message(tmp_path, month) -> None
     assert backfill.returncode == 2 and "is out of range" in backfill.stderr
 
 
+# --- deliveries the history refuses: an empty month, a payment_id in two months, a month
+# before the history's start ----------------------------------------------------------------
+
+
+def lake_and_warehouse(cfg) -> tuple[dict, dict]:
+    """Every file of the lake (and its hash) and every reporting table's rows."""
+    return files_of(Path(cfg.lake.root)), warehouse_contents(cfg)
+
+
+def test_an_unterminated_quote_is_refused_by_line_and_the_month_kept(tmp_path) -> None:
+    """Its last row's ``"c05`` loaded as a new customer of February (more CSV faults are in
+    test_source_parse_errors.py)."""
+    cfg = loaded_case(tmp_path)
+    source = write_payments(Path(cfg.source.path), payments())  # 90 rows, lines end in CRLF
+    with source.open("a", newline="") as handle:
+        handle.write('p2-99,"c05,2026-02-03,10.00,EUR\r\n')
+    before = lake_and_warehouse(cfg)
+    result = tiers("run", "-c", "tiers.toml", "-m", "2026-02", cwd=tmp_path)
+    assert_one_message(
+        result,
+        f"{source}: line 92: the CSV parser cannot read the source (a quoted field opened on "
+        "this line is never closed)",
+        "Nothing of the month was written",
+    )
+    assert lake_and_warehouse(cfg) == before
+
+
 def _flip_bytes(path: Path) -> None:
     data = bytearray(path.read_bytes())
     middle = len(data) // 2
