@@ -269,6 +269,10 @@ def extract_months(
     extracted and its manifest marked provisional.
     """
     months = sorted(parse_month(m) for m in months)
+    while months and (refused := cfg.business.before_start(months[0])):
+        yield months.pop(0), BadInputError(refused)  # without reading the source
+    if not months:
+        return
     quarantine = cfg.lake.quarantine if quarantine is None else quarantine
     zone = cfg.business.timezone
     con = bounded_connection(cfg)

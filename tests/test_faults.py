@@ -269,7 +269,7 @@ def test_a_month_out_of_the_calendar_is_a_clear_message(tmp_path, month) -> None
     assert backfill.returncode == 2 and "is out of range" in backfill.stderr
 
 
-# --- deliveries the history refuses: an empty month, a payment_id in two months, a month
+# --- deliveries refused: a broken CSV, an empty month, a payment_id in two months, a month
 # before the history's start ----------------------------------------------------------------
 
 
@@ -294,6 +294,35 @@ def test_an_unterminated_quote_is_refused_by_line_and_the_month_kept(tmp_path) -
         "Nothing of the month was written",
     )
     assert lake_and_warehouse(cfg) == before
+
+
+def test_a_month_before_history_start_is_refused_naming_the_setting(tmp_path) -> None:
+    cfg = loaded_case(tmp_path)
+    stray = ("p1900", "c1", "1900-01-15", "10.00", "EUR")  # a stray date in the delivery
+    write_payments(Path(cfg.source.path), payments(extra=[stray]))
+    before, recorded = lake_and_warehouse(cfg), len(runs(cfg))
+    run_folders = sorted((tmp_path / "runs").iterdir())
+    for command, *options in (
+        ("run", "-m", "1900-01"),
+        ("extract", "-m", "1900-01"),
+        ("run", "-m", "1900-01", "--no-extract"),
+        ("backfill", "--from", "1900-01", "--to", "2026-02"),
+    ):
+        result = tiers(command, "-c", "tiers.toml", *options, cwd=tmp_path)
+        assert result.returncode == 2, result.stderr
+        assert (
+            "month 1900-01 lies before the history's start, [business] history_start = "
+            '"2026-01": a month before it has no payments by definition' in result.stderr
+        )
+        assert "nothing was written" in result.stderr and "Traceback" not in result.stderr
+        assert "lake already holds" not in result.stderr  # not a conflict across months
+        assert lake_and_warehouse(cfg) == before and len(runs(cfg)) == recorded
+        assert sorted((tmp_path / "runs").iterdir()) == run_folders
+    # the stray row belongs to no month: a later month of the same delivery loads without it
+    result = tiers("run", "-c", "tiers.toml", "-m", "2026-02", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert lake.extracted_months(cfg.lake.root) == [JAN, FEB]
+    assert lake.read_manifest(cfg.lake.root, FEB).rows_read == 30
 
 
 def _flip_bytes(path: Path) -> None:

@@ -756,3 +756,25 @@ def test_months_whose_payment_ids_do_not_overlap_are_not_read(tmp_path, monkeypa
     monkeypatch.setattr(lake, "month_files", lambda root, m: read.append(m) or [])
     extract(cfg, FEB)
     assert read == []  # January's ids (a1..a1) cannot clash with February's (b1..b1)
+
+
+# --- what the history says: empty months, months before its start ------------------
+
+
+def extracted_or_refused(cfg, month, **options) -> str:
+    try:
+        return f"{extract(cfg, month, **options).rows_written} written"
+    except BadInputError as exc:
+        return str(exc)
+
+
+def test_months_before_history_start_are_neither_extracted_nor_count(tmp_path) -> None:
+    source = write_payments(tmp_path / "p.csv", [("p0", "c1", "2025-12-05", "10.00", "EUR")])
+    cfg = csv_config(tmp_path, source, history_start="2025-12")
+    extract(cfg, date(2025, 12, 1))  # a month of an earlier history_start
+    cfg = csv_config(tmp_path, source, history_start="2026-01")
+    refused = extracted_or_refused(cfg, date(2025, 12, 1))
+    assert refused.startswith("month 2025-12 lies before the history's start, [business] ")
+    assert 'history_start = "2026-01"' in refused
+    write_payments(source, [])
+    assert extracted_or_refused(cfg, JAN) == "0 written"  # December counts as empty

@@ -193,7 +193,7 @@ def test_a_missing_month_in_the_history_fails_with_its_name(tmp_path) -> None:
     cfg = extracted(tmp_path, rows, ["2026-01", "2026-03"])
     with pytest.raises(MissingMonthError, match="2026-02"):
         compute_month(cfg, MAR)
-    with pytest.raises(ComputeError, match="before history_start"):
+    with pytest.raises(ComputeError, match=r"before the history's start, \[business\] history_"):
         compute_month(cfg, date(2025, 12, 1))
 
 
