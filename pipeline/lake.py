@@ -346,6 +346,7 @@ def _extract_month(
     if problems and not quarantine:
         raise BadInputError(_bad_input_message(con, source.label, month, problems))
 
+    _refuse_empty_delivery(cfg, con, source.label, month, provisional)
     _check_money_limit(con, source.label, month)
     id_range = _check_ids_across_months(cfg, con, source.label, month)
     good = _good_rows(con)
@@ -432,6 +433,50 @@ def _derived_tables(
         .cast(MONTHLY_RANKING_SCHEMA)
     )
     return customer_month, ranking
+
+
+def _refuse_empty_delivery(
+    cfg: Config, con: duckdb.DuckDBPyConnection, label: str, month: date, provisional: bool
+) -> None:
+    """A month without payments is a failed delivery (a header-only or truncated file), not a
+    quiet month, when the history says the month is active: the lake already holds payments
+    of this month, or of a month between history_start and this one. The first month of the
+    history may be empty, and so may any month listed in [checks.volume] accept."""
+    good, bad = con.execute(
+        "select count(*) filter (problem is null), count(*) filter (problem is not null) "
+        "from staged_payments where month is not null"
+    ).fetchall()[0]
+    name = format_month(month)
+    if good or name in cfg.checks.volume.accept:
+        return
+    # this month first, then the months before it, latest first: the first that has payments
+    lake_months = [m for m in extracted_months(cfg.lake.root) if cfg.business.history_start <= m]
+    held = (
+        (m, read_manifest(cfg.lake.root, m).rows_written)
+        for m in sorted((m for m in lake_months if m <= month), reverse=True)
+    )
+    active, rows = next(((m, rows) for m, rows in held if rows), (None, 0))
+    if active is None:
+        return
+    if active == month:
+        active_because = f"the lake holds {rows} payment(s) of {name}, which this would replace"
+    else:
+        active_because = f"{format_month(active)} has {rows} payment(s) in the lake"
+    what = f"no good payments ({bad} bad row(s) set aside)" if bad else "no payments"
+    unfinished = (
+        " The month has not ended: if its payments have not come in yet, run it later."
+        if provisional
+        else ""
+    )
+    raise BadInputError(
+        f"{label}: month {name} has {what}, but the history says it is active: "
+        f"{active_because}. A month without payments in an active history is a failed "
+        "delivery (a header-only, truncated or misdated file), not a quiet month, whatever "
+        f"[checks.volume] min_rows says; nothing of this month was written.{unfinished} "
+        "Check the source's "
+        f"delivery of {name}; if the month really had no payments (the business was closed), "
+        f'accept it as empty: add "{name}" to [checks.volume] accept and run it again.'
+    )
 
 
 def _check_money_limit(con: duckdb.DuckDBPyConnection, label: str, month: date) -> None:

@@ -278,6 +278,33 @@ def lake_and_warehouse(cfg) -> tuple[dict, dict]:
     return files_of(Path(cfg.lake.root)), warehouse_contents(cfg)
 
 
+def test_an_empty_delivery_of_an_active_month_is_refused_whatever_min_rows(tmp_path) -> None:
+    cfg = loaded_case(tmp_path)  # 30 payments a month, below [checks.volume] min_rows (100)
+    source = write_payments(Path(cfg.source.path), [])  # the header only
+    before = lake_and_warehouse(cfg)
+    for month, active in (
+        ("2026-02", "the lake holds 30 payment(s) of 2026-02, which this would replace"),
+        ("2026-03", "2026-02 has 30 payment(s) in the lake"),  # never extracted
+    ):
+        result = tiers("run", "-c", "tiers.toml", "-m", month, cwd=tmp_path)
+        assert_one_message(
+            result,
+            f"{source}: month {month} has no payments, but the history says it is active: "
+            + active,
+            "is a failed delivery",
+            "nothing of this month was written",
+            f'add "{month}" to [checks.volume] accept and run it again',
+        )
+        assert lake_and_warehouse(cfg) == before
+        assert runs(cfg)[-1]["status"] == "failed" and month in runs(cfg)[-1]["error"]
+    # accepted as empty (the business was closed): February is loaded without payments
+    csv_config(tmp_path, source, **{"checks.volume": {"accept": ["2026-02"]}})
+    accepted = tiers("run", "-c", "tiers.toml", "-m", "2026-02", cwd=tmp_path)
+    assert accepted.returncode == 0, accepted.stderr
+    assert lake.read_manifest(cfg.lake.root, FEB).rows_written == 0
+    assert [month for month, *_ in catalog_contents(cfg)] == [JAN]
+
+
 def test_an_unterminated_quote_is_refused_by_line_and_the_month_kept(tmp_path) -> None:
     """Its last row's ``"c05`` loaded as a new customer of February (more CSV faults are in
     test_source_parse_errors.py)."""
