@@ -348,6 +348,7 @@ def _extract_month(
 
     _refuse_empty_delivery(cfg, con, source.label, month, provisional)
     _check_money_limit(con, source.label, month)
+    _check_ids_across_source(cfg, con, source.label, month)
     id_range = _check_ids_across_months(cfg, con, source.label, month)
     good = _good_rows(con)
     _verify(good, con)
@@ -477,6 +478,55 @@ def _refuse_empty_delivery(
         f"delivery of {name}; if the month really had no payments (the business was closed), "
         f'accept it as empty: add "{name}" to [checks.volume] accept and run it again.'
     )
+
+
+def _check_ids_across_source(
+    cfg: Config, con: duckdb.DuckDBPyConnection, label: str, month: date
+) -> None:
+    """payment_id is unique across the whole source: a payment of this month must not be
+    given again, with other values (its paid_at differs), in another month of the rows read
+    (a text source is read whole: every month of it, extracted or not). One semi-join of
+    the month's payment_ids with the rows read (a group-by of every row's payment_id, for
+    all months at once, costs five times a month's probe)."""
+    count, others = con.execute(
+        "select count(distinct payment_id), list(distinct month order by month) "
+        "from judged_payments semi join ("
+        "    select payment_id from staged_payments where problem is null"
+        ") as here using (payment_id) "
+        "where problem is null and month <> ?",
+        [month],
+    ).fetchall()[0]
+    if not count:
+        return
+    examples = con.execute(
+        "select distinct payment_id, here.paid_at, here.amount, there.month, there.paid_at, "
+        "there.amount "
+        "from staged_payments as here join judged_payments as there using (payment_id) "
+        "where here.problem is null and there.problem is null and there.month <> ? "
+        "order by payment_id, there.month, there.paid_at limit ?",
+        [month, _EXAMPLES_PER_PROBLEM],
+    ).fetchall()
+
+    def told(other: date) -> str:
+        early = " (before [business] history_start)" if cfg.business.before_start(other) else ""
+        return format_month(other) + early
+
+    name = format_month(month)
+    lines = [
+        f"{label}: month {name} has {count} payment(s) whose payment_id the source gives again, "
+        f"with other values, in month(s) {', '.join(map(told, others))}; payment_id is unique "
+        "across the source, so nothing of this month was written. Examples:"
+    ]
+    lines += [
+        f"  {pid}: paid_at {here_at.isoformat()} amount {here_amount} in {name}, "
+        f"paid_at {there_at.isoformat()} amount {there_amount} in {format_month(other)}"
+        for pid, here_at, here_amount, other, there_at, there_amount in examples
+    ]
+    lines.append(
+        "Fix the source: give each payment its own payment_id, or remove the row whose date "
+        "is wrong."
+    )
+    raise BadInputError("\n".join(lines))
 
 
 def _check_money_limit(con: duckdb.DuckDBPyConnection, label: str, month: date) -> None:

@@ -305,6 +305,34 @@ def test_an_empty_delivery_of_an_active_month_is_refused_whatever_min_rows(tmp_p
     assert [month for month, *_ in catalog_contents(cfg)] == [JAN]
 
 
+def test_a_payment_id_in_another_month_of_the_source_is_refused_naming_both(tmp_path) -> None:
+    """March is not in the lake: only the source shows that p2-5 is given twice."""
+    cfg = loaded_case(tmp_path)
+    again = ("p2-5", "c9", "2026-03-10", "99.00", "EUR")  # February's p2-5, in March
+    source = write_payments(Path(cfg.source.path), payments(extra=[again]))
+    before = lake_and_warehouse(cfg)
+    february = "paid_at 2026-02-06T00:00:00+00:00 amount 15.00 in 2026-02"
+    march = "paid_at 2026-03-10T00:00:00+00:00 amount 99.00 in 2026-03"
+    for month, other, example in (
+        ("2026-02", "2026-03", f"p2-5: {february}, {march}"),
+        ("2026-03", "2026-02", f"p2-5: {march}, {february}"),
+    ):
+        result = tiers("run", "-c", "tiers.toml", "-m", month, cwd=tmp_path)
+        assert_one_message(
+            result,
+            f"{source}: month {month} has 1 payment(s) whose payment_id the source gives again, "
+            f"with other values, in month(s) {other}; payment_id is unique across the source",
+            example,
+            "nothing of this month was written",
+        )
+        assert lake_and_warehouse(cfg) == before
+    # the same payment delivered twice, with the same values, is a duplicate: dropped, counted
+    write_payments(source, payments(extra=[payments()[35]]))
+    duplicate = tiers("extract", "-c", "tiers.toml", "-m", "2026-02", cwd=tmp_path)
+    assert duplicate.returncode == 0, duplicate.stderr
+    assert "31 row(s) read, 1 duplicate(s) dropped" in duplicate.stdout
+
+
 def test_an_unterminated_quote_is_refused_by_line_and_the_month_kept(tmp_path) -> None:
     """Its last row's ``"c05`` loaded as a new customer of February (more CSV faults are in
     test_source_parse_errors.py)."""

@@ -713,10 +713,9 @@ def test_a_payment_id_in_two_months_is_an_error_naming_both(tmp_path) -> None:
     )
     cfg = csv_config(tmp_path, source)
     extract(cfg, JAN)
-    write_payments(
+    write_payments(  # p1 is now in February: January in the lake still holds it
         source,
         [
-            ("p1", "c1", "2026-01-05", "10.00", "EUR"),
             ("p2", "c1", "2026-02-05", "20.00", "EUR"),
             ("p1", "c9", "2026-02-07", "11.00", "EUR"),  # the same payment_id, another month
         ],
@@ -769,6 +768,18 @@ def test_months_whose_payment_ids_do_not_overlap_are_not_read(tmp_path, monkeypa
     monkeypatch.setattr(lake, "month_files", lambda root, m: read.append(m) or [])
     extract(cfg, FEB)
     assert read == []  # January's ids (a1..a1) cannot clash with February's (b1..b1)
+
+
+def test_a_payment_id_dated_before_history_start_too_is_named_as_such(tmp_path) -> None:
+    source = write_payments(
+        tmp_path / "p.csv",
+        [("p1", "c1", "2026-01-05", "10.00", "EUR"), ("p1", "c1", "1900-01-15", "10.00", "EUR")],
+    )
+    cfg = csv_config(tmp_path, source)
+    with pytest.raises(BadInputError) as error:
+        extract(cfg, JAN)
+    assert "in month(s) 1900-01 (before [business] history_start);" in str(error.value)
+    assert lake.extracted_months(cfg.lake.root) == []
 
 
 # --- what the history says: empty months, months before its start ------------------
