@@ -56,11 +56,17 @@ def _month(text: str, option: str = "--month") -> date:
         raise typer.BadParameter(str(exc), param_hint=f"'{option}'") from None
 
 
-def _load(path: Path) -> Config:
+def _load(path: Path, *months: date) -> Config:
+    """The configuration; exit 2 when it cannot be read, or when a month given on the
+    command line lies before its history_start (nothing is read or written then)."""
     try:
-        return load_config(path)
+        cfg = load_config(path)
     except ConfigError as exc:
         _fail(str(exc), code=2)
+    for month in months:
+        if refused := cfg.business.before_start(month):
+            _fail(refused, code=2)
+    return cfg
 
 
 _debug = False  # --debug or TIERS_DEBUG=1: foreseen errors raise too (their traceback)
@@ -126,7 +132,8 @@ def extract(
     from pipeline.lake import extract as extract_month
     from pipeline.lake import partition_dir
 
-    the_month, cfg = _month(month), _load(config)
+    the_month = _month(month)
+    cfg = _load(config, the_month)
     try:
         manifest = extract_month(cfg, the_month, quarantine=quarantine, provisional=provisional)
     except _known_errors() as exc:
@@ -160,7 +167,8 @@ def run(
     """Run one month: extract, check, compute, check, load."""
     from pipeline import runner
 
-    first, cfg = _month(month), _load(config)
+    first = _month(month)
+    cfg = _load(config, first)
     try:
         results = [runner.run_month(cfg, first, extract=do_extract, provisional=provisional)]
         console.print(f"{format_month(first)}: loaded")
@@ -187,7 +195,7 @@ def backfill(
 ) -> None:
     """Run every month from --from to --to; loads are serialized, computing is parallel."""
     first_month, last_month = _month(first, "--from"), _month(last, "--to")
-    cfg = _load(config)
+    cfg = _load(config, first_month)
     try:
         results = _backfill(cfg, first_month, last_month, jobs=jobs, extract=do_extract)
     except _known_errors() as exc:

@@ -28,7 +28,7 @@ from pydantic import (
 )
 
 from pipeline.errors import ConfigError
-from pipeline.months import parse_month
+from pipeline.months import format_month, parse_month
 from pipeline.storage import is_url
 
 ENV_PREFIX = "TIERS__"
@@ -142,6 +142,20 @@ class BusinessConfig(_Section):
     @classmethod
     def _month(cls, value: Any) -> date:
         return parse_month(value)
+
+    def before_start(self, month: date) -> str | None:
+        """Why ``month`` is not part of the history (it lies before history_start: such a
+        month has no payments by definition), or None when it is."""
+        if month >= self.history_start:
+            return None
+        start = format_month(self.history_start)
+        return (
+            f"month {format_month(month)} lies before the history's start, [business] "
+            f'history_start = "{start}": a month before it has no payments by definition, so '
+            f"it is neither extracted nor computed; nothing was written. Run a month from {start} "
+            "on, or, if the history really starts earlier, set [business] history_start to its "
+            f"first month. (A payment the source dates before {start} belongs to no month.)"
+        )
 
 
 def _root(value: Any) -> str | Path:

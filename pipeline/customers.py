@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from pipeline.config import CUSTOMER_COLUMNS, Config, CustomersConfig
 from pipeline.errors import CustomersError, SourceConnectionError
+from pipeline.sources import read_csv_text
 
 _EXAMPLES = 3
 
@@ -67,7 +68,7 @@ def _read_raw(source: CustomersConfig) -> tuple[pa.Table, str]:
     try:
         if source.kind == "csv":
             path = _existing(source.path)
-            relation = con.read_csv(str(path), header=True, sep=source.delimiter, all_varchar=True)
+            relation = read_csv_text(con, [str(path)], source.delimiter)
             label = str(path)
         elif source.kind == "parquet":
             path = _existing(source.path)

@@ -262,6 +262,10 @@ def extract_months(
     extracted and its manifest marked provisional.
     """
     months = sorted(parse_month(m) for m in months)
+    while months and (refused := cfg.business.before_start(months[0])):
+        yield months.pop(0), BadInputError(refused)  # without reading the source
+    if not months:
+        return
     quarantine = cfg.lake.quarantine if quarantine is None else quarantine
     zone = cfg.business.timezone
     con = bounded_connection(cfg)
@@ -335,7 +339,9 @@ def _extract_month(
     if problems and not quarantine:
         raise BadInputError(_bad_input_message(con, source.label, month, problems))
 
+    _refuse_empty_delivery(cfg, con, source.label, month, provisional)
     _check_money_limit(con, source.label, month)
+    _check_ids_across_source(cfg, con, source.label, month)
     id_range = _check_ids_across_months(cfg, con, source.label, month)
     good = _good_rows(con)
     _verify(good, con)
@@ -423,6 +429,99 @@ def _derived_tables(
         .cast(MONTHLY_RANKING_SCHEMA)
     )
     return customer_month, ranking
+
+
+def _refuse_empty_delivery(
+    cfg: Config, con: duckdb.DuckDBPyConnection, label: str, month: date, provisional: bool
+) -> None:
+    """A month without payments is a failed delivery (a header-only or truncated file), not a
+    quiet month, when the history says the month is active: the lake already holds payments
+    of this month, or of a month between history_start and this one. The first month of the
+    history may be empty, and so may any month listed in [checks.volume] accept."""
+    good, bad = con.execute(
+        "select count(*) filter (problem is null), count(*) filter (problem is not null) "
+        "from staged_payments where month is not null"
+    ).fetchall()[0]
+    name = format_month(month)
+    if good or name in cfg.checks.volume.accept:
+        return
+    # this month first, then the months before it, latest first: the first that has payments
+    lake_months = [m for m in extracted_months(cfg.lake.root) if cfg.business.history_start <= m]
+    held = (
+        (m, read_manifest(cfg.lake.root, m).rows_written)
+        for m in sorted((m for m in lake_months if m <= month), reverse=True)
+    )
+    active, rows = next(((m, rows) for m, rows in held if rows), (None, 0))
+    if active is None:
+        return
+    if active == month:
+        active_because = f"the lake holds {rows} payment(s) of {name}, which this would replace"
+    else:
+        active_because = f"{format_month(active)} has {rows} payment(s) in the lake"
+    what = f"no good payments ({bad} bad row(s) set aside)" if bad else "no payments"
+    unfinished = (
+        " The month has not ended: if its payments have not come in yet, run it later."
+        if provisional
+        else ""
+    )
+    raise BadInputError(
+        f"{label}: month {name} has {what}, but the history says it is active: "
+        f"{active_because}. A month without payments in an active history is a failed "
+        "delivery (a header-only, truncated or misdated file), not a quiet month, whatever "
+        f"[checks.volume] min_rows says; nothing of this month was written.{unfinished} "
+        "Check the source's "
+        f"delivery of {name}; if the month really had no payments (the business was closed), "
+        f'accept it as empty: add "{name}" to [checks.volume] accept and run it again.'
+    )
+
+
+def _check_ids_across_source(
+    cfg: Config, con: duckdb.DuckDBPyConnection, label: str, month: date
+) -> None:
+    """payment_id is unique across the whole source: a payment of this month must not be
+    given again, with other values (its paid_at differs), in another month of the rows read
+    (a text source is read whole: every month of it, extracted or not). One semi-join of
+    the month's payment_ids with the rows read (a group-by of every row's payment_id, for
+    all months at once, costs five times a month's probe)."""
+    count, others = con.execute(
+        "select count(distinct payment_id), list(distinct month order by month) "
+        "from judged_payments semi join ("
+        "    select payment_id from staged_payments where problem is null"
+        ") as here using (payment_id) "
+        "where problem is null and month <> ?",
+        [month],
+    ).fetchall()[0]
+    if not count:
+        return
+    examples = con.execute(
+        "select distinct payment_id, here.paid_at, here.amount, there.month, there.paid_at, "
+        "there.amount "
+        "from staged_payments as here join judged_payments as there using (payment_id) "
+        "where here.problem is null and there.problem is null and there.month <> ? "
+        "order by payment_id, there.month, there.paid_at limit ?",
+        [month, _EXAMPLES_PER_PROBLEM],
+    ).fetchall()
+
+    def told(other: date) -> str:
+        early = " (before [business] history_start)" if cfg.business.before_start(other) else ""
+        return format_month(other) + early
+
+    name = format_month(month)
+    lines = [
+        f"{label}: month {name} has {count} payment(s) whose payment_id the source gives again, "
+        f"with other values, in month(s) {', '.join(map(told, others))}; payment_id is unique "
+        "across the source, so nothing of this month was written. Examples:"
+    ]
+    lines += [
+        f"  {pid}: paid_at {here_at.isoformat()} amount {here_amount} in {name}, "
+        f"paid_at {there_at.isoformat()} amount {there_amount} in {format_month(other)}"
+        for pid, here_at, here_amount, other, there_at, there_amount in examples
+    ]
+    lines.append(
+        "Fix the source: give each payment its own payment_id, or remove the row whose date "
+        "is wrong."
+    )
+    raise BadInputError("\n".join(lines))
 
 
 def _check_money_limit(con: duckdb.DuckDBPyConnection, label: str, month: date) -> None:

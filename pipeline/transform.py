@@ -62,10 +62,8 @@ class MonthPlan:
 def plan_month(cfg: Config, month: date) -> MonthPlan:
     month = parse_month(month)
     start = cfg.business.history_start
-    if month < start:
-        raise ComputeError(
-            f"month {format_month(month)} lies before history_start {format_month(start)}"
-        )
+    if refused := cfg.business.before_start(month):
+        raise ComputeError(refused)
     first = max(start, add_months(month, 1 - cfg.segmentation.lookback_months))
     months = tuple(months_between(first, month))
     present = [set(read_manifest(cfg.lake.root, m).columns_present) for m in months]

@@ -387,9 +387,14 @@ def test_currency_may_be_missing_when_the_source_has_no_currency_column(tmp_path
 
 
 def test_a_month_without_payments_passes_once_accepted(raw_cfg, tmp_path) -> None:
-    extract(raw_cfg, FEB)  # the source has no February payments
+    # January had payments: an empty February is a failed delivery until someone says it is
+    # real; the extract refuses it (whatever min_rows), and so does the raw gate
+    with pytest.raises(lake.BadInputError, match="month 2026-02 has no payments"):
+        extract(raw_cfg, FEB)  # the source has no February payments
+    raw_cfg.checks.volume.accept.append("2026-02")
+    extract(raw_cfg, FEB)
     assert lake.read_manifest(raw_cfg.lake.root, FEB).rows_written == 0
-    # January had payments: an empty February is a collapse until someone says it is real
+    raw_cfg.checks.volume.accept.remove("2026-02")
     raw_cfg.checks.volume.min_rows = 1  # January has 8 rows
     refused = checks.gate_raw(raw_cfg, FEB, tmp_path)
     assert failed(refused) == {"raw.volume_matches_recent_months"}
@@ -894,8 +899,10 @@ def _volume_cfg(folder: Path, rows: list[tuple], **config):
     folder.mkdir(parents=True, exist_ok=True)
     source = write_payments(folder / "payments.csv", rows, HEADER)
     cfg = csv_config(folder, source, **config)
-    for month in (JAN, FEB, MAR):
+    accepted, cfg.checks.volume.accept = cfg.checks.volume.accept, ["2026-03"]
+    for month in (JAN, FEB, MAR):  # an empty March too (the extract accepts it), for the gate
         extract(cfg, month)
+    cfg.checks.volume.accept = accepted
     return cfg
 
 

@@ -259,6 +259,117 @@ def test_a_month_out_of_the_calendar_is_a_clear_message(tmp_path, month) -> None
     assert backfill.returncode == 2 and "is out of range" in backfill.stderr
 
 
+# --- deliveries refused: a broken CSV, an empty month, a payment_id in two months, a month
+# before the history's start ----------------------------------------------------------------
+
+
+def lake_and_warehouse(cfg) -> tuple[dict, dict]:
+    """Every file of the lake (and its hash) and every reporting table's rows."""
+    return files_of(Path(cfg.lake.root)), warehouse_contents(cfg)
+
+
+def test_an_empty_delivery_of_an_active_month_is_refused_whatever_min_rows(tmp_path) -> None:
+    cfg = loaded_case(tmp_path)  # 30 payments a month, below [checks.volume] min_rows (100)
+    source = write_payments(Path(cfg.source.path), [])  # the header only
+    before = lake_and_warehouse(cfg)
+    for month, active in (
+        ("2026-02", "the lake holds 30 payment(s) of 2026-02, which this would replace"),
+        ("2026-03", "2026-02 has 30 payment(s) in the lake"),  # never extracted
+    ):
+        result = tiers("run", "-c", "tiers.toml", "-m", month, cwd=tmp_path)
+        assert_one_message(
+            result,
+            f"{source}: month {month} has no payments, but the history says it is active: "
+            + active,
+            "is a failed delivery",
+            "nothing of this month was written",
+            f'add "{month}" to [checks.volume] accept and run it again',
+        )
+        assert lake_and_warehouse(cfg) == before
+        assert runs(cfg)[-1]["status"] == "failed" and month in runs(cfg)[-1]["error"]
+    # accepted as empty (the business was closed): February is loaded without payments
+    csv_config(tmp_path, source, **{"checks.volume": {"accept": ["2026-02"]}})
+    accepted = tiers("run", "-c", "tiers.toml", "-m", "2026-02", cwd=tmp_path)
+    assert accepted.returncode == 0, accepted.stderr
+    assert lake.read_manifest(cfg.lake.root, FEB).rows_written == 0
+    assert [month for month, *_ in catalog_contents(cfg)] == [JAN]
+
+
+def test_a_payment_id_in_another_month_of_the_source_is_refused_naming_both(tmp_path) -> None:
+    """March is not in the lake: only the source shows that p2-5 is given twice."""
+    cfg = loaded_case(tmp_path)
+    again = ("p2-5", "c9", "2026-03-10", "99.00", "EUR")  # February's p2-5, in March
+    source = write_payments(Path(cfg.source.path), payments(extra=[again]))
+    before = lake_and_warehouse(cfg)
+    february = "paid_at 2026-02-06T00:00:00+00:00 amount 15.00 in 2026-02"
+    march = "paid_at 2026-03-10T00:00:00+00:00 amount 99.00 in 2026-03"
+    for month, other, example in (
+        ("2026-02", "2026-03", f"p2-5: {february}, {march}"),
+        ("2026-03", "2026-02", f"p2-5: {march}, {february}"),
+    ):
+        result = tiers("run", "-c", "tiers.toml", "-m", month, cwd=tmp_path)
+        assert_one_message(
+            result,
+            f"{source}: month {month} has 1 payment(s) whose payment_id the source gives again, "
+            f"with other values, in month(s) {other}; payment_id is unique across the source",
+            example,
+            "nothing of this month was written",
+        )
+        assert lake_and_warehouse(cfg) == before
+    # the same payment delivered twice, with the same values, is a duplicate: dropped, counted
+    write_payments(source, payments(extra=[payments()[35]]))
+    duplicate = tiers("extract", "-c", "tiers.toml", "-m", "2026-02", cwd=tmp_path)
+    assert duplicate.returncode == 0, duplicate.stderr
+    assert "31 row(s) read, 1 duplicate(s) dropped" in duplicate.stdout
+
+
+def test_an_unterminated_quote_is_refused_by_line_and_the_month_kept(tmp_path) -> None:
+    """Its last row's ``"c05`` loaded as a new customer of February (more CSV faults are in
+    test_source_parse_errors.py)."""
+    cfg = loaded_case(tmp_path)
+    source = write_payments(Path(cfg.source.path), payments())  # 90 rows, lines end in CRLF
+    with source.open("a", newline="") as handle:
+        handle.write('p2-99,"c05,2026-02-03,10.00,EUR\r\n')
+    before = lake_and_warehouse(cfg)
+    result = tiers("run", "-c", "tiers.toml", "-m", "2026-02", cwd=tmp_path)
+    assert_one_message(
+        result,
+        f"{source}: line 92: the CSV parser cannot read the source (a quoted field opened on "
+        "this line is never closed)",
+        "Nothing of the month was written",
+    )
+    assert lake_and_warehouse(cfg) == before
+
+
+def test_a_month_before_history_start_is_refused_naming_the_setting(tmp_path) -> None:
+    cfg = loaded_case(tmp_path)
+    stray = ("p1900", "c1", "1900-01-15", "10.00", "EUR")  # a stray date in the delivery
+    write_payments(Path(cfg.source.path), payments(extra=[stray]))
+    before, recorded = lake_and_warehouse(cfg), len(runs(cfg))
+    run_folders = sorted((tmp_path / "runs").iterdir())
+    for command, *options in (
+        ("run", "-m", "1900-01"),
+        ("extract", "-m", "1900-01"),
+        ("run", "-m", "1900-01", "--no-extract"),
+        ("backfill", "--from", "1900-01", "--to", "2026-02"),
+    ):
+        result = tiers(command, "-c", "tiers.toml", *options, cwd=tmp_path)
+        assert result.returncode == 2, result.stderr
+        assert (
+            "month 1900-01 lies before the history's start, [business] history_start = "
+            '"2026-01": a month before it has no payments by definition' in result.stderr
+        )
+        assert "nothing was written" in result.stderr and "Traceback" not in result.stderr
+        assert "lake already holds" not in result.stderr  # not a conflict across months
+        assert lake_and_warehouse(cfg) == before and len(runs(cfg)) == recorded
+        assert sorted((tmp_path / "runs").iterdir()) == run_folders
+    # the stray row belongs to no month: a later month of the same delivery loads without it
+    result = tiers("run", "-c", "tiers.toml", "-m", "2026-02", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert lake.extracted_months(cfg.lake.root) == [JAN, FEB]
+    assert lake.read_manifest(cfg.lake.root, FEB).rows_read == 30
+
+
 def _flip_bytes(path: Path) -> None:
     data = bytearray(path.read_bytes())
     middle = len(data) // 2

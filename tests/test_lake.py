@@ -19,7 +19,7 @@ import pytest
 
 from pipeline import lake
 from pipeline.lake import BadInputError, MissingMonthError, extract
-from pipeline.months import add_months
+from pipeline.months import add_months, format_month
 from pipeline.sources import SourceError, open_months
 from pipeline.sql import bounded_connection
 from pipeline.transform import compute_month
@@ -64,11 +64,15 @@ def test_month_is_the_calendar_month_in_the_business_time_zone(
     time.tzset()
     try:
         source = write_payments(tmp_path / "p.csv", [("p1", "c1", paid_at, "10.00", "EUR")])
-        cfg = csv_config(tmp_path, source, timezone=zone, history_start="2025-01")
+        neighbours = (add_months(expected, -1), add_months(expected, 1))
+        accept = {"accept": [format_month(m) for m in neighbours]}  # empty after a payment
+        cfg = csv_config(
+            tmp_path, source, timezone=zone, history_start="2025-01", **{"checks.volume": accept}
+        )
         # some cases lie in the future (29 February 2028): provisional lets them extract
         extract(cfg, expected, provisional=True)
         assert ids(cfg, expected) == ["p1"]
-        for other in (add_months(expected, -1), add_months(expected, 1)):
+        for other in neighbours:
             assert extract(cfg, other, provisional=True).rows_read == 0
     finally:
         monkeypatch.delenv("TZ")
@@ -710,10 +714,9 @@ def test_a_payment_id_in_two_months_is_an_error_naming_both(tmp_path) -> None:
     )
     cfg = csv_config(tmp_path, source)
     extract(cfg, JAN)
-    write_payments(
+    write_payments(  # p1 is now in February: January in the lake still holds it
         source,
         [
-            ("p1", "c1", "2026-01-05", "10.00", "EUR"),
             ("p2", "c1", "2026-02-05", "20.00", "EUR"),
             ("p1", "c9", "2026-02-07", "11.00", "EUR"),  # the same payment_id, another month
         ],
@@ -731,19 +734,28 @@ def test_a_payment_id_in_two_months_is_an_error_naming_both(tmp_path) -> None:
 def test_a_payment_the_source_moved_to_another_month_extracts_oldest_first(tmp_path) -> None:
     """A corrected paid_at moves p1 from January to February: re-extracting both months in
     order (as a backfill does) succeeds, and p1 is in February only."""
+    january = ("p0", "c1", "2026-01-20", "5.00", "EUR")
     source = write_payments(
         tmp_path / "p.csv",
-        [("p1", "c1", "2026-01-31", "10.00", "EUR"), ("p2", "c1", "2026-02-05", "20.00", "EUR")],
+        [
+            january,
+            ("p1", "c1", "2026-01-31", "10.00", "EUR"),
+            ("p2", "c1", "2026-02-05", "20.00", "EUR"),
+        ],
     )
     cfg = csv_config(tmp_path, source)
     extract(cfg, JAN), extract(cfg, FEB)
     write_payments(
         source,
-        [("p1", "c1", "2026-02-01", "10.00", "EUR"), ("p2", "c1", "2026-02-05", "20.00", "EUR")],
+        [
+            january,
+            ("p1", "c1", "2026-02-01", "10.00", "EUR"),
+            ("p2", "c1", "2026-02-05", "20.00", "EUR"),
+        ],
     )
     outcomes = dict(lake.extract_months(cfg, [JAN, FEB]))
     assert not any(isinstance(o, Exception) for o in outcomes.values()), outcomes
-    assert ids(cfg, JAN) == [] and ids(cfg, FEB) == ["p1", "p2"]
+    assert ids(cfg, JAN) == ["p0"] and ids(cfg, FEB) == ["p1", "p2"]
 
 
 def test_months_whose_payment_ids_do_not_overlap_are_not_read(tmp_path, monkeypatch) -> None:
@@ -973,3 +985,62 @@ def test_a_float_far_from_every_cent_is_a_bad_row(tmp_path, kind, money) -> None
         ("b3", "-1.234"),
         ("b4", "0.3" if money == "real" else "0.30000000000000004"),
     ]
+
+
+def test_a_payment_id_dated_before_history_start_too_is_named_as_such(tmp_path) -> None:
+    source = write_payments(
+        tmp_path / "p.csv",
+        [("p1", "c1", "2026-01-05", "10.00", "EUR"), ("p1", "c1", "1900-01-15", "10.00", "EUR")],
+    )
+    cfg = csv_config(tmp_path, source)
+    with pytest.raises(BadInputError) as error:
+        extract(cfg, JAN)
+    assert "in month(s) 1900-01 (before [business] history_start);" in str(error.value)
+    assert lake.extracted_months(cfg.lake.root) == []
+
+
+# --- what the history says: empty months, months before its start ------------------
+
+
+def extracted_or_refused(cfg, month, **options) -> str:
+    try:
+        return f"{extract(cfg, month, **options).rows_written} written"
+    except BadInputError as exc:
+        return str(exc)
+
+
+def test_an_empty_month_is_refused_once_the_history_has_payments(tmp_path) -> None:
+    source = write_payments(tmp_path / "p.csv", [])
+    accept = {"accept": ["2026-02"]}
+    cfg = csv_config(tmp_path, source, history_start="2025-12", **{"checks.volume": accept})
+    assert extracted_or_refused(cfg, date(2025, 12, 1)) == "0 written"  # the history's first
+    assert extracted_or_refused(cfg, JAN) == "0 written"  # nothing before it had payments
+    write_payments(source, [("p1", "c1", "2026-01-05", "10.00", "EUR")])
+    assert extracted_or_refused(cfg, JAN) == "1 written"
+    write_payments(source, [])
+    assert "the lake holds 1 payment(s) of 2026-01" in extracted_or_refused(cfg, JAN)
+    assert extracted_or_refused(cfg, FEB) == "0 written"  # accepted as empty
+    # March follows an accepted empty February: January's payments make it active
+    refused = extracted_or_refused(cfg, MAR)
+    assert "month 2026-03 has no payments" in refused
+    assert "2026-01 has 1 payment(s) in the lake" in refused
+    assert 'add "2026-03" to [checks.volume] accept' in refused
+    assert lake.extracted_months(cfg.lake.root) == [date(2025, 12, 1), JAN, FEB]
+    assert ids(cfg, JAN) == ["p1"]
+    # quarantined bad rows are not payments: the month is still empty
+    write_payments(source, [("p2", "c1", "2026-03-05", "ten", "EUR")])
+    refused = extracted_or_refused(cfg, MAR, quarantine=True)
+    assert "month 2026-03 has no good payments (1 bad row(s) set aside)" in refused
+    assert not (tmp_path / "lake" / "quarantine" / "month=2026-03").exists()
+
+
+def test_months_before_history_start_are_neither_extracted_nor_count(tmp_path) -> None:
+    source = write_payments(tmp_path / "p.csv", [("p0", "c1", "2025-12-05", "10.00", "EUR")])
+    cfg = csv_config(tmp_path, source, history_start="2025-12")
+    extract(cfg, date(2025, 12, 1))  # a month of an earlier history_start
+    cfg = csv_config(tmp_path, source, history_start="2026-01")
+    refused = extracted_or_refused(cfg, date(2025, 12, 1))
+    assert refused.startswith("month 2025-12 lies before the history's start, [business] ")
+    assert 'history_start = "2026-01"' in refused
+    write_payments(source, [])
+    assert extracted_or_refused(cfg, JAN) == "0 written"  # December counts as empty
