@@ -181,10 +181,12 @@ class LakeConfig(_Section):
     # 2GB computes a month of 10M payments / 1M customers (512MB ran out in its window
     # functions); the process then peaks near 3.5 GB
     memory_limit: str = "2GB"
-    # an object-store lake: a file no manifest names (a replaced version of a month) is
-    # removed once older than this, so that a reader or a concurrent writer of the month
-    # still finds the files of the manifest it read
+    # a month's files that its manifest no longer names (a replaced version of the month)
+    # are removed by its next extract once replaced longer ago than this, so that a run
+    # still reading the manifest it read, or a concurrent writer, finds its files
     orphan_grace_seconds: int = Field(default=3600, ge=0)
+    # seconds a run of a month waits for another run of it on this machine to end
+    lock_timeout: float = Field(default=3600.0, ge=0)
 
 
 class WarehouseConfig(_Section):

@@ -68,6 +68,15 @@ class CorruptPartitionError(ValueError):
     """A lake partition does not match its manifest (a file changed, damaged or missing)."""
 
 
+class MonthBusyError(RuntimeError):
+    """Another run holds the month (from its extract to its load) longer than a run waits."""
+
+
+class MonthSupersededError(RuntimeError):
+    """The month was extracted again, from other source rows, after this run read it: its
+    results are of the earlier delivery and are not loaded."""
+
+
 # --- compute and gates -------------------------------------------------------------------
 
 
@@ -168,6 +177,8 @@ KINDS: dict[type[BaseException], Kind] = {
     UnfinishedMonthError: PERMANENT,  # the month ends days later, not within the retries
     MissingMonthError: PERMANENT,  # extract the history first (the DAG waits for a run on it)
     CorruptPartitionError: PERMANENT,  # a lake file differs from its manifest: re-extract
+    MonthBusyError: TRANSIENT,  # another run of the month is going; it ends, then this one runs
+    MonthSupersededError: PERMANENT,  # a newer delivery of the month is in the lake: run anew
     ComputeError: PERMANENT,  # before business.history_start, or a metric lacks its columns
     GateFailed: PERMANENT,  # a check failed on the data: the data must change, not the time
     WarehouseSchemaError: PERMANENT,  # the tables must be migrated (tiers warehouse init)

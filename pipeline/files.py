@@ -9,9 +9,14 @@ one object write gives the same guarantee.
 
 from __future__ import annotations
 
+import fcntl
 import os
+import socket
+import time
 import uuid
-from contextlib import suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pipeline.storage import RemotePath
@@ -48,3 +53,52 @@ def atomic_write(path: Path | RemotePath, data: str | bytes) -> None:
     finally:
         tmp.unlink(missing_ok=True)
     fsync_dir(path.parent)
+
+
+@contextmanager
+def exclusive_lock(
+    path: Path,
+    *,
+    timeout: float,
+    busy: Callable[[str], Exception],
+    holder: str = "",
+    waiting: Callable[[str], None] | None = None,
+) -> Iterator[None]:
+    """Hold an ``fcntl`` lock on ``path`` (a local file, created if missing) while the block
+    runs. A process that finds it held waits at most ``timeout`` seconds, calling
+    ``waiting`` once with the holder's description; then it raises ``busy(description)``.
+    The holder writes who it is (``holder``, its pid, host and since when) into the file,
+    for the message of the next one that waits. The lock ends with the process, whatever
+    kills it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as lock:
+        deadline = time.monotonic() + timeout
+        told = False
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                described = _holder_of(path)
+                if time.monotonic() >= deadline:
+                    raise busy(described) from None
+                if waiting is not None and not told:
+                    waiting(described)
+                    told = True
+                time.sleep(0.05)
+        try:
+            lock.seek(0)
+            lock.truncate()
+            since = datetime.now(UTC).isoformat(timespec="seconds")
+            lock.write(f"{holder}pid {os.getpid()} on {socket.gethostname()} since {since}\n")
+            lock.flush()
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _holder_of(path: Path) -> str:
+    try:
+        return path.read_text().strip() or "a process that did not say who it is"
+    except OSError:
+        return "a process that did not say who it is"

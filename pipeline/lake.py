@@ -15,8 +15,11 @@ Layout::
 
 A partition is published by atomically replacing its manifest; readers only ever
 open the files the manifest names, so a half-written file, a killed extract or an
-orphan temporary file is never read. A re-extract touches its own month only, and
-replaces the month's derived files with its payments, in the same publish: the
+orphan temporary file is never read. The files the replaced manifest named stay for
+``lake.orphan_grace_seconds`` (the manifest's ``superseded``), for a run still reading
+them; a month's writers take turns (a lock per partition folder), and ``hold_months``
+keeps two runs of a month on one machine from interleaving. A re-extract touches its own
+month only, and replaces the month's derived files with its payments, in the same publish: the
 computation of month M reads the derived files of M-11 .. M instead of re-aggregating and
 re-ranking a year of payments, and can never see derived data older than its payments.
 The derived files read no configuration (every metric the source allows is ranked), so
@@ -24,20 +27,23 @@ a change of the configuration never makes them stale.
 
 On an object store (``lake.root = "s3://..."``, ``pipeline/storage.py``) the same holds
 without a rename: the content-addressed files are uploaded first (each visible whole or not
-at all), then the manifest is written as one object; files no manifest names are removed
-once older than ``lake.orphan_grace_seconds``, so that a concurrent reader or writer of the
-month still finds the files of the manifest it read.
+at all), then the manifest is written as one object; files replaced (or never named) are removed
+once replaced (or written) longer ago than ``lake.orphan_grace_seconds``, so that a
+concurrent reader or writer of the month still finds the files of the manifest it read.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import json
+import logging
 import os
 import shutil
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -53,9 +59,10 @@ from pipeline.errors import (
     BadInputError,
     CorruptPartitionError,
     MissingMonthError,
+    MonthBusyError,
     UnfinishedMonthError,
 )
-from pipeline.files import atomic_write, fsync_dir
+from pipeline.files import atomic_write, exclusive_lock, fsync_dir
 from pipeline.months import format_month, month_bounds, parse_month
 from pipeline.schema import TABLES
 from pipeline.sources import SourceRows, csv_parse_error, open_months
@@ -128,6 +135,9 @@ class Manifest:
     # good rows read whose float amount or cost was read as its nearest cent (spec, "Input:
     # payments"); 0 in manifests from before floats were read so, which refused them
     rows_rounded: int = 0
+    # files an earlier manifest of the month named, with when they stopped being named: kept
+    # for lake.orphan_grace_seconds, for a run still reading the manifest it read
+    superseded: dict[str, str] = field(default_factory=dict)
 
 
 def partition_dir(lake_root: Path, month: date) -> Path:
@@ -236,6 +246,65 @@ def extracted_months(lake_root: Path) -> list[date]:
         if (child / "manifest.json").exists():
             months.append(parse_month(child.name.removeprefix("month=")))
     return months
+
+
+@contextmanager
+def hold_months(cfg: Config, months: list[date], run_id: str) -> Iterator[None]:
+    """Hold ``months`` for one run, from its extract to its load: another run of any of
+    them on this machine waits for this one to end (at most ``lake.lock_timeout``
+    seconds), saying which run it waits for. Months are taken in order, so two runs whose
+    ranges overlap never wait for each other in a circle. Runs on other machines, and the
+    steps of Airflow's runs, are kept apart by the partition's kept files and the load's
+    check that its month was not extracted again (``runner.load_step``)."""
+    folder = _lock_folder(cfg)
+    with ExitStack() as held:
+        for month in sorted(set(months)):
+            name = format_month(month)
+            lock = folder / f"month={name}.run.lock"
+
+            def busy(holder: str, name: str = name, lock: Path = lock) -> MonthBusyError:
+                return MonthBusyError(
+                    f"month {name}: another run still held it after "
+                    f"{cfg.lake.lock_timeout:g} s ({holder}; lock {lock}). Wait for that "
+                    "run to end, then run the month again; if it hangs, stop it (a run "
+                    "stopped midway leaves the lake and the warehouse as they were). "
+                    "[lake] lock_timeout sets how long a run waits."
+                )
+
+            def waiting(holder: str, name: str = name) -> None:
+                log.warning(
+                    "month %s: another run holds it (%s); waiting for it to end", name, holder
+                )
+
+            try:
+                held.enter_context(
+                    exclusive_lock(
+                        lock,
+                        timeout=cfg.lake.lock_timeout,
+                        busy=busy,
+                        holder=f"run {run_id}, ",
+                        waiting=waiting,
+                    )
+                )
+            except OSError as exc:
+                if exc.errno not in _CANNOT_WRITE:
+                    raise
+                # a read-only lake: no run can extract into it, so there is nothing to wait
+                # for; a run that reads it goes on, one that extracts is told at its extract
+                break
+        yield
+
+
+_CANNOT_WRITE = {errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def _lock_folder(cfg: Config) -> Path:
+    """Where a lake's locks live: beside its partitions, or on this machine's disk for an
+    object-store lake (which has no locks; see hold_months)."""
+    root = storage.location(cfg.lake.root)
+    return (
+        storage.scratch(root) / "locks" if storage.is_remote(root) else root / "payments" / ".locks"
+    )
 
 
 def extract(
@@ -686,23 +755,69 @@ def _publish_partition(
         _publish_remote_partition(folder, good, derived, manifest, orphan_grace_seconds)
         return
     folder.mkdir(parents=True, exist_ok=True)
-    before = {child.name for child in folder.iterdir()}
-    try:
-        data_name = _publish_file(folder, "part", good)
-        manifest.data_files = [data_name]
-        keep = {data_name, "manifest.json"}
-        for table, rows in derived.items():
-            name = _publish_file(folder, table, rows)
-            setattr(manifest, f"{table}_file", name)
-            keep.add(name)
-        manifest.extracted_at = datetime.now(UTC).isoformat(timespec="seconds")
-        atomic_write(folder / "manifest.json", json.dumps(asdict(manifest), indent=2) + "\n")
-    except BaseException:  # a full disk: the old manifest and its files stay, nothing new
-        for child in folder.iterdir():
-            if child.name not in before:
+    with _publishing(folder):  # one writer of the month's folder at a time
+        before = {child.name for child in folder.iterdir()}
+        try:
+            data_name = _publish_file(folder, "part", good)
+            manifest.data_files = [data_name]
+            for table, rows in derived.items():
+                setattr(manifest, f"{table}_file", _publish_file(folder, table, rows))
+            now = datetime.now(UTC)
+            manifest.superseded = _superseded(folder, manifest, now, orphan_grace_seconds)
+            manifest.extracted_at = now.isoformat(timespec="seconds")
+            atomic_write(folder / "manifest.json", json.dumps(asdict(manifest), indent=2) + "\n")
+        except BaseException:  # a full disk: the old manifest and its files stay, nothing new
+            for child in folder.iterdir():
+                if child.name not in before:
+                    child.unlink(missing_ok=True)
+            raise
+        keep = {*_named_files(manifest), *manifest.superseded, "manifest.json"}
+        for child in folder.iterdir():  # under the lock, no other writer's file is in flight
+            if child.name not in keep and child.is_file():
                 child.unlink(missing_ok=True)
-        raise
-    _remove_unreferenced(folder, keep=keep)
+
+
+@contextmanager
+def _publishing(folder: Path) -> Iterator[None]:
+    """The lock of a local partition folder's writers (its files and manifest are replaced
+    together); a writer waits for the one before it, whose publish takes seconds."""
+    lock = folder.parent / ".locks" / f"{folder.name}.lock"
+    with exclusive_lock(
+        lock,
+        timeout=_PUBLISH_WAIT,
+        busy=lambda holder: MonthBusyError(
+            f"{folder}: another extract of the month still held {lock} after "
+            f"{_PUBLISH_WAIT} s (held by {holder}). If that process hangs, stop it (the "
+            "partition stays as it was), then extract the month again."
+        ),
+    ):
+        yield
+
+
+_PUBLISH_WAIT = 600
+
+log = logging.getLogger(__name__)
+
+
+def _superseded(folder: Path, manifest: Manifest, now: datetime, grace: int) -> dict[str, str]:
+    """The files the month's current manifest names or kept that ``manifest`` does not name,
+    each with when it stopped being named; those superseded longer than ``grace`` seconds
+    ago are left out (removed after the publish)."""
+    try:
+        current = Manifest(**json.loads((folder / "manifest.json").read_text()))
+    except (OSError, ValueError, TypeError):  # a first extract, or an unreadable manifest
+        return {}
+    named = _named_files(manifest)
+    cutoff = now - timedelta(seconds=grace)
+    kept = {
+        name: since
+        for name, since in current.superseded.items()
+        if name not in named and datetime.fromisoformat(since) > cutoff
+    }
+    if grace > 0:
+        stamp = now.isoformat(timespec="seconds")
+        kept |= {name: stamp for name in sorted(_named_files(current) - named)}
+    return dict(sorted(kept.items()))
 
 
 def _publish_table(folder: Path, stem: str, table: pa.Table) -> None:
@@ -752,12 +867,6 @@ def _write_tmp_parquet(folder: Path, table: pa.Table) -> Path:
     return tmp
 
 
-def _remove_unreferenced(folder: Path, keep: set[str]) -> None:
-    for child in folder.iterdir():
-        if child.name not in keep and child.is_file():
-            child.unlink(missing_ok=True)
-
-
 def _publish_remote_partition(
     folder: storage.RemotePath,
     good: pa.Table,
@@ -780,10 +889,14 @@ def _publish_remote_partition(
     manifest.data_files = [names["part"]]
     for table in derived:
         setattr(manifest, f"{table}_file", names[table])
-    manifest.extracted_at = datetime.now(UTC).isoformat(timespec="seconds")
+    now = datetime.now(UTC)
+    manifest.superseded = _superseded(folder, manifest, now, orphan_grace_seconds)
+    manifest.extracted_at = now.isoformat(timespec="seconds")
     (folder / "manifest.json").write_text(json.dumps(asdict(manifest), indent=2) + "\n")
-    keep = {*names.values(), "manifest.json"}
-    cutoff = datetime.now(UTC) - timedelta(seconds=orphan_grace_seconds)
+    # a file neither named nor kept is a concurrent writer's (its manifest lost the race, or
+    # is not written yet): its age is at least as long as it has been unnamed
+    keep = {*names.values(), *manifest.superseded, "manifest.json"}
+    cutoff = now - timedelta(seconds=orphan_grace_seconds)
     for info in folder.listing():
         if info.base_name not in keep and storage.modified_before(info, cutoff):
             (folder / info.base_name).unlink(missing_ok=True)

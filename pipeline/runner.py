@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 from pipeline import checks, faults, lake, storage
 from pipeline.config import Config, load_config
 from pipeline.customers import customer_rows, read_customers
-from pipeline.errors import BackfillInterrupted, Kind, classify
+from pipeline.errors import BackfillInterrupted, Kind, MonthSupersededError, classify
 from pipeline.files import atomic_write
 from pipeline.months import add_months, format_month, months_between, parse_month
 from pipeline.schema import LOADED, TABLES
@@ -313,6 +313,7 @@ def load_step(cfg: ConfigLike, month: str | date, run_id: str) -> dict[str, Any]
         report = checks.gate_before_load(cfg, month, files, state["counts"], folder)
         _add_gate(folder, report)
         checks.raise_if_failed(report)
+        _refuse_if_extracted_again(cfg, month, state)
         state = update_run_state(folder, loaded_at=_now())
         customers = read_customers(cfg)  # before the load: a bad source loads nothing
         warehouse = open_warehouse(cfg)
@@ -324,6 +325,22 @@ def load_step(cfg: ConfigLike, month: str | date, run_id: str) -> dict[str, Any]
         finally:
             warehouse.close()
         return state["counts"]
+
+
+def _refuse_if_extracted_again(cfg: Config, month: date, state: dict[str, Any]) -> None:
+    """Load nothing if another run extracted the month from other source rows after this
+    run read it (Airflow's runs, or runs on two machines): its results are of the earlier
+    delivery, and loading them could replace a newer month in the warehouse."""
+    read = state.get("extract", {}).get("fingerprint")
+    now = lake.read_manifest(cfg.lake.root, month)
+    if read is not None and now.fingerprint != read:
+        raise MonthSupersededError(
+            f"month {format_month(month)} was extracted again at {now.extracted_at}, from "
+            f"other source rows (fingerprint {now.fingerprint}, this run read {read}), while "
+            "this run computed it: its results are of the earlier delivery, so it loads "
+            "nothing. The run that extracted it loads the month; to load it from this run, "
+            f"run the month again (tiers run --month {format_month(month)})."
+        )
 
 
 def publish_step(cfg: ConfigLike, month: str | date, run_id: str) -> dict[str, Any]:
@@ -419,10 +436,11 @@ def run_month(
     run_id = run_id or new_run_id()
     if cfg.checks.enabled:
         checks.warm_up()
-    if extract:
-        extract_step(cfg, month, run_id, provisional=provisional)
-    for step in MONTH_STEPS:
-        step(cfg, month, run_id)
+    with lake.hold_months(cfg, [month], run_id):  # a second run of the month waits
+        if extract:
+            extract_step(cfg, month, run_id, provisional=provisional)
+        for step in MONTH_STEPS:
+            step(cfg, month, run_id)
     counts = read_run_state(run_dir(cfg, month, run_id))["counts"]
     return MonthResult(month, run_id, "loaded", counts)
 
@@ -459,6 +477,18 @@ def backfill(
     cfg = _config(cfg)
     months = months_between(parse_month(first), parse_month(last))
     run_id = run_id or new_run_id()
+    with lake.hold_months(cfg, months, run_id):  # another run of these months waits
+        return _backfill(cfg, months, run_id, jobs, extract, on_month)
+
+
+def _backfill(
+    cfg: Config,
+    months: list[date],
+    run_id: str,
+    jobs: int,
+    extract: bool,
+    on_month: Callable[[MonthResult], None] | None,
+) -> list[MonthResult]:
     results: list[MonthResult] = []
     if cfg.checks.enabled:
         checks.warm_up()

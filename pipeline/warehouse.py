@@ -19,23 +19,20 @@ so that BI tools reading it never block a load and a load never breaks a reader.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
 import os
 import re
 import shutil
-import socket
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
 import duckdb
 import pyarrow as pa
@@ -44,7 +41,7 @@ import pyarrow.parquet as pq
 
 from pipeline.config import Config
 from pipeline.errors import WarehouseLayoutError, WarehouseLockedError
-from pipeline.files import atomic_write, fsync, fsync_dir
+from pipeline.files import atomic_write, exclusive_lock, fsync, fsync_dir
 from pipeline.schema import (
     CUSTOMER,
     DUCKDB_TYPES,
@@ -245,8 +242,12 @@ class DuckDBWarehouse:
         if not self.data.exists():  # a catalog moved without its folder: refused untouched
             self._check_shown(self._read_shown(), _State())
         self.data.mkdir(parents=True, exist_ok=True)
-        with open(self.data / "writer.lock", "a+") as lock:
-            self._lock(lock)  # loaders queue here; readers never lock
+        lock = self.data / "writer.lock"
+        with exclusive_lock(  # loaders queue here; readers never lock
+            lock,
+            timeout=self.lock_timeout,
+            busy=lambda holder: WarehouseLockedError(self._locked_message(lock, holder)),
+        ):
             committed = False
             try:
                 self._created = []
@@ -281,27 +282,8 @@ class DuckDBWarehouse:
                 raise
             finally:
                 self._pending, self._created = None, []
-                fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def _lock(self, lock: IO[str]) -> None:
-        """Take the writer lock, waiting at most ``lock_timeout`` seconds for the process
-        that holds it; then write who holds it, for the message of the next one that waits."""
-        deadline = time.monotonic() + self.lock_timeout
-        while True:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise WarehouseLockedError(self._locked_message(lock.name)) from None
-                time.sleep(0.05)
-        lock.seek(0)
-        lock.truncate()
-        lock.write(f"pid {os.getpid()} on {socket.gethostname()} since {_utc_now()}\n")
-        lock.flush()
-
-    def _locked_message(self, lock: str) -> str:
-        holder = Path(lock).read_text().strip() or "a process that did not say who it is"
+    def _locked_message(self, lock: Path, holder: str) -> str:
         return (
             f"warehouse {self.path}: another process is writing it and still held its lock "
             f"{lock} after {self.lock_timeout:g} s (held by {holder}). Another load is "

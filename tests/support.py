@@ -73,12 +73,12 @@ def write_payments(
 
 
 def files_of(folder: Path) -> dict[str, str]:
-    """Every file under ``folder`` and the hash of its content (not the writer lock, which
-    says who wrote last, nor DuckDB's spill files)."""
+    """Every file under ``folder`` and the hash of its content (not the locks, which say who
+    held them last, nor DuckDB's spill files)."""
     return {
         str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(folder.rglob("*"))
-        if p.is_file() and ".spill" not in p.parts and p.name != "writer.lock"
+        if p.is_file() and not {".spill", ".locks"} & {*p.parts} and p.name != "writer.lock"
     }
 
 

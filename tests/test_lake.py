@@ -552,8 +552,13 @@ def test_re_extract_replaces_its_month_only(tmp_path) -> None:
     assert restated.amount_sum == "12.00"
     assert restated.fingerprint != january  # the source data of January changed
     assert _partition_bytes(cfg, FEB) == february
-    # payments, the customer_month and ranking derived from them, the manifest naming all
-    assert len(list(lake.partition_dir(cfg.lake.root, JAN).iterdir())) == 4
+    # payments, the customer_month and ranking derived from them, the manifest naming all,
+    # and the three files the previous manifest named, kept for a run still reading them
+    manifest = lake.read_manifest(cfg.lake.root, JAN)
+    named = {*manifest.data_files, manifest.customer_month_file, manifest.monthly_ranking_file}
+    assert len(named) == 3 and len(manifest.superseded) == 3 and not named & {*manifest.superseded}
+    names = {p.name for p in lake.partition_dir(cfg.lake.root, JAN).iterdir()}
+    assert names == {*named, *manifest.superseded, "manifest.json"}
     derived = pq.read_table(lake.derived_file(cfg.lake.root, JAN, "customer_month")).to_pylist()
     assert [(r["customer_id"], r["revenue"], r["payments"]) for r in derived] == [
         ("c1", Decimal("12.00"), 2)
