@@ -62,7 +62,9 @@ float_cents as (
 parsed as (
     -- a typed value is taken as it is, text is parsed. A float means its nearest cent when
     -- within 1e-6 of it, or within 4 ulps where that is coarser (large values); it counts
-    -- as rounded unless it is the cent's own float (within half an ulp of it)
+    -- as rounded unless it is the cent's own float (12.29 as a float is the float nearest
+    -- 12.29: not rounded; 0.1 + 0.2 is not the float of 0.30: rounded). DuckDB compares a
+    -- float and a decimal in the float's type, REAL or DOUBLE
     select
         nullif(trim(payment_id), '') as payment_id,
         nullif(trim(customer_id), '') as customer_id,
@@ -83,7 +85,7 @@ parsed as (
             regexp_matches(amount_text, '\.[0-9]{2}[0-9]*[1-9]'),
             amount_float_off > greatest(1e-6, 4 * amount_float_ulp)
         ) as amount_has_cents_fraction,
-        amount_float_off > amount_float_ulp / 2 as amount_rounded,
+        amount_float <> amount_float_cent as amount_rounded,
         upper(nullif(trim(currency), '')) as currency,
         units_value is not null or nullif(trim(units), '') is not null as units_given,
         -- units are whole numbers: '1.5' is a bad row, not 2
@@ -106,7 +108,7 @@ parsed as (
             regexp_matches(cost_text, '\.[0-9]{2}[0-9]*[1-9]'),
             cost_float_off > greatest(1e-6, 4 * cost_float_ulp)
         ) as cost_has_cents_fraction,
-        cost_float_off > cost_float_ulp / 2 as cost_rounded,
+        cost_float <> cost_float_cent as cost_rounded,
         source.payment_id as raw_payment_id,
         source.customer_id as raw_customer_id,
         source.paid_at as raw_paid_at,

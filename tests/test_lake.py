@@ -958,6 +958,23 @@ def test_a_float_is_its_nearest_cent_within_its_resolution(tmp_path, kind) -> No
 
 
 @pytest.mark.parametrize("money", ["double", "real"])
+def test_a_float_that_is_its_cents_own_float_is_not_counted_as_rounded(tmp_path, money) -> None:
+    """Every cent as its writer typed it (float("12.29"), what pandas writes for a price
+    column): read as that cent and not counted as rounded, however its float's fraction
+    times 100 happens to round. CDNOW's prices counted 12 to 17 rows a month as rounded."""
+    cents = [*range(0, 100_000, 7), *range(99_000_000, 99_010_000, 3)]
+    amounts = [float(f"{c // 100}.{c % 100:02d}") for c in cents]
+    rows = [(f"x{i:05d}", "c1", "2026-01-05T10:00:00Z") for i in range(len(cents))]
+    path = money_source(tmp_path, "parquet", rows, amounts, [0.0] * len(cents), money)
+    found = judged(money_config(tmp_path, "parquet", path), JAN)
+    if money == "real":  # a REAL holds 7 digits: the larger cents are not their own floats
+        cents = [c for c in cents if c < 100_000]
+    for (pid, *_), cent in zip(rows, cents, strict=False):
+        amount, _, problem, rounded = found[pid]
+        assert (amount, problem, rounded) == (Decimal(cent) / 100, None, False), cent
+
+
+@pytest.mark.parametrize("money", ["double", "real"])
 @pytest.mark.parametrize("kind", ["parquet", "duckdb"])
 def test_a_float_far_from_every_cent_is_a_bad_row(tmp_path, kind, money) -> None:
     rows = [
