@@ -185,7 +185,8 @@ class LakeConfig(_Section):
     # are removed by its next extract once replaced longer ago than this, so that a run
     # still reading the manifest it read, or a concurrent writer, finds its files
     orphan_grace_seconds: int = Field(default=3600, ge=0)
-    # seconds a run of a month waits for another run of it on this machine to end
+    # seconds a run of a month waits for another run of it on this machine to end (and an
+    # extract for another writer of the month's partition)
     lock_timeout: float = Field(default=3600.0, ge=0)
 
 

@@ -459,6 +459,7 @@ def _extract_month(
         {"customer_month": customer_month, "monthly_ranking": monthly_ranking},
         manifest,
         orphan_grace_seconds=cfg.lake.orphan_grace_seconds,
+        lock_timeout=cfg.lake.lock_timeout,
     )
     return manifest
 
@@ -750,12 +751,13 @@ def _publish_partition(
     manifest: Manifest,
     *,
     orphan_grace_seconds: int = 0,
+    lock_timeout: float = 3600.0,
 ) -> None:
     if storage.is_remote(folder):
         _publish_remote_partition(folder, good, derived, manifest, orphan_grace_seconds)
         return
     folder.mkdir(parents=True, exist_ok=True)
-    with _publishing(folder):  # one writer of the month's folder at a time
+    with _publishing(folder, lock_timeout):  # one writer of the month's folder at a time
         before = {child.name for child in folder.iterdir()}
         try:
             data_name = _publish_file(folder, "part", good)
@@ -778,23 +780,21 @@ def _publish_partition(
 
 
 @contextmanager
-def _publishing(folder: Path) -> Iterator[None]:
+def _publishing(folder: Path, timeout: float) -> Iterator[None]:
     """The lock of a local partition folder's writers (its files and manifest are replaced
     together); a writer waits for the one before it, whose publish takes seconds."""
     lock = folder.parent / ".locks" / f"{folder.name}.lock"
     with exclusive_lock(
         lock,
-        timeout=_PUBLISH_WAIT,
+        timeout=timeout,
         busy=lambda holder: MonthBusyError(
             f"{folder}: another extract of the month still held {lock} after "
-            f"{_PUBLISH_WAIT} s (held by {holder}). If that process hangs, stop it (the "
+            f"{timeout:g} s (held by {holder}). If that process hangs, stop it (the "
             "partition stays as it was), then extract the month again."
         ),
     ):
         yield
 
-
-_PUBLISH_WAIT = 600
 
 log = logging.getLogger(__name__)
 
