@@ -63,9 +63,12 @@ from pipeline.schedule import (
     DAG_ID,
     MONTH_PARAM,
     MONTH_PATTERN,
+    REPORT_PARAM,
     check_business_timezone,
     config_path,
+    month_start,
     pipeline_run_id,
+    report_due,
     run_month,
     schedule_timezone,
 )
@@ -185,6 +188,38 @@ def _fail_unless_history_is_on_its_way(path: str, month: str, error: Exception) 
     ) from error
 
 
+def _report() -> dict[str, Any]:
+    """Draw the month's report when it is due (``pipeline.schedule.report_due``); otherwise
+    log why not and how to draw it, and succeed: publish follows either way."""
+    from pipeline.months import add_months, parse_month
+
+    context = get_current_context()
+    wanted = (context.get("params") or {}).get(REPORT_PARAM)
+    run_type = str(getattr(context["dag_run"].run_type, "value", context["dag_run"].run_type))
+    try:
+        path = config_path(Variable.get(CONFIG_VARIABLE, default=None))
+        month = _month(context, path)
+    except Exception as exc:
+        _fail_now_if_permanent("report", exc)
+        raise
+
+    def next_month_has_run() -> bool:
+        later = month_start(add_months(parse_month(month), 1), SCHEDULE_TIMEZONE)
+        return context["ti"].get_dr_count(dag_id=DAG_ID, logical_dates=[later]) > 0
+
+    due, why = report_due(wanted, run_type, parse_month(month), next_month_has_run)
+    log.info("report %s: %s: %s", month, "drawn" if due else "not drawn", why)
+    if due:
+        return _run_step("report", "pipeline.report")
+    from pipeline.report import report_not_drawn
+
+    try:
+        return report_not_drawn(path, month, pipeline_run_id(context["dag_run"].run_id), why)
+    except Exception as exc:
+        _fail_now_if_permanent("report", exc)
+        raise
+
+
 def _cascade() -> dict[str, Any]:
     """With the cascade Param: recompute and load the later months that read this one."""
     from airflow.sdk.exceptions import AirflowSkipException
@@ -284,6 +319,16 @@ def _gate_reports(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
                 "backfill runs take it from their data interval."
             ),
         ),
+        REPORT_PARAM: Param(
+            None,
+            type=["null", "boolean"],
+            title="Draw the report",
+            description=(
+                "Draw the month's HTML report. Empty: scheduled and manual runs draw it, a "
+                "backfill only for its last month. true: always (e.g. every month of a "
+                "backfill, with --dag-run-conf). false: never."
+            ),
+        ),
         CASCADE_PARAM: Param(
             False,
             type="boolean",
@@ -325,8 +370,9 @@ def tiers_monthly() -> None:
 
     @task
     def report() -> dict[str, Any]:
-        """Draw the month's report (a self-contained HTML page) from the warehouse."""
-        return _run_step("report", "pipeline.report")
+        """Draw the month's report (a self-contained HTML page) from the warehouse: in a
+        backfill, for its last month only, unless the Param report says otherwise."""
+        return _report()
 
     @task(outlets=[REPORTING_TABLES])
     def publish() -> dict[str, Any]:

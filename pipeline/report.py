@@ -20,7 +20,6 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -73,8 +72,22 @@ def report_step(cfg: Config | str | Path, month: str | date, run_id: str) -> dic
     month = parse_month(month)
     folder = run_dir(cfg, month, run_id)
     path, metric, _ = write_report(cfg, month, folder / "report.html", run_id=run_id)
-    update_run_state(folder, report=str(path), report_metric=metric)
-    return {"report": str(path), "month": format_month(month), "metric": metric}
+    update_run_state(folder, report=str(path), report_metric=metric, report_not_drawn=None)
+    return {"report": str(path), "month": format_month(month), "metric": metric, "drawn": True}
+
+
+def report_not_drawn(
+    cfg: Config | str | Path, month: str | date, run_id: str, why: str
+) -> dict[str, Any]:
+    """The report step of a run that does not draw the page (a backfill's earlier months):
+    ``run.json`` names no report, not even one an earlier try of this run drew, whose
+    figures would be from before this load."""
+    from pipeline.runner import run_dir, update_run_state
+
+    cfg = cfg if isinstance(cfg, Config) else load_config(cfg)
+    month = parse_month(month)
+    update_run_state(run_dir(cfg, month, run_id), report=None, report_not_drawn=why)
+    return {"report": None, "month": format_month(month), "drawn": False, "why": why}
 
 
 def write_report(
@@ -536,16 +549,26 @@ def _spec(chart, width: int, height: int) -> dict:
     return spec
 
 
-@cache
+_VEGA_BUNDLE: list[str] = []  # made once per process (seconds: vl-convert bundles it)
+
+
 def vega_bundle() -> str:
     """Vega, Vega-Lite and Vega-Embed as one script, for the Vega-Lite version Altair
     writes (it exposes ``vegaEmbed`` on ``window``)."""
-    import altair as alt
-    import vl_convert as vlc
+    if not _VEGA_BUNDLE:
+        import altair as alt
+        import vl_convert as vlc
 
-    version = ".".join(alt.SCHEMA_VERSION.lstrip("v").split(".")[:2])
-    bundle = vlc.javascript_bundle(vl_version=version)
-    return bundle.replace("</script", "<\\/script")
+        version = ".".join(alt.SCHEMA_VERSION.lstrip("v").split(".")[:2])
+        bundle = vlc.javascript_bundle(vl_version=version)
+        _VEGA_BUNDLE.append(bundle.replace("</script", "<\\/script"))
+    return _VEGA_BUNDLE[0]
+
+
+def set_vega_bundle(bundle: str) -> None:
+    """Use ``bundle`` (``vega_bundle()`` of another process of this installation): the
+    Airflow scheduler gets it from a child process (``pipeline.preload``)."""
+    _VEGA_BUNDLE[:] = [bundle]
 
 
 # ---------------------------------------------------------------- the page
