@@ -30,6 +30,7 @@ import time
 log = logging.getLogger(__name__)
 
 PRELOAD_ENV = "TIERS_AIRFLOW_PRELOAD"
+_preloaded = False  # inherited by forked processes: a task does not preload again
 # the modules the steps of the DAG import, in the order they need them
 TASK_MODULES = (
     "pipeline.config",
@@ -51,7 +52,12 @@ def enabled(environ: dict[str, str] | None = None) -> bool:
 def preload(modules: tuple[str, ...] = TASK_MODULES) -> dict[str, float]:
     """Import the tasks' modules, Great Expectations with the gates' context, and Vega's
     bundle; return the seconds each took. A failure is logged, never raised: the tasks
-    then import what is missing themselves."""
+    then import what is missing themselves. Once per process (and its forks): a second
+    call does nothing and returns ``{}``."""
+    global _preloaded
+    if _preloaded:
+        return {}
+    _preloaded = True
     seconds: dict[str, float] = {}
 
     def timed(name: str, action) -> None:

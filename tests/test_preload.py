@@ -29,16 +29,28 @@ def plugin():
 
 
 def test_only_a_scheduler_that_forks_its_tasks_preloads():
-    runs_local_tasks = plugin().runs_local_tasks
+    module = plugin()
+    runs_local_tasks = module.runs_local_tasks
+
+    class Job:  # the component of every Airflow job (airflow.jobs.job.Job)
+        pass
+
+    class TaskRunnerMarker:  # what a task process passes to on_starting
+        pass
+
+    job, task = Job(), TaskRunnerMarker()
     airflow = "/venv/bin/airflow"
-    assert runs_local_tasks([airflow, "scheduler"], "LocalExecutor")
     local = "airflow.executors.local_executor.LocalExecutor"
-    assert runs_local_tasks([airflow, "scheduler"], local)
-    assert runs_local_tasks([airflow, "scheduler", "--pid", "p"], "LocalExecutor,CeleryExecutor")
-    assert not runs_local_tasks([airflow, "scheduler"], "CeleryExecutor")  # tasks run elsewhere
+    assert runs_local_tasks(job, [airflow, "scheduler"], "LocalExecutor")
+    assert runs_local_tasks(job, [airflow, "scheduler"], local)
+    assert runs_local_tasks(job, [airflow, "scheduler", "--pid", "p"], "LocalExecutor,Celery")
+    assert not runs_local_tasks(job, [airflow, "scheduler"], "CeleryExecutor")  # tasks elsewhere
     for component in ("dag-processor", "triggerer", "api-server", "standalone", "dags"):
-        assert not runs_local_tasks([airflow, component], "LocalExecutor"), component
-    assert not runs_local_tasks([airflow], "LocalExecutor")
+        assert not runs_local_tasks(job, [airflow, component], "LocalExecutor"), component
+    assert not runs_local_tasks(job, [airflow], "LocalExecutor")
+    # a task, forked from the scheduler, has its argv: it must not preload again
+    assert not runs_local_tasks(task, [airflow, "scheduler"], "LocalExecutor")
+    assert module.TiersPreloadPlugin.listeners
 
 
 def test_preloading_can_be_switched_off():
@@ -48,10 +60,12 @@ def test_preloading_can_be_switched_off():
         assert not preload.enabled({preload.PRELOAD_ENV: off}), off
 
 
-def test_a_module_that_fails_to_preload_is_logged_not_raised(caplog):
+def test_a_module_that_fails_to_preload_is_logged_not_raised(caplog, monkeypatch):
+    monkeypatch.setattr(preload, "_preloaded", False)
     with caplog.at_level("WARNING", logger="pipeline.preload"):
         seconds = preload.preload(("pipeline.months", "pipeline.no_such_module"))
     assert list(seconds) == ["pipeline.months"]
+    assert preload.preload() == {}  # once per process
     assert "pipeline.no_such_module failed" in caplog.text
     assert "the tasks import it themselves" in caplog.text
 
@@ -67,6 +81,7 @@ if pid == 0:  # the task process, as the supervisor forks it
     from pipeline import checks, report, runner  # noqa: F401
     checks._gx()
     bundle = report.vega_bundle()
+    assert preload.preload() == {}  # the task, forked, does not preload again
     took = time.perf_counter() - started
     os.write(write, json.dumps({"took": took, "bundle": bundle[:200], "size": len(bundle),
         "gx": "great_expectations" in sys.modules}).encode())

@@ -7,10 +7,10 @@ context, the pipeline and Vega's bundle for the report (``pipeline/preload.py`` 
 how and why). This saves seconds of CPU per task; what a task does is unchanged.
 
 The listener runs when a job starts (``on_starting``, before the scheduler starts its
-executor) and does its work only in ``airflow scheduler`` with a LocalExecutor: the
-DAG processor, the triggerer, the API server and Celery deployments import nothing
-more. Off with ``TIERS_AIRFLOW_PRELOAD=false``. Enabled by ``[core] plugins_folder``,
-like ``tiers_month_notes.py``.
+executor) and does its work only for the job of ``airflow scheduler`` with a
+LocalExecutor: the DAG processor, the triggerer, the API server, the tasks themselves
+and Celery deployments import nothing more. Off with ``TIERS_AIRFLOW_PRELOAD=false``.
+Enabled by ``[core] plugins_folder``, like ``tiers_month_notes.py``.
 """
 
 from __future__ import annotations
@@ -21,9 +21,13 @@ from airflow.listeners import hookimpl
 from airflow.plugins_manager import AirflowPlugin
 
 
-def runs_local_tasks(argv: list[str], executor: str) -> bool:
-    """This process is a scheduler whose executor forks the tasks from it."""
-    return argv[1:2] == ["scheduler"] and "LocalExecutor" in executor
+def runs_local_tasks(component: object, argv: list[str], executor: str) -> bool:
+    """This is the scheduler's job starting, and its executor forks the tasks from it.
+
+    A task process calls ``on_starting`` too (with a ``TaskRunnerMarker``), and has the
+    scheduler's ``sys.argv``, being forked from it: only a ``Job`` counts."""
+    is_job = type(component).__name__ == "Job"
+    return is_job and argv[1:2] == ["scheduler"] and "LocalExecutor" in executor
 
 
 class PreloadForTasks:
@@ -33,7 +37,8 @@ class PreloadForTasks:
 
         from pipeline import preload
 
-        if preload.enabled() and runs_local_tasks(sys.argv, conf.get("core", "executor")):
+        executor = conf.get("core", "executor")
+        if preload.enabled() and runs_local_tasks(component, sys.argv, executor):
             preload.preload()
 
 
