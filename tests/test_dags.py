@@ -38,7 +38,9 @@ PROBE_ZONE = "Europe/Oslo"  # the DAG is parsed with TIERS_TIMEZONE set to it
 # the month's chain; after publish, notify and cascade both follow it
 TASK_CHAIN = ["extract", "raw_gate", "compute", "output_gates", "load", "report", "publish"]
 AFTER_PUBLISH = ["notify", "cascade"]
-MONTH_CHAIN = [*TASK_CHAIN, "notify"]  # cascade is skipped unless the run asks for it
+# a month of the basics case: no [notify] section and no cascade asked for, so publish
+# skips both (without starting them); load draws the report of a manual run
+MONTH_STATES = {**dict.fromkeys(TASK_CHAIN, "success"), "notify": "skipped", "cascade": "skipped"}
 
 
 def at(text: str) -> datetime:
@@ -73,10 +75,25 @@ def test_dagbag_imports_the_dag_without_errors_or_warnings(probe):
 def test_tasks_form_the_monthly_chain(probe):
     tasks = probe["dag"]["tasks"]
     assert set(tasks) == {*TASK_CHAIN, *AFTER_PUBLISH}
-    for task_id, next_id in zip(TASK_CHAIN, TASK_CHAIN[1:], strict=False):
+    for task_id, next_id in zip(TASK_CHAIN[:4], TASK_CHAIN[1:5], strict=True):
         assert tasks[task_id]["downstream"] == [next_id]
+    # load goes on to the report when it is due, and to publish either way
+    assert tasks["load"]["downstream"] == ["publish", "report"]
+    assert tasks["report"]["downstream"] == ["publish"]
     assert sorted(tasks["publish"]["downstream"]) == sorted(AFTER_PUBLISH)
     assert tasks["cascade"]["downstream"] == tasks["notify"]["downstream"] == []
+
+
+def test_load_and_publish_choose_what_follows_them(probe):
+    tasks = probe["dag"]["tasks"]
+    branches = {
+        name for name, t in tasks.items() if t["operator"] == "_BranchPythonDecoratedOperator"
+    }
+    assert branches == {"load", "publish"}  # a skipped task then starts no process
+    # publish runs after a drawn report and after a skipped one, never after a failure
+    assert tasks["publish"]["trigger_rule"] == "TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS"
+    others = {t["trigger_rule"] for name, t in tasks.items() if name != "publish"}
+    assert others == {"TriggerRule.ALL_SUCCESS"}
 
 
 def test_retries_back_off_exponentially(probe):
@@ -498,7 +515,7 @@ def test_two_months_through_airflow_match_the_golden_case_and_the_cli(
 
     assert [r["state"] for r in runs] == ["success", "success"], output[-6000:]
     for run in runs:
-        assert task_states(run) == {**dict.fromkeys(MONTH_CHAIN, "success"), "cascade": "skipped"}
+        assert task_states(run) == MONTH_STATES
         assert {ti["try_number"] for ti in run["tasks"].values()} == {1}
     # manual runs carry no logical date: none can take a scheduled or backfill run's date
     assert [(r["logical_date"], r["data_interval_start"]) for r in runs] == [(None, None)] * 2
@@ -649,7 +666,7 @@ def test_cascade_param_recomputes_the_later_months(airflow_home, golden, tmp_pat
     )
     (run,) = result["runs"]
     assert run["state"] == "success", output[-6000:]
-    assert task_states(run) == dict.fromkeys([*TASK_CHAIN, *AFTER_PUBLISH], "success")
+    assert task_states(run) == {**MONTH_STATES, "cascade": "success"}
     this_run = pipeline_run_id(run["run_id"])
     records = {
         (r["month"], r["run_id"], r["status"])
@@ -674,7 +691,7 @@ def test_a_run_asked_for_no_report_draws_none_and_publishes(airflow_home, golden
     )
     (run,) = result["runs"]
     assert run["state"] == "success", output[-6000:]
-    assert task_states(run) == {**dict.fromkeys(MONTH_CHAIN, "success"), "cascade": "skipped"}
+    assert task_states(run) == {**MONTH_STATES, "report": "skipped"}
     assert "report 2026-01: not drawn: the run's Param report is false" in output
     folder = tmp_path / "runs" / pipeline_run_id(run["run_id"]) / "month=2026-01"
     assert not (folder / "report.html").exists()
