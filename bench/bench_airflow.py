@@ -128,10 +128,10 @@ def task_times(server: AirflowServer, runs: list[dict]) -> dict[str, dict[str, l
         ends = {t: _at(ti["end_date"]) for t, ti in tis.items() if ti.get("end_date")}
         for task, ti in tis.items():
             entry = found.setdefault(task, {"duration": [], "wait": []})
-            if ti.get("duration") is not None:
+            if ti.get("state") in ("success", "failed") and ti.get("duration") is not None:
                 entry["duration"].append(ti["duration"])
             upstream = [ends[u] for u in UPSTREAM.get(task, []) if u in ends]
-            if ti.get("start_date") and upstream:
+            if ti.get("state") in ("success", "failed") and ti.get("start_date") and upstream:
                 entry["wait"].append((_at(ti["start_date"]) - max(upstream)).total_seconds())
     return found
 
