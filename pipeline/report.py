@@ -23,6 +23,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pyarrow.compute as pc
+
 from pipeline.call_list import (
     Call,
     build_calls,
@@ -195,15 +197,18 @@ def collect(
     def pick(rows: list[dict], **where) -> list[dict]:
         return [r for r in rows if all(r[k] == v for k, v in where.items())]
 
-    abc = warehouse.read_table("customer_abc", month)
-    abc_rows = pick(abc.to_pylist(), metric=metric)
-    abc_before = pick(warehouse.read_table("customer_abc", previous).to_pylist(), metric=metric)
-    segments = pick(warehouse.read_table("customer_segment", month).to_pylist(), metric=metric)
-    segments_before = pick(
-        warehouse.read_table("customer_segment", previous).to_pylist(), metric=metric
-    )
-    roster = pick(warehouse.read_table("vip_roster", month).to_pylist(), metric=metric)
-    changes = pick(warehouse.read_table("vip_roster_change", month).to_pylist(), metric=metric)
+    def of_metric(name: str, of_month: date) -> list[dict]:
+        """The month's rows of the report's metric, in the table's order: filtered in
+        Arrow before becoming Python rows (a 1M month's customer_abc holds 1.5M rows)."""
+        table = warehouse.read_table(name, of_month)
+        return table.filter(pc.equal(table["metric"], metric)).to_pylist()
+
+    abc_rows = of_metric("customer_abc", month)
+    abc_before = of_metric("customer_abc", previous)
+    segments = of_metric("customer_segment", month)
+    segments_before = of_metric("customer_segment", previous)
+    roster = of_metric("vip_roster", month)
+    changes = of_metric("vip_roster_change", month)
     alerts = warehouse.read_table("customer_alert", month)
     history = read_history(warehouse, month)
     tiers = warehouse.read_table("customer_tier", month).to_pylist()
