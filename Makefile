@@ -51,10 +51,12 @@ browser-tools:
 # Airflow 3 on this machine (standalone) on the demo data: http://localhost:8080, user
 # admin, password in .airflow/simple_auth_manager_passwords.json.generated. Sized for a
 # small machine: the metadata database is PostgreSQL (SQLite locks under a backfill's
-# concurrent writers), the LocalExecutor runs at most AIRFLOW_PARALLELISM tasks at once,
-# one API server worker, one DAG-parsing process.
+# concurrent writers), the LocalExecutor runs at most AIRFLOW_PARALLELISM tasks at once
+# (4: one per active month, the DAG's max_active_runs; measured fastest on two cores, see
+# the README; docker-compose.yml uses the same default), one API server worker, one
+# DAG-parsing process.
 AIRFLOW_DB_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/airflow_tiers
-AIRFLOW_PARALLELISM ?= 2
+AIRFLOW_PARALLELISM ?= 4
 AIRFLOW_ENV = AIRFLOW_HOME=$(CURDIR)/.airflow \
 	AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
 	AIRFLOW__CORE__LOAD_EXAMPLES=false \

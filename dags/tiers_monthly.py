@@ -8,7 +8,7 @@ is refused). `pipeline/schedule.py` has the rules. Every task logs the month, an
 `month` (and `cascade`) show in the run's conf.
 
     extract -> raw_gate -> compute -> output_gates -> load -> report -> publish -> notify
-                                                                                 -> cascade
+                                                        load -----------> publish -> cascade
 
 * Run or re-run a month: `airflow dags trigger tiers_monthly --conf '{"month": "2026-02"}'`
   (or the UI's trigger form). A range: `airflow backfill create` (README).
@@ -29,11 +29,19 @@ is refused). `pipeline/schedule.py` has the rules. Every task logs the month, an
   locked by another load, a full disk) and unforeseen ones, with exponential backoff.
 * `load` and `cascade` run in the pool `tiers_warehouse` (one slot): the warehouse has a
   single writer, while extract and compute of different months run in parallel.
-* `report` draws the month's HTML report from the warehouse; `publish` updates the Asset
-  `tiers_reporting_tables`; BI DAGs schedule on it and find the month and the report's
-  path in the asset event's `extra`. `notify` then mails the month's call list to the
-  recipients of `[notify]` (does nothing without it; a recipient is never mailed twice for
-  a month, so a retry after an SMTP fault sends only what is missing).
+* `report` draws the month's HTML report from the warehouse. Scheduled and manual runs
+  draw it; a backfill only for its last month (the pages nobody opens cost seconds each):
+  `load` skips `report` otherwise and its log says how to draw the page (`tiers report
+  --month`, or the Param `report`: true draws it in any run, false in none).
+* `publish` updates the Asset `tiers_reporting_tables`; BI DAGs schedule on it and find
+  the month and the report's path (null when not drawn) in the asset event's `extra`.
+  `notify` then mails the month's call list to the recipients of `[notify]` (skipped
+  without it; a recipient is never mailed twice for a month, so a retry after an SMTP
+  fault sends only what is missing). `cascade` is skipped unless asked for. A skipped
+  task starts no process: `load` and `publish` choose what follows them (branches).
+* Speed: with the LocalExecutor the scheduler imports DuckDB, Arrow, Great Expectations
+  and the pipeline once, before it forks the task processes (plugin
+  `plugins/tiers_preload.py`), so each task starts warm.
 
 Only `pipeline.schedule` (pure Python) is imported here: DuckDB, Arrow and Great
 Expectations load inside the tasks, so parsing this file stays fast.
@@ -63,9 +71,12 @@ from pipeline.schedule import (
     DAG_ID,
     MONTH_PARAM,
     MONTH_PATTERN,
+    REPORT_PARAM,
     check_business_timezone,
     config_path,
+    month_start,
     pipeline_run_id,
+    report_due,
     run_month,
     schedule_timezone,
 )
@@ -185,6 +196,61 @@ def _fail_unless_history_is_on_its_way(path: str, month: str, error: Exception) 
     ) from error
 
 
+def _after_load() -> list[str]:
+    """The tasks that follow a load: ``report`` when the month's report is due
+    (``pipeline.schedule.report_due``), and ``publish``. A report not due is skipped,
+    with why and how to draw it in this task's log; ``run.json`` then names no report."""
+    from pipeline.months import add_months, parse_month
+
+    context = get_current_context()
+    wanted = (context.get("params") or {}).get(REPORT_PARAM)
+    run_type = str(getattr(context["dag_run"].run_type, "value", context["dag_run"].run_type))
+    try:
+        path = config_path(Variable.get(CONFIG_VARIABLE, default=None))
+        month = _month(context, path)
+
+        def next_month_has_run() -> bool:
+            later = month_start(add_months(parse_month(month), 1), SCHEDULE_TIMEZONE)
+            return context["ti"].get_dr_count(dag_id=DAG_ID, logical_dates=[later]) > 0
+
+        due, why = report_due(wanted, run_type, parse_month(month), next_month_has_run)
+        log.info("report %s: %s: %s", month, "to draw" if due else "not drawn", why)
+        if due:
+            return ["report", "publish"]
+        from pipeline.report import report_not_drawn
+
+        report_not_drawn(path, month, pipeline_run_id(context["dag_run"].run_id), why)
+    except Exception as exc:
+        _fail_now_if_permanent("load (choosing the next tasks)", exc)
+        raise
+    return ["publish"]
+
+
+def _after_publish() -> list[str]:
+    """The tasks that follow publish: ``notify`` when ``[notify]`` is configured and
+    ``cascade`` when the run asks for it; the others are skipped (this task's log says
+    why) without starting a process."""
+    from pipeline.config import load_config
+
+    context = get_current_context()
+    try:
+        path = config_path(Variable.get(CONFIG_VARIABLE, default=None))
+        notify_configured = load_config(path).notify is not None
+    except Exception as exc:
+        _fail_now_if_permanent("publish (choosing the next tasks)", exc)
+        raise
+    follow = []
+    if notify_configured:
+        follow.append("notify")
+    else:
+        log.info("notify: skipped: no [notify] section in %s, so no call list is mailed", path)
+    if (context.get("params") or {}).get(CASCADE_PARAM):
+        follow.append("cascade")
+    else:
+        log.info("cascade: skipped: no cascade asked for (Param %s is false)", CASCADE_PARAM)
+    return follow
+
+
 def _cascade() -> dict[str, Any]:
     """With the cascade Param: recompute and load the later months that read this one."""
     from airflow.sdk.exceptions import AirflowSkipException
@@ -284,6 +350,16 @@ def _gate_reports(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
                 "backfill runs take it from their data interval."
             ),
         ),
+        REPORT_PARAM: Param(
+            None,
+            type=["null", "boolean"],
+            title="Draw the report",
+            description=(
+                "Draw the month's HTML report. Empty: scheduled and manual runs draw it, a "
+                "backfill only for its last month. true: always (e.g. every month of a "
+                "backfill, with --dag-run-conf). false: never."
+            ),
+        ),
         CASCADE_PARAM: Param(
             False,
             type="boolean",
@@ -318,19 +394,23 @@ def tiers_monthly() -> None:
         """Check the computed tables against the spec's rules."""
         return _run_step("output_gates")
 
-    @task(pool=WAREHOUSE_POOL, pool_slots=1)
-    def load() -> dict[str, Any]:
-        """Replace the month in the warehouse, atomically (one writer: the pool has one slot)."""
-        return _run_step("load")
+    @task.branch(pool=WAREHOUSE_POOL, pool_slots=1)
+    def load() -> list[str]:
+        """Replace the month in the warehouse, atomically (one writer: the pool has one
+        slot); then draw the report if it is due (a backfill: its last month), else skip it."""
+        _run_step("load")
+        return _after_load()
 
     @task
     def report() -> dict[str, Any]:
         """Draw the month's report (a self-contained HTML page) from the warehouse."""
         return _run_step("report", "pipeline.report")
 
-    @task(outlets=[REPORTING_TABLES])
-    def publish() -> dict[str, Any]:
-        """Announce the loaded month and its report to the Asset's consumers."""
+    # after load and the report, or after load alone when the report is skipped
+    @task.branch(outlets=[REPORTING_TABLES], trigger_rule="none_failed_min_one_success")
+    def publish() -> list[str]:
+        """Announce the loaded month and its report to the Asset's consumers; then notify
+        (when configured) and cascade (when asked for)."""
         summary = _run_step("publish")
         get_current_context()["outlet_events"][REPORTING_TABLES].extra = {
             "month": summary.get("month"),
@@ -338,7 +418,7 @@ def tiers_monthly() -> None:
             "rows": summary.get("rows", {}),
             "report": summary.get("report"),
         }
-        return summary
+        return _after_publish()
 
     @task
     def notify() -> dict[str, Any]:
@@ -357,7 +437,9 @@ def tiers_monthly() -> None:
         return summary
 
     loaded = extract() >> raw_gate() >> compute() >> output_gates() >> load()
-    announced = loaded >> report() >> publish()
+    announced = publish()
+    loaded >> report() >> announced
+    loaded >> announced
     announced >> [notify(), cascade()]
 
 

@@ -774,6 +774,12 @@ def warm_up() -> None:
     threading.Thread(target=load, name="gx-import", daemon=True).start()
 
 
+def preload_gx() -> None:
+    """Import Great Expectations and set up the gates' context now, in this process (the
+    Airflow scheduler, before it forks the processes of the tasks: ``pipeline.preload``)."""
+    _gx()
+
+
 def _gx() -> SimpleNamespace:
     """Great Expectations, imported and set up once per process (it takes seconds)."""
     with _GX_LOCK:

@@ -20,9 +20,10 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
-from functools import cache
 from pathlib import Path
 from typing import Any
+
+import pyarrow.compute as pc
 
 from pipeline.call_list import (
     Call,
@@ -73,8 +74,22 @@ def report_step(cfg: Config | str | Path, month: str | date, run_id: str) -> dic
     month = parse_month(month)
     folder = run_dir(cfg, month, run_id)
     path, metric, _ = write_report(cfg, month, folder / "report.html", run_id=run_id)
-    update_run_state(folder, report=str(path), report_metric=metric)
-    return {"report": str(path), "month": format_month(month), "metric": metric}
+    update_run_state(folder, report=str(path), report_metric=metric, report_not_drawn=None)
+    return {"report": str(path), "month": format_month(month), "metric": metric, "drawn": True}
+
+
+def report_not_drawn(
+    cfg: Config | str | Path, month: str | date, run_id: str, why: str
+) -> dict[str, Any]:
+    """The report step of a run that does not draw the page (a backfill's earlier months):
+    ``run.json`` names no report, not even one an earlier try of this run drew, whose
+    figures would be from before this load."""
+    from pipeline.runner import run_dir, update_run_state
+
+    cfg = cfg if isinstance(cfg, Config) else load_config(cfg)
+    month = parse_month(month)
+    update_run_state(run_dir(cfg, month, run_id), report=None, report_not_drawn=why)
+    return {"report": None, "month": format_month(month), "drawn": False, "why": why}
 
 
 def write_report(
@@ -182,15 +197,18 @@ def collect(
     def pick(rows: list[dict], **where) -> list[dict]:
         return [r for r in rows if all(r[k] == v for k, v in where.items())]
 
-    abc = warehouse.read_table("customer_abc", month)
-    abc_rows = pick(abc.to_pylist(), metric=metric)
-    abc_before = pick(warehouse.read_table("customer_abc", previous).to_pylist(), metric=metric)
-    segments = pick(warehouse.read_table("customer_segment", month).to_pylist(), metric=metric)
-    segments_before = pick(
-        warehouse.read_table("customer_segment", previous).to_pylist(), metric=metric
-    )
-    roster = pick(warehouse.read_table("vip_roster", month).to_pylist(), metric=metric)
-    changes = pick(warehouse.read_table("vip_roster_change", month).to_pylist(), metric=metric)
+    def of_metric(name: str, of_month: date) -> list[dict]:
+        """The month's rows of the report's metric, in the table's order: filtered in
+        Arrow before becoming Python rows (a 1M month's customer_abc holds 1.5M rows)."""
+        table = warehouse.read_table(name, of_month)
+        return table.filter(pc.equal(table["metric"], metric)).to_pylist()
+
+    abc_rows = of_metric("customer_abc", month)
+    abc_before = of_metric("customer_abc", previous)
+    segments = of_metric("customer_segment", month)
+    segments_before = of_metric("customer_segment", previous)
+    roster = of_metric("vip_roster", month)
+    changes = of_metric("vip_roster_change", month)
     alerts = warehouse.read_table("customer_alert", month)
     history = read_history(warehouse, month)
     tiers = warehouse.read_table("customer_tier", month).to_pylist()
@@ -536,16 +554,26 @@ def _spec(chart, width: int, height: int) -> dict:
     return spec
 
 
-@cache
+_VEGA_BUNDLE: list[str] = []  # made once per process (seconds: vl-convert bundles it)
+
+
 def vega_bundle() -> str:
     """Vega, Vega-Lite and Vega-Embed as one script, for the Vega-Lite version Altair
     writes (it exposes ``vegaEmbed`` on ``window``)."""
-    import altair as alt
-    import vl_convert as vlc
+    if not _VEGA_BUNDLE:
+        import altair as alt
+        import vl_convert as vlc
 
-    version = ".".join(alt.SCHEMA_VERSION.lstrip("v").split(".")[:2])
-    bundle = vlc.javascript_bundle(vl_version=version)
-    return bundle.replace("</script", "<\\/script")
+        version = ".".join(alt.SCHEMA_VERSION.lstrip("v").split(".")[:2])
+        bundle = vlc.javascript_bundle(vl_version=version)
+        _VEGA_BUNDLE.append(bundle.replace("</script", "<\\/script"))
+    return _VEGA_BUNDLE[0]
+
+
+def set_vega_bundle(bundle: str) -> None:
+    """Use ``bundle`` (``vega_bundle()`` of another process of this installation): the
+    Airflow scheduler gets it from a child process (``pipeline.preload``)."""
+    _VEGA_BUNDLE[:] = [bundle]
 
 
 # ---------------------------------------------------------------- the page

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
@@ -42,6 +42,7 @@ TIMEZONE_ENV = "TIERS_TIMEZONE"  # the business time zone the DAG's schedule run
 DEFAULT_TIMEZONE = "UTC"
 MONTH_PARAM = "month"  # the DAG Param naming the business month of a manual run
 CASCADE_PARAM = "cascade"  # the DAG Param: also recompute the later months that read it
+REPORT_PARAM = "report"  # the DAG Param: draw the month's report (default: see report_due)
 MONTH_PATTERN = r"^[0-9]{4}-(0[1-9]|1[0-2])$"  # JSON-schema pattern of the month Param
 DAG_ID = "tiers_monthly"
 INTERVAL_RUN_TYPES = ("scheduled", "backfill")  # runs whose month is their data interval
@@ -138,6 +139,34 @@ def trigger_command(month: str, *, cascade: bool = False) -> str:
     """The CLI command that runs ``month`` (and, with ``cascade``, the months that read it)."""
     conf = f'"{MONTH_PARAM}": "{month}"' + (f', "{CASCADE_PARAM}": true' if cascade else "")
     return f"airflow dags trigger {DAG_ID} --conf '{{{conf}}}'"
+
+
+def report_due(
+    wanted: bool | None, run_type: str, month: date, next_month_has_run: Callable[[], bool]
+) -> tuple[bool, str]:
+    """Whether a run draws its month's report, and why (for the task's log).
+
+    The ``report`` Param decides when set (true: draw, false: do not). Otherwise scheduled
+    and manual runs draw it, and a backfill run draws it only for the backfill's last
+    month: when the DAG has no run for the month after (``airflow backfill create``
+    creates every run of its range before any starts, so this does not depend on which
+    month finishes first). The pages of the other months are the ones nobody opens; any
+    of them can be drawn later from the warehouse with ``tiers report --month``.
+    ``next_month_has_run`` is asked only for a backfill run without the Param.
+    """
+    if wanted is not None:
+        return bool(wanted), f"the run's Param {REPORT_PARAM} is {str(bool(wanted)).lower()}"
+    if run_type != "backfill":
+        return True, f"a {run_type} run draws its month's report"
+    if not next_month_has_run():
+        return True, "the last month of the backfill"
+    later = format_month(add_months(month, 1))
+    return False, (
+        f"{later} has a run of its own, so {format_month(month)} is not the last month of "
+        "the backfill, whose report is drawn for its last month only. Draw this one with "
+        f"`tiers report --month {format_month(month)}`, or every month of a backfill with "
+        f"`airflow backfill create ... --dag-run-conf '{{\"{REPORT_PARAM}\": true}}'`"
+    )
 
 
 def is_month_start(moment: datetime, timezone: str) -> bool:

@@ -54,8 +54,7 @@ class AirflowServer:
         host, port = conninfo.get("host", "127.0.0.1"), conninfo.get("port", "5432")
         user = conninfo.get("user", "postgres")
         metadata_url = f"postgresql+psycopg://{user}@{host}:{port}/{self.database}"
-        self.env = af.airflow_env(
-            home,
+        defaults = dict(
             # psycopg 3 (a project dependency) serves the sync and the async engine alike
             AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=metadata_url,
             AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC=metadata_url,
@@ -74,8 +73,8 @@ class AirflowServer:
             AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE="false",
             AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC="2",
             AIRFLOW__LOGGING__LOGGING_LEVEL="INFO",
-            **(env or {}),
         )
+        self.env = af.airflow_env(home, **(defaults | (env or {})))  # ``env`` overrides
         self.processes: dict[str, subprocess.Popen] = {}
         self.client: httpx.Client | None = None
 

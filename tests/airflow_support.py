@@ -192,6 +192,7 @@ def _describe_dag(dag) -> dict[str, Any]:
                 "pool_slots": task.pool_slots,
                 "retries": task.retries,
                 "trigger_rule": str(task.trigger_rule),
+                "operator": type(task).__name__,
                 "retry_delay": task.retry_delay.total_seconds(),
                 "retry_exponential_backoff": task.retry_exponential_backoff,
                 "max_retry_delay": task.max_retry_delay.total_seconds()

@@ -42,8 +42,9 @@ MONTH_CHAIN = [
     "load",
     "report",
     "publish",
-    "notify",
 ]
+# what publish skips without starting them: no [notify] here, and no cascade asked for
+SKIPPED = {"notify": ("skipped", 0), "cascade": ("skipped", 0)}
 
 
 def config(folder, payments):
@@ -86,6 +87,21 @@ def rows(config_file, name) -> list:
     return sorted(table(config_file, name).to_pylist(), key=repr)
 
 
+def preloads(server, timeout: float = 120) -> int:
+    """How many times the scheduler's log says it preloaded (waiting for the first)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = (server.home / "scheduler.log").read_text().count("tiers preload (seconds)")
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(1)
+
+
+def run_state(config_file, month: str, airflow_run_id: str) -> dict:
+    folder = config_file.parent / "runs" / pipeline_run_id(airflow_run_id) / f"month={month}"
+    return json.loads((folder / "run.json").read_text())
+
+
 def states(server, run_id) -> dict[str, tuple[str, int]]:
     return {
         task: (ti["state"], ti["try_number"]) for task, ti in server.task_instances(run_id).items()
@@ -108,6 +124,8 @@ def test_runs_under_a_real_scheduler_load_exactly_the_months_asked_for(golden, t
         tmp_path / "airflow-home", pg_dsn, env={"TIERS_CONFIG": str(config_file)}
     ) as server:
         phase("start")
+        # the scheduler imports the tasks' modules before forking its workers, once
+        assert preloads(server) == 1, server.logs()
         # 1. REST, no logical date, the month as a Param: exactly January is loaded
         january = server.trigger({"month": "2026-01"}, note="first load")
         run = server.wait_for_runs([january])[january]
@@ -117,7 +135,7 @@ def test_runs_under_a_real_scheduler_load_exactly_the_months_asked_for(golden, t
         assert (run["logical_date"], run["conf"]["month"]) == (None, "2026-01")
         assert states(server, january) == {
             **{task: ("success", 1) for task in MONTH_CHAIN},
-            "cascade": ("skipped", 1),
+            **SKIPPED,
         }
         assert set().union(*loaded_months(config_file).values()) == {JAN}
         assert records(config_file) == {(JAN, pipeline_run_id(january), "loaded")}
@@ -152,6 +170,19 @@ def test_runs_under_a_real_scheduler_load_exactly_the_months_asked_for(golden, t
             "Business month 2026-03",
         ]
         by_month = {r["logical_date"][:7]: r["dag_run_id"] for r in backfill_runs}
+        # the backfill draws the report of its last month only; the others say how to
+        reports = {
+            m: run_state(config_file, m, run_id).get("report") for m, run_id in by_month.items()
+        }
+        assert reports["2026-01"] is None and reports["2026-02"] is None, reports
+        assert reports["2026-03"].endswith("month=2026-03/report.html"), reports
+        for month in ("2026-01", "2026-02"):  # skipped without a process; load says why
+            assert states(server, by_month[month])["report"] == ("skipped", 0)
+            assert f"tiers report --month {month}" in server.task_log(by_month[month], "load")
+        assert states(server, by_month["2026-03"])["report"] == ("success", 1)
+        assert "report 2026-03: to draw: the last month of the backfill" in server.task_log(
+            by_month["2026-03"], "load"
+        )
         assert {
             (parse_month(m), pipeline_run_id(run_id), "loaded") for m, run_id in by_month.items()
         } <= records(config_file)
@@ -171,7 +202,10 @@ def test_runs_under_a_real_scheduler_load_exactly_the_months_asked_for(golden, t
         assert run["state"] == "success", server.logs()
         assert (run["run_type"], run["logical_date"]) == ("manual", None)
         assert run["note"] == "Business month 2026-01"
-        assert {s for s, _ in states(server, cascade).values()} == {"success"}
+        assert states(server, cascade) == {
+            **{task: ("success", 1) for task in [*MONTH_CHAIN, "cascade"]},
+            "notify": ("skipped", 0),
+        }
         assert read_manifest(tmp_path / "airflow" / "lake", JAN).fingerprint != before
         this_run = pipeline_run_id(cascade)
         assert {
@@ -211,7 +245,7 @@ def test_runs_under_a_real_scheduler_load_exactly_the_months_asked_for(golden, t
         assert run["state"] == "failed"
         assert states(server, failing) == {
             "extract": ("failed", 1),
-            **{task: ("upstream_failed", 0) for task in [*MONTH_CHAIN[1:], "cascade"]},
+            **{task: ("upstream_failed", 0) for task in [*MONTH_CHAIN[1:], *SKIPPED]},
         }
         assert "unparseable amount" in server.task_log(failing, "extract")
         assert all(months == set() for months in loaded_months(bad_config).values())
@@ -226,5 +260,6 @@ def test_runs_under_a_real_scheduler_load_exactly_the_months_asked_for(golden, t
         assert run["note"].startswith("No business month: this manual run has logical date")
         assert "`airflow backfill create` would skip 2025-06" in server.task_log(dated, "extract")
         phase("dated_manual_run")
+        assert preloads(server) == 1  # no task, forked from the scheduler, preloaded again
     phase("stop")
     print(json.dumps({"real_scheduler_seconds": phases}))

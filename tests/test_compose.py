@@ -142,6 +142,24 @@ def test_celery_executor_examples_off_and_shared_backends(rendered):
         assert env["AIRFLOW__CORE__FERNET_KEY"] == SECRETS["AIRFLOW_FERNET_KEY"], name
 
 
+def test_parallelism_is_the_one_of_make_airflow_and_the_test_harness(rendered):
+    makefile = (REPO / "Makefile").read_text()
+    (default,) = re.findall(r"^AIRFLOW_PARALLELISM \?= (\d+)$", makefile, re.MULTILINE)
+    harness = (REPO / "tests" / "airflow_server.py").read_text()
+    assert f'AIRFLOW__CORE__PARALLELISM="{default}"' in harness
+    for name, service in _airflow_services(rendered).items():
+        env = service["environment"]
+        assert env["AIRFLOW__CORE__PARALLELISM"] == default, name
+        assert env["AIRFLOW__CELERY__WORKER_CONCURRENCY"] == default, name
+
+
+def test_parallelism_follows_airflow_parallelism_from_the_environment(tmp_path):
+    done = _render(tmp_path, {**SECRETS, "AIRFLOW_UID": "50000", "AIRFLOW_PARALLELISM": "3"})
+    assert done.returncode == 0, done.stderr
+    scheduler = yaml.safe_load(done.stdout)["services"]["airflow-scheduler"]
+    assert scheduler["environment"]["AIRFLOW__CORE__PARALLELISM"] == "3"
+
+
 def test_airflow_services_wait_for_init_and_healthy_backends(rendered):
     for name, service in _airflow_services(rendered).items():
         if name in ONE_SHOT_SERVICES:

@@ -8,6 +8,7 @@ throw-away SQLite metadata DB that load the golden ``basics`` case into a wareho
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from pipeline.schedule import (
     missing_history_command,
     month_for_interval,
     pipeline_run_id,
+    report_due,
     run_month,
     schedule_timezone,
 )
@@ -36,7 +38,9 @@ PROBE_ZONE = "Europe/Oslo"  # the DAG is parsed with TIERS_TIMEZONE set to it
 # the month's chain; after publish, notify and cascade both follow it
 TASK_CHAIN = ["extract", "raw_gate", "compute", "output_gates", "load", "report", "publish"]
 AFTER_PUBLISH = ["notify", "cascade"]
-MONTH_CHAIN = [*TASK_CHAIN, "notify"]  # cascade is skipped unless the run asks for it
+# a month of the basics case: no [notify] section and no cascade asked for, so publish
+# skips both (without starting them); load draws the report of a manual run
+MONTH_STATES = {**dict.fromkeys(TASK_CHAIN, "success"), "notify": "skipped", "cascade": "skipped"}
 
 
 def at(text: str) -> datetime:
@@ -71,10 +75,25 @@ def test_dagbag_imports_the_dag_without_errors_or_warnings(probe):
 def test_tasks_form_the_monthly_chain(probe):
     tasks = probe["dag"]["tasks"]
     assert set(tasks) == {*TASK_CHAIN, *AFTER_PUBLISH}
-    for task_id, next_id in zip(TASK_CHAIN, TASK_CHAIN[1:], strict=False):
+    for task_id, next_id in zip(TASK_CHAIN[:4], TASK_CHAIN[1:5], strict=True):
         assert tasks[task_id]["downstream"] == [next_id]
+    # load goes on to the report when it is due, and to publish either way
+    assert tasks["load"]["downstream"] == ["publish", "report"]
+    assert tasks["report"]["downstream"] == ["publish"]
     assert sorted(tasks["publish"]["downstream"]) == sorted(AFTER_PUBLISH)
     assert tasks["cascade"]["downstream"] == tasks["notify"]["downstream"] == []
+
+
+def test_load_and_publish_choose_what_follows_them(probe):
+    tasks = probe["dag"]["tasks"]
+    branches = {
+        name for name, t in tasks.items() if t["operator"] == "_BranchPythonDecoratedOperator"
+    }
+    assert branches == {"load", "publish"}  # a skipped task then starts no process
+    # publish runs after a drawn report and after a skipped one, never after a failure
+    assert tasks["publish"]["trigger_rule"] == "TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS"
+    others = {t["trigger_rule"] for name, t in tasks.items() if name != "publish"}
+    assert others == {"TriggerRule.ALL_SUCCESS"}
 
 
 def test_retries_back_off_exponentially(probe):
@@ -114,6 +133,40 @@ def test_month_and_cascade_params_are_validated(probe):
     assert pattern.match("2026-02") and pattern.match("1999-12")
     assert not any(pattern.match(t) for t in ("2026-13", "2026-00", "2026-2", "26-02", "2026/02"))
     assert (cascade["value"], cascade["schema"]["type"]) == (False, "boolean")
+
+
+def test_report_param_is_empty_true_or_false(probe):
+    report = probe["dag"]["params"]["report"]
+    assert (report["value"], report["schema"]["type"]) == (None, ["null", "boolean"])
+
+
+def test_the_report_is_drawn_by_scheduled_and_manual_runs_and_a_backfills_last_month():
+    march = parse_month("2026-03")
+
+    def never_asked() -> bool:
+        raise AssertionError("only a backfill run without the Param asks for the next month")
+
+    for run_type in ("scheduled", "manual", "asset_triggered"):
+        assert report_due(None, run_type, march, never_asked)[0], run_type
+    # a backfill: only when the DAG has no run for the month after (the backfill's last)
+    assert report_due(None, "backfill", march, lambda: False) == (
+        True,
+        "the last month of the backfill",
+    )
+    due, why = report_due(None, "backfill", march, lambda: True)
+    assert not due
+    assert "2026-04 has a run of its own" in why
+    assert "tiers report --month 2026-03" in why  # how to draw it after all
+    assert """--dag-run-conf '{"report": true}'""" in why
+    # the Param decides when set, whatever the run
+    assert report_due(True, "backfill", march, never_asked) == (
+        True,
+        "the run's Param report is true",
+    )
+    assert report_due(False, "manual", march, never_asked) == (
+        False,
+        "the run's Param report is false",
+    )
 
 
 def test_dag_docs_are_markdown_without_rest_literals():
@@ -462,8 +515,10 @@ def test_two_months_through_airflow_match_the_golden_case_and_the_cli(
 
     assert [r["state"] for r in runs] == ["success", "success"], output[-6000:]
     for run in runs:
-        assert task_states(run) == {**dict.fromkeys(MONTH_CHAIN, "success"), "cascade": "skipped"}
-        assert {ti["try_number"] for ti in run["tasks"].values()} == {1}
+        assert task_states(run) == MONTH_STATES
+        # every task that ran ran once; notify and cascade never started (try 0)
+        tries = {task: ti["try_number"] for task, ti in run["tasks"].items()}
+        assert tries == {**dict.fromkeys(TASK_CHAIN, 1), "notify": 0, "cascade": 0}
     # manual runs carry no logical date: none can take a scheduled or backfill run's date
     assert [(r["logical_date"], r["data_interval_start"]) for r in runs] == [(None, None)] * 2
 
@@ -613,7 +668,7 @@ def test_cascade_param_recomputes_the_later_months(airflow_home, golden, tmp_pat
     )
     (run,) = result["runs"]
     assert run["state"] == "success", output[-6000:]
-    assert task_states(run) == dict.fromkeys([*TASK_CHAIN, *AFTER_PUBLISH], "success")
+    assert task_states(run) == {**MONTH_STATES, "cascade": "success"}
     this_run = pipeline_run_id(run["run_id"])
     records = {
         (r["month"], r["run_id"], r["status"])
@@ -628,6 +683,24 @@ def test_cascade_param_recomputes_the_later_months(airflow_home, golden, tmp_pat
             "basics", name, warehouse_table(config_file, name), months={JAN, FEB}
         )
     assert problems == []
+
+
+@pytest.mark.slow
+def test_a_run_asked_for_no_report_draws_none_and_publishes(airflow_home, golden, tmp_path):
+    config_file = basics_config(tmp_path, golden)
+    result, output = af.dag_test(
+        airflow_home, [af.manual("2026-01", report=False)], config_variable=str(config_file)
+    )
+    (run,) = result["runs"]
+    assert run["state"] == "success", output[-6000:]
+    assert task_states(run) == {**MONTH_STATES, "report": "skipped"}
+    assert "report 2026-01: not drawn: the run's Param report is false" in output
+    folder = tmp_path / "runs" / pipeline_run_id(run["run_id"]) / "month=2026-01"
+    assert not (folder / "report.html").exists()
+    assert json.loads((folder / "run.json").read_text())["report"] is None
+    (event,) = [e for e in result["asset_events"] if e["source_run_id"] == run["run_id"]]
+    assert (event["extra"]["month"], event["extra"]["report"]) == ("2026-01", None)
+    assert {r["month"] for r in warehouse_table(config_file, "pipeline_run").to_pylist()} == {JAN}
 
 
 @pytest.mark.slow
