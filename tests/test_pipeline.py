@@ -29,13 +29,19 @@ GOLDEN_CASES = {
     # case: (business time zone, history_start, last month)
     "basics": ("UTC", "2026-01", "2026-03"),
     "full": ("Europe/Oslo", "2025-01", "2026-03"),
+    # the payments of full plus activities.csv (spec: "Service effort and cost to serve")
+    "service": ("Europe/Oslo", "2025-01", "2026-03"),
 }
 
 
 @pytest.mark.parametrize("case", sorted(GOLDEN_CASES))
 def test_golden_case_through_the_pipeline(golden, tmp_path, case) -> None:
     zone, start, last = GOLDEN_CASES[case]
-    cfg = csv_config(tmp_path, golden / case / "payments.csv", timezone=zone, history_start=start)
+    activities = golden / case / "activities.csv"
+    service = {"service": {"kind": "csv", "path": str(activities)}} if activities.exists() else {}
+    cfg = csv_config(
+        tmp_path, golden / case / "payments.csv", timezone=zone, history_start=start, **service
+    )
     results = backfill_matching_golden(cfg, case, start, last)
     runs = warehouse_rows(cfg, "pipeline_run").to_pylist()
     assert len(runs) == len(results)
