@@ -123,7 +123,6 @@ def backfill_matching_golden(cfg: Config, case: str, start: str, last: str) -> l
             problems.append(f"{name}: {loaded.num_rows} row(s), the case expects none")
     assert problems == []
     return results
-    return results
 
 
 def typed_source(folder: Path, kind: str, payments: Path, *, timezone: str) -> dict[str, Any]:
