@@ -582,6 +582,17 @@ def gate_outputs(cfg: Config, month: date, tables: dict[str, Rows], out_dir: Pat
                     "cost_to_serve >= 0",
                 ),
             ],
+            "customer_service_kind": [
+                _not_null("outputs.customer_service_kind", "kind"),
+                _between(
+                    "outputs.customer_service_kind",
+                    "positive",
+                    "activities",
+                    1,
+                    None,
+                    "activities >= 1",
+                ),
+            ],
             "customer_service_profile": [
                 _share("outputs.customer_service_profile", "revenue_share"),
                 _share("outputs.customer_service_profile", "effort_share"),

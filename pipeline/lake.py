@@ -147,6 +147,16 @@ ACTIVITIES = Dataset(
     "activities", False,
 )  # fmt: skip
 DATASETS = {d.name: d for d in (PAYMENTS, ACTIVITIES)}
+CUSTOMER_SERVICE_KIND_SCHEMA = pa.schema(
+    [
+        ("month", pa.date32()),
+        ("customer_id", pa.string()),
+        ("kind", pa.string()),
+        ("activities", pa.int32()),
+        ("hours", pa.decimal128(18, 2)),
+        ("cost_to_serve", pa.decimal128(18, 2)),
+    ]
+)
 CUSTOMER_SERVICE_SCHEMA = pa.schema(
     [
         ("month", pa.date32()),
@@ -189,6 +199,7 @@ class Manifest:
     customer_month_file: str | None = None  # None in partitions of schema version 1
     monthly_ranking_file: str | None = None  # likewise
     customer_service_file: str | None = None  # an activity partition's customer_service
+    customer_service_kind_file: str | None = None  # and its activities by kind
     provisional: bool = False  # extracted before the month ended (asked for explicitly)
     payment_id_min: str | None = None  # the range of the month's payment_ids, so that the
     payment_id_max: str | None = None  # check across months reads only months it overlaps
@@ -247,6 +258,7 @@ def _named_files(manifest: Manifest) -> set[str]:
         manifest.customer_month_file,
         manifest.monthly_ranking_file,
         manifest.customer_service_file,
+        manifest.customer_service_kind_file,
     } - {None}
     return {*manifest.data_files, *derived}
 
@@ -569,7 +581,20 @@ def _service_tables(con: duckdb.DuckDBPyConnection, source: SourceRows) -> dict[
         has_cost="cost" in source.columns_present,
     )
     rows = con.sql("select * from month_customer_service order by customer_id").to_arrow_table()
-    return {"customer_service": rows.cast(CUSTOMER_SERVICE_SCHEMA)}
+    run_sql(
+        con,
+        "customer_service_by_kind",
+        create="month_customer_service_by_kind",
+        has_hours="hours" in source.columns_present,
+        has_cost="cost" in source.columns_present,
+    )
+    by_kind = con.sql(
+        "select * from month_customer_service_by_kind order by customer_id, kind"
+    ).to_arrow_table()
+    return {
+        "customer_service": rows.cast(CUSTOMER_SERVICE_SCHEMA),
+        "customer_service_kind": by_kind.cast(CUSTOMER_SERVICE_KIND_SCHEMA),
+    }
 
 
 def _derived_tables(con: duckdb.DuckDBPyConnection, source: SourceRows) -> dict[str, pa.Table]:

@@ -248,6 +248,22 @@ REPORTING_TABLES: tuple[Table, ...] = (
         indexes=("customer_id", "profile"),
         service_only=True,
     ),
+    Table(
+        "customer_service_kind",
+        (
+            ("month", "date"),
+            ("window_months", "int"),
+            ("customer_id", "text"),
+            ("kind", "text"),
+            ("activities", "int"),
+            ("effort", "money"),
+            ("cost_to_serve", "money"),
+            ("kind_rank", "int"),
+        ),
+        key=("month", "window_months", "customer_id", "kind"),
+        indexes=("customer_id",),
+        service_only=True,
+    ),
 )
 
 PIPELINE_RUN = Table(
@@ -326,6 +342,9 @@ DESCRIPTIONS = {
     "metrics overlap (Jaccard index).",
     "customer_service": "Per month and customer served: service activities, staff hours and "
     "cost to serve (from the [service] source; empty without it).",
+    "customer_service_kind": "Per month over the tier window: each served customer's "
+    "activities, effort and cost to serve by kind of activity (ticket, visit, ...); "
+    "kind_rank 1 is the kind that took the most effort.",
     "customer_service_profile": "Per month over the tier window: each customer's revenue "
     "and service effort, their shares and ABC classes, and the profile (best, good, "
     "troublesome = class A by effort and revenue share below half its effort share).",
@@ -355,6 +374,13 @@ DESCRIPTIONS = {
     "vip_exit": "Who left VIP and how: dropped_vip (still paying, fell below the VIP cut), "
     "stopped_paying (VIP last month, no payment this month), removed_from_roster (not VIP "
     "for 6 months). Filter on metric.",
+    "troublesome_customers": "With a [service] source: the current month's troublesome "
+    "customers (class A by service effort, revenue share below half their effort share) "
+    "with their shares, tier, cost to serve, top activity kinds and the action; strategic "
+    "customers are kept (never 'move away').",
+    "tier_cost_to_serve": "Per month and tier: customers, revenue, margin, cost to serve, "
+    "loaded margin, effort and the kinds of activity serving the tier goes into. "
+    "Filter on tier and is_current.",
     "month_overview": "Per month and metric (1-month window): customers, VIP / good / regular "
     "counts, A / B / C counts, total value, top-20 % share, Gini and alerts.",
 }
@@ -476,6 +502,14 @@ COLUMN_DESCRIPTIONS = {
     "effort_class": "ABC class when ranked by effort over the window (NULL: no effort).",
     "profile": "troublesome (class A by effort, revenue share below half its effort share), "
     "best (class A by revenue, effort share at most its revenue share) or good.",
+    "strategic": "The customer is strategic (the [customers] source's strategic attribute): "
+    "kept for what it brings beyond profit, served deliberately, never moved away from.",
+    "n_strategic": "Strategic customers among them.",
+    "top_kinds": "The kinds of activity that took the most effort (effort in brackets).",
+    "action": "What the practice says: strategic: keep, serve deliberately; Tier 4: move "
+    "away; Tier 3: take no more like them; else serve them for less.",
+    "kind": "The kind of service activity as the source names it ('unspecified' without).",
+    "kind_rank": "1 for the customer's kind of activity with the most effort, 2 next, ...",
     "customer_tier.revenue": "Revenue over the window.",
     "customer_tier.margin": "Margin over the window.",
 }

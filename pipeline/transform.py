@@ -74,6 +74,7 @@ SERVICE_STEPS: tuple[tuple[str, str, dict[str, str]], ...] = (
         {"customer_rank": "select * from service_rank where metric = 'effort'"},
     ),
     ("customer_service_profile", "customer_service_profile", {}),
+    ("customer_service_kind", "customer_service_kind", {}),
     ("customer_tier_loaded", "customer_tier_with_service", {}),
 )
 SERVICE_METRICS = ("effort", "revenue", "loaded_margin")
@@ -228,6 +229,11 @@ def _service_steps(
         derived_file(cfg.lake.root, m, "customer_service", ACTIVITIES) for m in plan.months_read
     ]
     con.read_parquet(files, hive_partitioning=False).create_view("lake_customer_service")
+    by_kind = [
+        derived_file(cfg.lake.root, m, "customer_service_kind", ACTIVITIES)
+        for m in plan.months_read
+    ]
+    con.read_parquet(by_kind, hive_partitioning=False).create_view("lake_customer_service_kind")
     service_params = params | {
         "has_hours": plan.has_hours,
         "has_service_cost": plan.has_service_cost,
