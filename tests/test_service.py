@@ -372,3 +372,100 @@ def test_activities_from_postgres_into_a_postgres_warehouse(
         expected = sorted(in_duckdb[name].to_pylist(), key=lambda r: [str(r[k]) for k in key])
         assert rows == expected, name
     assert psycopg  # the fixtures' driver
+
+
+# -- the report and the BI views ------------------------------------------------------
+
+STRATEGIC_CUSTOMERS = (
+    "customer_id,name,owner_email,strategic\n"
+    "k00001,Fjord Freight,anna@example.com,true\n"
+    "k00014,Berg Bakery,ola@example.com,false\n"
+    "k00031,Nordlys Tools,ben@example.com,no\n"
+)
+
+
+@pytest.mark.slow
+def test_the_cost_to_serve_section_in_a_browser(tmp_path):
+    """Golden service case, 2025-01..2025-06, with a customers source marking k00001 (a Tier 4
+    troublesome money loser in June) strategic: the section draws, lists the troublesome and
+    the costliest Tier 4 customers as the warehouse says, and shows k00001 in the strategic
+    box only, never in a move-away list. The BI views answer the two questions."""
+    from pipeline.report import write_report
+    from pipeline.warehouse import open_warehouse
+
+    from month_support import browser_page
+
+    customers = tmp_path / "customers.csv"
+    customers.write_text(STRATEGIC_CUSTOMERS)
+    case = GOLDEN / "service"
+    cfg = load_config(
+        write_config(
+            tmp_path,
+            {
+                "source": {"kind": "csv", "path": str(case / "payments.csv")},
+                "business": {"timezone": ZONE, "history_start": START},
+                "service": {"kind": "csv", "path": str(case / "activities.csv")},
+                "customers": {"kind": "csv", "path": str(customers)},
+            },
+        )
+    )
+    june = date(2025, 6, 1)
+    assert {r.status for r in runner.backfill(cfg, "2025-01", "2025-06")} == {"loaded"}
+    profile = rows_of({"p": warehouse_rows(cfg, "customer_service_profile")}, "p", month=june)
+    tiers = {
+        r["customer_id"]: r
+        for r in warehouse_rows(cfg, "customer_tier").to_pylist()
+        if r["month"] == june
+    }
+    troublesome = {r["customer_id"] for r in profile if r["profile"] == "troublesome"}
+    assert "k00001" in troublesome and tiers["k00001"]["tier"] == 4
+    tier4 = {c for c, r in tiers.items() if r["tier"] == 4}
+
+    path, _, _ = write_report(cfg, june)
+    with browser_page(height=1200) as page:
+        page.goto(path.as_uri())
+        page.wait_for_function("document.body.dataset.charts !== 'pending'", timeout=30_000)
+        assert page.evaluate("document.body.dataset.charts") == "ready"
+        assert page.problems == []
+        assert page.locator("section#service h2").inner_text().startswith("Cost to serve")
+        for chart in ("effort", "loaded_whale"):
+            assert page.locator(f'[data-chart="{chart}"] svg').count() == 1, chart
+        shown = page.evaluate(
+            """() => Object.fromEntries(['troublesome', 'tier4-costliest', 'strategic'].map(id =>
+                [id, [...document.querySelectorAll('#' + id + ' tr[data-customer-id]')]
+                    .map(e => e.dataset.customerId)]))"""
+        )
+        page.locator("section#service").screenshot(path=str(tmp_path / "cost_to_serve.png"))
+    assert shown["strategic"] == ["k00001"]
+    assert set(shown["troublesome"]) == troublesome - {"k00001"}
+    assert "k00001" not in shown["tier4-costliest"]
+    assert set(shown["tier4-costliest"]) <= tier4 and shown["tier4-costliest"]
+    costs = [tiers[c]["cost_to_serve"] for c in shown["tier4-costliest"]]
+    assert costs == sorted(costs, reverse=True)  # the costliest first
+
+    warehouse = open_warehouse(cfg)
+    try:
+        catalog = duckdb.connect(str(warehouse.path), read_only=True)
+    finally:
+        warehouse.close()
+    with catalog:
+        named = catalog.sql(
+            "select customer_id, strategic, action from troublesome_customers"
+        ).fetchall()
+        cost = catalog.sql(
+            "select n_customers, cost_to_serve, loaded_margin "
+            "from tier_cost_to_serve where tier = 3 and is_current"
+        ).fetchall()
+    assert {c for c, _, _ in named} == troublesome
+    assert {c: (s, a) for c, s, a in named}["k00001"] == (
+        True,
+        "strategic: keep, serve deliberately",
+    )
+    tier3 = [r for r in tiers.values() if r["tier"] == 3]
+    assert cost == [
+        (
+            len(tier3),
+            sum(r["cost_to_serve"] for r in tier3),
+            sum(r["loaded_margin"] for r in tier3),
+        )
+    ]
