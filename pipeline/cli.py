@@ -297,9 +297,15 @@ def demo(
     folder.mkdir(parents=True, exist_ok=True)
     spec = sample.DemoSpec(customers=customers, seed=seed)
     rows = sample.write_payments(folder / "payments.csv", spec)
+    activities = sample.write_activities(folder / "activities.csv", spec)
+    sample.write_customers(folder / "customers.csv", spec)
     config_path = sample.write_config(folder, spec)
     console.print(
         f"sample: {rows:,} payment rows of {customers:,} customers -> {folder}/payments.csv"
+    )
+    console.print(
+        f"        {activities:,} service activities -> {folder}/activities.csv, a few "
+        f"strategic customers -> {folder}/customers.csv"
     )
     cfg = _load(config_path)
     results = _backfill(cfg, spec.first_month, spec.last_month, jobs=jobs, extract=True)
