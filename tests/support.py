@@ -187,7 +187,9 @@ def assert_same_reporting_tables(
     from pipeline.schema import TABLES
 
     assert {name: len(by_month) for name, by_month in files.items()} == {
-        name: months for name in tables if not TABLES[name].service_only  # no [service]
+        name: months
+        for name in tables
+        if not TABLES[name].service_only  # no [service]
     }
     for name, rows in tables.items():
         assert rows.equals(expected_tables[name]), name
