@@ -469,3 +469,50 @@ def test_the_cost_to_serve_section_in_a_browser(tmp_path):
             sum(r["loaded_margin"] for r in tier3),
         )
     ]
+
+
+def test_the_gates_check_the_service_tables_against_the_lake(tmp_path):
+    """The raw gate of the activity partition and the output gate's service checks pass on
+    what was computed, and fail by name on a customer_service that lost a cost, a profile
+    whose effort shares do not end at one, and a loaded margin that is not margin minus
+    cost to serve."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from pipeline import checks
+
+    payments = [
+        ("p1", "a", "2026-01-05", "100.00", "EUR", 1, "40.00"),
+        ("p2", "b", "2026-01-06", "50.00", "EUR", 1, "10.00"),
+    ]
+    activities = [
+        ("x1", "a", "2026-01-07", "visit", "1.00", "10.00"),
+        ("x2", "b", "2026-01-08", "call", "3.00", "5.00"),
+    ]
+    cfg = served(tmp_path, payments, activities, ["2026-01"])
+    raw = checks.gate_raw_activities(cfg, JAN, tmp_path / "raw")
+    assert raw.passed and "raw.activities.cost_sum_matches_manifest" in {
+        r.check for r in raw.results
+    }
+    tables = compute_month(cfg, JAN)
+    clean = checks.gate_outputs(cfg, JAN, tables, tmp_path / "clean")
+    assert {r.check for r in clean.results if not r.success} == set()
+
+    def changed(name: str, column: str, value) -> pa.Table:
+        table = tables[name]
+        index = table.column_names.index(column)
+        values = pa.array([value] * table.num_rows, table.schema.field(column).type)
+        return table.set_column(index, column, values)
+
+    broken = tables | {
+        "customer_service": changed("customer_service", "cost_to_serve", Decimal("1.00")),
+        "customer_service_profile": changed("customer_service_profile", "effort_share", 0.9),
+        "customer_tier": changed("customer_tier", "loaded_margin", Decimal("0.00")),
+    }
+    report = checks.gate_outputs(cfg, JAN, broken, tmp_path / "broken")
+    assert {
+        "outputs.customer_service.matches_lake",
+        "outputs.customer_service_profile.shares_end_at_one",
+        "outputs.customer_tier.loaded_margin_is_margin_minus_cost_to_serve",
+    } <= {r.check for r in report.results if not r.success}
+    assert pc.sum(tables["customer_service"]["cost_to_serve"]).as_py() == Decimal("15.00")
