@@ -371,7 +371,23 @@ def test_activities_from_postgres_into_a_postgres_warehouse(
         rows = sorted(in_postgres[name].to_pylist(), key=lambda r: [str(r[k]) for k in key])
         expected = sorted(in_duckdb[name].to_pylist(), key=lambda r: [str(r[k]) for k in key])
         assert rows == expected, name
-    assert psycopg  # the fixtures' driver
+    with psycopg.connect(pg_dsn) as conn:  # the BI views answer in PostgreSQL too
+        conn.execute(sql.SQL("SET search_path = {}").format(sql.Identifier(pg_schema)))
+        tiers = conn.execute(
+            "SELECT tier, n_customers, cost_to_serve FROM tier_cost_to_serve "
+            "WHERE is_current ORDER BY tier"
+        ).fetchall()
+        troublesome = conn.execute("SELECT customer_id FROM troublesome_customers").fetchall()
+    april = [r for r in in_duckdb["customer_tier"].to_pylist() if r["month"] == date(2025, 4, 1)]
+    assert [t for t, _, _ in tiers] == sorted({r["tier"] for r in april})
+    assert sum(n for _, n, _ in tiers) == len(april)
+    assert sum(c for _, _, c in tiers) == sum(r["cost_to_serve"] for r in april)
+    profile = in_duckdb["customer_service_profile"].to_pylist()
+    assert {c for (c,) in troublesome} == {
+        r["customer_id"]
+        for r in profile
+        if r["month"] == date(2025, 4, 1) and r["profile"] == "troublesome"
+    }
 
 
 # -- the report and the BI views ------------------------------------------------------
