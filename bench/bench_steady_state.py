@@ -20,6 +20,11 @@ against 24 x the floor's month 24; ``--later-month`` loads months 13..23 and tim
 generated months in ``--work/<size>-24m``, so that the steady state's floor and pandas
 read the same 13 files as ever.
 
+``--activities`` adds a [service] source of as many service activities a month as
+payments (``bench/gen_activities.py``, Parquet): ``tiers run`` then extracts, checks,
+computes and loads both, against the same floor, which reads only the payments (issue 21:
+within 3.5x of it at 1M payments plus 1M activities).
+
 ``--lake s3`` (or ``local,s3``) puts ``lake.root`` and ``runs.root`` on a local
 S3-compatible server (moto in server mode, a dev dependency, on 127.0.0.1), a fresh bucket
 each time, with its own warehouse beside the local one; the runs on S3 alternate with the
@@ -52,6 +57,7 @@ TIERS = str(Path(PYTHON).with_name("tiers"))
 SIZES = {"100k": (100_000, 10_000), "1m": (1_000_000, 100_000), "10m": (10_000_000, 1_000_000)}
 FIRST = (2024, 1)  # 24 months end in 2025-12: every month benchmarked has ended
 console = Console(width=150)
+CONFIG = ["tiers.toml"]  # tiers-service.toml with --activities
 
 
 def month(offset: int) -> str:
@@ -107,6 +113,31 @@ def generate(folder: Path, payments: int, customers: int, months: int) -> None:
     marker.touch()
 
 
+def generate_activities(folder: Path, activities: int, customers: int, months: int) -> None:
+    marker = folder / f".activities-{months}-from-{month(0)}"
+    if marker.exists():
+        return
+    console.print(f"generating {months} months of {activities:,} activities into {folder}")
+    timed(
+        [
+            PYTHON,
+            str(ROOT / "bench" / "gen_activities.py"),
+            "--out",
+            str(folder),
+            "--activities",
+            str(activities),
+            "--customers",
+            str(customers),
+            "--months",
+            str(months),
+            "--first",
+            month(0),
+        ],
+        ROOT,
+    )
+    marker.touch()
+
+
 def reset_state(folder: Path) -> None:
     for name in ("lake", "runs", "warehouse.duckdb", "warehouse.duckdb.wal", "warehouse.duckdb.d"):
         for each in (name, name.replace("warehouse", "warehouse-s3")):
@@ -120,14 +151,14 @@ def backfill(
     folder: Path, first: str, last: str, jobs: int, env: dict[str, str] | None = None
 ) -> Measure:
     return timed(
-        [TIERS, "backfill", "-c", "tiers.toml", "--from", first, "--to", last, "--jobs", str(jobs)],
+        [TIERS, "backfill", "-c", CONFIG[0], "--from", first, "--to", last, "--jobs", str(jobs)],
         folder,
         env,
     )
 
 
 def tiers_run(folder: Path, the_month: str, env: dict[str, str] | None = None) -> Measure:
-    return timed([TIERS, "run", "-c", "tiers.toml", "-m", the_month], folder, env)
+    return timed([TIERS, "run", "-c", CONFIG[0], "-m", the_month], folder, env)
 
 
 def s3_lake(endpoint: str, scratch: Path, warehouse: Path) -> dict[str, str]:
@@ -207,7 +238,14 @@ def main() -> None:
     parser.add_argument(
         "--lake", default="local", help="where lake and runs live: local, s3 or local,s3"
     )
+    parser.add_argument(
+        "--activities",
+        action="store_true",
+        help="add a [service] source: as many activities a month as payments",
+    )
     args = parser.parse_args()
+    if args.activities:
+        CONFIG[0] = "tiers-service.toml"
 
     rows, extra, s3_rows = [], [], []
     stack = ExitStack()
@@ -222,6 +260,8 @@ def main() -> None:
         payments, customers = SIZES[size]
         folder = args.work / size
         generate(folder, payments, customers, 13)
+        if args.activities:
+            generate_activities(folder, payments, customers, 13)
         lakes = args.lake.split(",")
         reset_state(folder)
         if "s3" in lakes:  # its own bucket, scratch and warehouse, beside the local ones
@@ -258,6 +298,8 @@ def main() -> None:
             continue
         longer = args.work / f"{size}-24m"
         generate(longer, payments, customers, 24)
+        if args.activities:
+            generate_activities(longer, payments, customers, 24)
         if args.later_month:
             reset_state(longer)
             backfill(longer, month(0), month(11), args.jobs)
@@ -299,7 +341,9 @@ def main() -> None:
     for size, tiers, lim, pan, _ in rows:
         payments, customers = SIZES[size]
         table.add_row(
-            f"{payments:,} payments / {customers:,} customers",
+            f"{payments:,} payments"
+            + (f" + {payments:,} activities" if args.activities else "")
+            + f" / {customers:,} customers",
             f"{tiers.seconds:.2f} s",
             f"{lim.seconds:.2f} s",
             f"{pan.seconds:.2f} s",

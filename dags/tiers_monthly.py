@@ -173,6 +173,8 @@ def _fail_unless_history_is_on_its_way(path: str, month: str, error: Exception) 
         cfg.business.history_start, add_months(current, 1 - cfg.segmentation.lookback_months)
     )
     extracted = set(lake.extracted_months(cfg.lake.root))
+    if cfg.service is not None:  # a month is extracted once its activities are too
+        extracted &= set(lake.extracted_months(cfg.lake.root, lake.ACTIVITIES))
     missing = [m for m in months_between(first, current) if m not in extracted]
     if not missing:  # extracted meanwhile: a retry will find it
         return

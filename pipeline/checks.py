@@ -52,9 +52,16 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline import gx_report
-from pipeline.config import CANONICAL_COLUMNS, REQUIRED_COLUMNS, Config
+from pipeline.config import (
+    CANONICAL_COLUMNS,
+    REQUIRED_COLUMNS,
+    SERVICE_COLUMNS,
+    SERVICE_REQUIRED_COLUMNS,
+    Config,
+)
 from pipeline.errors import GateFailed
 from pipeline.lake import (
+    ACTIVITIES,
     PAYMENTS_SCHEMA,
     derived_file,
     extracted_months,
@@ -62,7 +69,7 @@ from pipeline.lake import (
     read_manifest,
 )
 from pipeline.months import format_month, month_bounds, parse_month
-from pipeline.schema import TABLES
+from pipeline.schema import TABLES, month_tables
 from pipeline.sql import bounded_connection, run_sql
 
 EXAMPLES = 5  # bad values or rows kept per check
@@ -74,6 +81,7 @@ ABC_CLASSES = ("A", "B", "C")
 XYZ_CLASSES = ("X", "Y", "Z")
 TIERS = (1, 2, 3, 4)
 ROSTER_CHANGES = ("added", "removed")
+PROFILES = ("best", "good", "troublesome")
 
 
 # -- results ---------------------------------------------------------------------------
@@ -353,6 +361,110 @@ def gate_raw(cfg: Config, month: date, out_dir: Path) -> GateReport:
         return _run_gate("raw", cfg, month, subjects, out_dir, files, started)
 
 
+def gate_raw_activities(cfg: Config, month: date, out_dir: Path) -> GateReport:
+    """Validate the activity partition of ``month`` (a [service] source) against the
+    canonical schema and its manifest, as gate_raw validates the payments (no volume rule:
+    a month may hold no activity)."""
+    month = parse_month(month)
+    if not cfg.checks.enabled:
+        return _disabled("raw_activities", month, out_dir)
+    started = time.perf_counter()
+    manifest = read_manifest(cfg.lake.root, month, ACTIVITIES)
+    files = month_files(cfg.lake.root, month, ACTIVITIES)
+    start, end = (b.astimezone(UTC) for b in month_bounds(month, cfg.business.timezone))
+    expected = {f.name: f.type for f in ACTIVITIES.schema}
+    present = set(SERVICE_REQUIRED_COLUMNS) | set(manifest.columns_present) | {"month"}
+    prefix = "raw.activities"
+    columns = _Subject(
+        "activity lake file columns",
+        [
+            _Expect(
+                f"{prefix}.columns",
+                "expect_table_columns_to_match_set",
+                {"column_set": list(expected), "exact_match": True},
+                f"every activity lake file has exactly the columns {', '.join(expected)}",
+            ),
+        ],
+        lambda: ((Path(f).name, pq.read_schema(f).empty_table()) for f in files),
+    )
+    types = _Subject(
+        "activity lake file column types",
+        [
+            _Expect(
+                f"{prefix}.column_types",
+                "expect_column_pair_values_to_be_equal",
+                {"column_A": "actual_type", "column_B": "expected_type"},
+                "every activity lake column has its canonical type (nullability aside)",
+            )
+        ],
+        lambda: [("schemas", _schema_table(files, expected))],
+        id_columns=("file", "column"),
+    )
+    values = [
+        _not_null(prefix, c) for c in SERVICE_COLUMNS + ("month",) if c in present and c != "kind"
+    ]
+    values += [
+        _between(
+            prefix,
+            "in_month",
+            "occurred_at",
+            start,
+            end,
+            f"occurred_at lies in [{start.isoformat()}, {end.isoformat()}), month "
+            f"{format_month(month)} in {cfg.business.timezone}",
+            strict_max=True,
+        ),
+        _between(prefix, "not_negative", "hours", 0, None, "hours >= 0"),
+        _between(prefix, "not_negative", "cost", 0, None, "cost >= 0"),
+        _Expect(
+            f"{prefix}.month_is_partition_month",
+            "expect_column_values_to_be_in_set",
+            {"column": "month", "value_set": [month.isoformat()]},
+            f"the month column is {month.isoformat()} on every row",
+        ),
+    ]
+    wanted = sorted(set().union(*(e.columns for e in values)) | {"activity_id"})
+    batch_rows = cfg.checks.batch_rows
+    partition = _Subject(
+        f"activity lake partition {format_month(month)}",
+        values,
+        lambda: _parquet_batches(files, wanted, batch_rows),
+        id_columns=("activity_id",),
+    )
+    with _duckdb(cfg) as con:
+        check_table = partial(_check_table, con, cfg.checks.batch_rows)
+        unreadable = _lake_view(con, files)
+        params = {"rows_written": manifest.rows_written, "amount_sum": manifest.amount_sum}
+        keys = _keys_view(con, "select activity_id from lake_partition", unreadable)
+        subjects = [
+            columns,
+            types,
+            partition,
+            check_table(
+                "duplicate_keys",
+                f"{prefix}.activity_id_unique",
+                "activity_id is unique in the partition",
+                setup_error=keys,
+            ),
+            check_table(
+                "raw_row_count_vs_manifest",
+                f"{prefix}.row_count_matches_manifest",
+                f"the partition holds the manifest's rows_written ({manifest.rows_written})",
+                setup_error=unreadable,
+                **params,
+            ),
+            check_table(
+                "raw_amount_sum_vs_manifest",
+                f"{prefix}.cost_sum_matches_manifest",
+                f"sum(cost) equals the manifest's sum ({manifest.amount_sum}) exactly",
+                setup_error=unreadable,
+                inputs={"lake_partition": "select cost as amount from lake_partition"},
+                **params,
+            ),
+        ]
+        return _run_gate("raw_activities", cfg, month, subjects, out_dir, files, started)
+
+
 def gate_customer_month(
     cfg: Config, month: date, tables: dict[str, Rows], out_dir: Path
 ) -> GateReport:
@@ -450,6 +562,49 @@ def gate_outputs(cfg: Config, month: date, tables: dict[str, Rows], out_dir: Pat
         ],
         "criteria_overlap": [_share("outputs.criteria_overlap", "jaccard")],
     }
+    service = cfg.service is not None
+    if service:
+        per_table |= {
+            "customer_service": [
+                _not_null("outputs.customer_service", "activities"),
+                _between(
+                    "outputs.customer_service", "positive", "activities", 1, None, "activities >= 1"
+                ),
+                _between(
+                    "outputs.customer_service", "not_negative", "hours", 0, None, "hours >= 0"
+                ),
+                _between(
+                    "outputs.customer_service",
+                    "not_negative",
+                    "cost_to_serve",
+                    0,
+                    None,
+                    "cost_to_serve >= 0",
+                ),
+            ],
+            "customer_service_kind": [
+                _not_null("outputs.customer_service_kind", "kind"),
+                _between(
+                    "outputs.customer_service_kind",
+                    "positive",
+                    "activities",
+                    1,
+                    None,
+                    "activities >= 1",
+                ),
+            ],
+            "customer_service_profile": [
+                _share("outputs.customer_service_profile", "revenue_share"),
+                _share("outputs.customer_service_profile", "effort_share"),
+                *_in_set(
+                    "outputs.customer_service_profile", "revenue_class", ABC_CLASSES, nullable=True
+                ),
+                *_in_set(
+                    "outputs.customer_service_profile", "effort_class", ABC_CLASSES, nullable=True
+                ),
+                *_in_set("outputs.customer_service_profile", "profile", PROFILES, nullable=False),
+            ],
+        }
     subjects = []
     for name, expects in per_table.items():
         subjects.append(
@@ -463,8 +618,10 @@ def gate_outputs(cfg: Config, month: date, tables: dict[str, Rows], out_dir: Pat
     numerator, denominator = Decimal(seg.vip_share).as_integer_ratio()
     with _duckdb(cfg) as con:
         check_table = partial(_check_table, con, cfg.checks.batch_rows)
-        for name in TABLES:
-            _register(con, name, _table(tables, name))
+        for table in month_tables(service):
+            _register(con, table.name, _table(tables, table.name))
+        if service:
+            subjects += _service_checks(cfg, month, con, check_table)
         subjects += [
             check_table(
                 "outputs_cum_share_order",
@@ -494,6 +651,36 @@ def gate_outputs(cfg: Config, month: date, tables: dict[str, Rows], out_dir: Pat
         return _run_gate("outputs", cfg, month, subjects, out_dir, list(tables), started)
 
 
+def _service_checks(
+    cfg: Config, month: date, con: duckdb.DuckDBPyConnection, check_table: Callable
+) -> list[_Subject]:
+    """The service tables against the month's activity partition and themselves."""
+    unreadable = _lake_view(con, month_files(cfg.lake.root, month, ACTIVITIES))
+    return [
+        check_table(
+            "outputs_cost_to_serve_vs_lake",
+            "outputs.customer_service.matches_lake",
+            "customer_service adds up, exactly, to the activity partition: its activities to "
+            "the partition's rows, its cost_to_serve to the sum of cost, and every customer "
+            "served has a row",
+            setup_error=unreadable,
+        ),
+        check_table(
+            "outputs_service_shares_end_at_one",
+            "outputs.customer_service_profile.shares_end_at_one",
+            "the effort shares and the revenue shares of customer_service_profile each add up "
+            "to 1 (within 1e-9), or to 0 when nobody has effort (revenue)",
+            share_tolerance=SHARE_TOLERANCE,
+        ),
+        check_table(
+            "outputs_loaded_margin",
+            "outputs.customer_tier.loaded_margin_is_margin_minus_cost_to_serve",
+            "loaded_margin = margin - cost_to_serve on every row of customer_tier where they are "
+            "given, exactly, and the three are given together",
+        ),
+    ]
+
+
 def gate_before_load(
     cfg: Config,
     month: date,
@@ -506,7 +693,8 @@ def gate_before_load(
     if not cfg.checks.enabled:
         return _disabled("before_load", month, out_dir)
     started = time.perf_counter()
-    names = sorted(set(TABLES) | set(tables) | set(expected_counts))
+    wanted = {t.name for t in month_tables(cfg.service is not None)}
+    names = sorted(wanted | set(tables) | set(expected_counts))
     row_counts = pa.table(
         {
             "table_name": names,
@@ -710,6 +898,7 @@ def _check_table(
     description: str,
     *,
     setup_error: str | None = None,
+    inputs: dict[str, str] | None = None,
     **params: Any,
 ) -> _Subject:
     """Compute ``sql/checks/<rule>.sql`` (the rows that break the rule) as a temp table."""
@@ -720,7 +909,7 @@ def _check_table(
         subject.error = setup_error
         return subject
     try:
-        run_sql(con, f"checks/{rule}", create=table_name, **params)
+        run_sql(con, f"checks/{rule}", create=table_name, inputs=inputs, **params)
     except duckdb.Error as exc:
         subject.error = str(exc)
         return subject

@@ -127,7 +127,8 @@ def extract(
     ] = None,
     provisional: ProvisionalOption = False,
 ) -> None:
-    """Extract one month of payments from the source into the lake."""
+    """Extract one month of payments (and of service activities, with [service]) into the
+    lake."""
     from pipeline.faults import storage_fault
     from pipeline.lake import extract as extract_month
     from pipeline.lake import partition_dir
@@ -150,6 +151,28 @@ def extract(
         f"{manifest.rows_quarantined + manifest.rows_undated} quarantined, "
         f"{manifest.rows_written} written (amount {manifest.amount_sum} {cfg.business.currency})"
     )
+    if cfg.service is not None:  # the service activities of the month too
+        from pipeline.lake import ACTIVITIES
+
+        try:
+            activities = extract_month(
+                cfg, the_month, quarantine=quarantine, provisional=provisional, dataset=ACTIVITIES
+            )
+        except _known_errors() as exc:
+            _fail_with(exc)
+        except Exception as exc:
+            fault = storage_fault(exc, cfg, partition_dir(cfg.lake.root, the_month, ACTIVITIES))
+            if fault is None:
+                raise
+            fault.__cause__ = exc
+            _fail_with(fault)
+        console.print(
+            f"{activities.month}: {activities.rows_read} activit(y/ies) read, "
+            f"{activities.rows_duplicate} duplicate(s) dropped, "
+            f"{activities.rows_quarantined + activities.rows_undated} quarantined, "
+            f"{activities.rows_written} written (cost to serve {activities.amount_sum} "
+            f"{cfg.business.currency})"
+        )
 
 
 @app.command()
@@ -274,9 +297,15 @@ def demo(
     folder.mkdir(parents=True, exist_ok=True)
     spec = sample.DemoSpec(customers=customers, seed=seed)
     rows = sample.write_payments(folder / "payments.csv", spec)
+    activities = sample.write_activities(folder / "activities.csv", spec)
+    sample.write_customers(folder / "customers.csv", spec)
     config_path = sample.write_config(folder, spec)
     console.print(
         f"sample: {rows:,} payment rows of {customers:,} customers -> {folder}/payments.csv"
+    )
+    console.print(
+        f"        {activities:,} service activities -> {folder}/activities.csv, a few "
+        f"strategic customers -> {folder}/customers.csv"
     )
     cfg = _load(config_path)
     results = _backfill(cfg, spec.first_month, spec.last_month, jobs=jobs, extract=True)

@@ -34,6 +34,10 @@ from pipeline.storage import is_url
 ENV_PREFIX = "TIERS__"
 CANONICAL_COLUMNS = ("payment_id", "customer_id", "paid_at", "amount", "currency", "units", "cost")
 REQUIRED_COLUMNS = ("payment_id", "customer_id", "paid_at", "amount")
+# the optional [service] source of service activities (spec: "Service effort and cost to
+# serve"): tickets, visits, deliveries, returns, calls
+SERVICE_COLUMNS = ("activity_id", "customer_id", "occurred_at", "hours", "cost", "kind")
+SERVICE_REQUIRED_COLUMNS = ("activity_id", "customer_id", "occurred_at")
 ALL_METRICS = ("revenue", "payments", "units", "margin")
 
 
@@ -64,6 +68,8 @@ class _TableSource(_Section):
 
     section: ClassVar[str]  # the TOML section, for messages
     known_columns: ClassVar[tuple[str, ...]]  # the canonical names [<section>.columns] maps
+    required_columns: ClassVar[tuple[str, ...]] = ()  # of those, the ones a source must have
+    time_column: ClassVar[str | None] = None  # the column that places a row in its month
 
     kind: Literal["csv", "parquet", "duckdb", "postgres"]
     path: str | None = None
@@ -111,8 +117,20 @@ class _TableSource(_Section):
 class SourceConfig(_TableSource):
     section: ClassVar[str] = "source"
     known_columns: ClassVar[tuple[str, ...]] = CANONICAL_COLUMNS
+    required_columns: ClassVar[tuple[str, ...]] = REQUIRED_COLUMNS
+    time_column: ClassVar[str | None] = "paid_at"
 
     decimal_separator: Literal[".", ","] = "."
+
+
+class ServiceConfig(SourceConfig):
+    """The optional source of service activities, read exactly like the payments: the same
+    kinds, column mapping, judging, duplicates, quarantine and lake partitions."""
+
+    section: ClassVar[str] = "service"
+    known_columns: ClassVar[tuple[str, ...]] = SERVICE_COLUMNS
+    required_columns: ClassVar[tuple[str, ...]] = SERVICE_REQUIRED_COLUMNS
+    time_column: ClassVar[str | None] = "occurred_at"
 
 
 class BusinessConfig(_Section):
@@ -363,6 +381,7 @@ class Config(_Section):
     checks: ChecksConfig = Field(default_factory=ChecksConfig)
     runs: RunConfig = Field(default_factory=RunConfig)
     customers: CustomersConfig | None = None
+    service: ServiceConfig | None = None
     notify: NotifyConfig | None = None
     report: ReportConfig = Field(default_factory=ReportConfig)
     base_dir: Path = Field(default=Path("."), exclude=True)
@@ -378,6 +397,8 @@ class Config(_Section):
             self.runs.root = _resolve(base, self.runs.root)
         if self.customers and self.customers.path and self.customers.kind != "postgres":
             self.customers.path = str(_resolve(base, self.customers.path))
+        if self.service and self.service.path and self.service.kind != "postgres":
+            self.service.path = str(_resolve(base, self.service.path))
         if self.notify and self.notify.route_by and self.customers is None:
             raise ValueError("notify.route_by needs a [customers] section to route by")
         prefix = "duckdb:///"

@@ -3,6 +3,10 @@
 Customer sizes follow a Pareto distribution (a few customers bring most revenue),
 with seasonality (a December peak), customers arriving and leaving, refunds, units
 and cost (some customers are served at a loss) and a few duplicate deliveries.
+
+Beside the payments: a small file of service activities (tickets, visits, deliveries,
+returns, calls with hours and cost; a few customers eat most of the effort) and a
+customers file naming a few customers, some of them strategic.
 """
 
 from __future__ import annotations
@@ -94,8 +98,98 @@ def _row(number: int, customer: int, paid_at: datetime, amount: float, units: in
     )
 
 
+ACTIVITY_KINDS = {
+    # kind: (share of activities, typical hours, cost besides the hours: travel, freight)
+    "ticket": (0.40, 0.5, 0.0),
+    "call": (0.25, 0.25, 0.0),
+    "visit": (0.15, 2.5, 60.0),
+    "delivery": (0.12, 0.5, 25.0),
+    "return": (0.08, 1.0, 30.0),
+}
+HOURLY_COST = 45.0  # EUR per staff hour
+STRATEGIC = ("Fjord Freight AS", "Nordlys Hospital", "Havn Municipality")
+
+
+def _needy_customers(spec: DemoSpec) -> tuple[np.ndarray, np.ndarray]:
+    """The customers that call on the service team and how often (per month), from their
+    own seed: the payments are the same with or without the activities."""
+    rng = np.random.default_rng(spec.seed + 1)
+    needy = np.flatnonzero(rng.random(spec.customers) < 0.08)
+    intensity = rng.lognormal(-0.5, 1.0, len(needy))
+    return needy, intensity
+
+
+def write_activities(path: Path, spec: DemoSpec) -> int:
+    """Write the sample service activities CSV ([service]); return the number of rows."""
+    rng = np.random.default_rng(spec.seed + 2)
+    needy, intensity = _needy_customers(spec)
+    kinds = list(ACTIVITY_KINDS)
+    shares = np.array([ACTIVITY_KINDS[k][0] for k in kinds])
+    rows, number = [], 0
+    for month in months_between(spec.first_month, spec.last_month):
+        for customer, rate in zip(needy, intensity, strict=True):
+            for _ in range(rng.poisson(rate)):
+                number += 1
+                kind = kinds[int(rng.choice(len(kinds), p=shares))]
+                _, hours, extra = ACTIVITY_KINDS[kind]
+                hours = max(0.25, round(hours * rng.lognormal(0, 0.5) * 4) / 4)
+                cost = round(hours * HOURLY_COST + extra, 2)
+                at = _random_time(rng, month).strftime("%Y-%m-%dT%H:%M:%SZ")
+                rows.append(
+                    (f"A{number:07d}", f"C{customer:05d}", at, kind, f"{hours:.2f}", f"{cost:.2f}")
+                )
+    rows.sort(key=lambda r: (r[2], r[0]))
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["activity_id", "customer_id", "occurred_at", "kind", "hours", "cost"])
+        writer.writerows(rows)
+    return len(rows)
+
+
+def write_customers(path: Path, spec: DemoSpec) -> int:
+    """Write the sample customers CSV ([customers]): the three customers that call on the
+    service team most, marked strategic (kept whatever they cost), and a few others."""
+    needy, intensity = _needy_customers(spec)
+    busiest = [int(c) for c in needy[np.argsort(-intensity, kind="stable")]]
+    rows = [
+        (f"C{c:05d}", name, "key.accounts@example.com", "true")
+        for c, name in zip(busiest[:3], STRATEGIC, strict=True)
+    ]
+    rows += [
+        (f"C{c:05d}", f"Customer {c}", "service.desk@example.com", "false") for c in busiest[3:8]
+    ]
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["customer_id", "name", "owner_email", "strategic"])
+        writer.writerows(sorted(rows))
+    return len(rows)
+
+
 def write_config(folder: Path, spec: DemoSpec) -> Path:
+    """The demo's tiers.toml; with [service] and [customers] when their files were written
+    (write_activities, write_customers) in ``folder``."""
     path = folder / "tiers.toml"
+    service = (
+        """# service activities (tickets, visits, deliveries, returns, calls): the report's
+# "Cost to serve" and tiers on the loaded margin
+[service]
+kind = "csv"
+path = "activities.csv"
+
+"""
+        if (folder / "activities.csv").exists()
+        else ""
+    )
+    customers = (
+        """# customer names, owners and the strategic attribute (kept apart, never moved away from)
+[customers]
+kind = "csv"
+path = "customers.csv"
+
+"""
+        if (folder / "customers.csv").exists()
+        else ""
+    )
     path.write_text(
         f"""# The demo's configuration (see README for every key).
 [source]
@@ -107,7 +201,7 @@ timezone = "{DEMO_TIMEZONE}"
 currency = "EUR"
 history_start = "{format_month(spec.first_month)}"
 
-[lake]
+{service}{customers}[lake]
 root = "lake"
 
 [warehouse]

@@ -95,6 +95,77 @@ MONTHLY_RANKING_SCHEMA = pa.schema(
     ]
 )
 _RAW_COLUMNS = ("payment_id", "customer_id", "paid_at", "amount", "currency", "units", "cost")
+ACTIVITIES_SCHEMA = pa.schema(
+    [
+        pa.field("activity_id", pa.string(), nullable=False),
+        pa.field("customer_id", pa.string(), nullable=False),
+        pa.field("occurred_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("hours", pa.decimal128(18, 2)),
+        pa.field("cost", pa.decimal128(18, 2)),
+        pa.field("kind", pa.string()),
+        pa.field("month", pa.date32(), nullable=False),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """What the lake holds of one source: the payments of [source] or the service
+    activities of [service] (spec: "Service effort and cost to serve"). Both are extracted,
+    judged, deduplicated, quarantined and published by the same code; this names what
+    differs. A manifest's amount_sum, paid_at_* and payment_id_* fields hold, for the
+    activities, the sum of cost, the range of occurred_at and the range of activity_id."""
+
+    name: str  # the lake folder and the suffix of the staging tables: payments, activities
+    section: str  # the configuration section of its source
+    noun: str  # one row, in messages
+    plural: str
+    id: str  # unique per row across the whole source
+    time: str  # places a row in its month
+    money: str  # the column whose exact sum the manifest keeps (amount_sum)
+    schema: pa.Schema
+    raw_columns: tuple[str, ...]
+    quarantine: str  # the folder of its bad rows under <lake>/quarantine/
+    # a month without rows in an active history is a failed delivery (payments); a month of
+    # the activities may hold none
+    refuse_empty: bool
+
+    def source(self, cfg: Config):  # SourceConfig | ServiceConfig
+        source = getattr(cfg, self.section)
+        if source is None:
+            raise ValueError(f"the configuration has no [{self.section}] section")
+        return source
+
+
+PAYMENTS = Dataset(
+    "payments", "source", "payment", "payments", "payment_id", "paid_at", "amount",
+    PAYMENTS_SCHEMA, _RAW_COLUMNS, "", True,
+)  # fmt: skip
+ACTIVITIES = Dataset(
+    "activities", "service", "activity", "activities", "activity_id", "occurred_at", "cost",
+    ACTIVITIES_SCHEMA, ("activity_id", "customer_id", "occurred_at", "hours", "cost", "kind"),
+    "activities", False,
+)  # fmt: skip
+DATASETS = {d.name: d for d in (PAYMENTS, ACTIVITIES)}
+CUSTOMER_SERVICE_KIND_SCHEMA = pa.schema(
+    [
+        ("month", pa.date32()),
+        ("customer_id", pa.string()),
+        ("kind", pa.string()),
+        ("activities", pa.int32()),
+        ("hours", pa.decimal128(18, 2)),
+        ("cost_to_serve", pa.decimal128(18, 2)),
+    ]
+)
+CUSTOMER_SERVICE_SCHEMA = pa.schema(
+    [
+        ("month", pa.date32()),
+        ("customer_id", pa.string()),
+        ("activities", pa.int32()),
+        ("hours", pa.decimal128(18, 2)),
+        ("cost_to_serve", pa.decimal128(18, 2)),
+    ]
+)
 _EXAMPLES_PER_PROBLEM = 3
 # The most money one month may carry, as the sum of |amount| and as the sum of cost. It
 # keeps every figure computed from a year of months exact and inside its type: a
@@ -127,6 +198,8 @@ class Manifest:
     problems: dict[str, int] = field(default_factory=dict)
     customer_month_file: str | None = None  # None in partitions of schema version 1
     monthly_ranking_file: str | None = None  # likewise
+    customer_service_file: str | None = None  # an activity partition's customer_service
+    customer_service_kind_file: str | None = None  # and its activities by kind
     provisional: bool = False  # extracted before the month ended (asked for explicitly)
     payment_id_min: str | None = None  # the range of the month's payment_ids, so that the
     payment_id_max: str | None = None  # check across months reads only months it overlaps
@@ -140,19 +213,22 @@ class Manifest:
     superseded: dict[str, str] = field(default_factory=dict)
 
 
-def partition_dir(lake_root: Path, month: date) -> Path:
-    return storage.location(lake_root) / "payments" / f"month={format_month(month)}"
+def partition_dir(lake_root: Path, month: date, dataset: Dataset = PAYMENTS) -> Path:
+    return storage.location(lake_root) / dataset.name / f"month={format_month(month)}"
 
 
-def read_manifest(lake_root: Path, month: date) -> Manifest:
-    path = partition_dir(lake_root, month) / "manifest.json"
+def read_manifest(lake_root: Path, month: date, dataset: Dataset = PAYMENTS) -> Manifest:
+    path = partition_dir(lake_root, month, dataset) / "manifest.json"
     try:
         data = json.loads(path.read_text())
         return Manifest(**data)
     except FileNotFoundError:
+        what = "" if dataset is PAYMENTS else f"the {dataset.plural} of "
         raise MissingMonthError(
-            f"month {format_month(month)} is not in the lake ({path} missing): "
-            f"extract it first (tiers extract --month {format_month(month)})"
+            f"{what}month {format_month(month)} {'are' if what else 'is'} not in the lake "
+            f"({path} missing): extract it first (tiers extract --month {format_month(month)}"
+            f"{'' if dataset is PAYMENTS else ' extracts the payments and the activities'}); "
+            f"a month is computed only once every month it reads was extracted"
         ) from None
     except (ValueError, TypeError) as exc:  # truncated JSON, unknown or missing keys
         raise CorruptPartitionError(
@@ -167,18 +243,23 @@ _REPAIR = (
 )
 
 
-def month_files(lake_root: Path, month: date) -> list[str]:
-    """The payment files of a month, as its manifest names them, each verified to be the
-    file the extract wrote (its content hash; the raw gate checked that file's rows)."""
-    manifest = read_manifest(lake_root, month)
-    folder = partition_dir(lake_root, month)
+def month_files(lake_root: Path, month: date, dataset: Dataset = PAYMENTS) -> list[str]:
+    """The payment (or activity) files of a month, as its manifest names them, each verified
+    to be the file the extract wrote (its content hash; the raw gate checked its rows)."""
+    manifest = read_manifest(lake_root, month, dataset)
+    folder = partition_dir(lake_root, month, dataset)
     keep = _named_files(manifest)
     return [_verified(folder / name, month, keep) for name in manifest.data_files]
 
 
 def _named_files(manifest: Manifest) -> set[str]:
     """The files a manifest names (an object-store lake keeps local copies of these only)."""
-    derived = {manifest.customer_month_file, manifest.monthly_ranking_file} - {None}
+    derived = {
+        manifest.customer_month_file,
+        manifest.monthly_ranking_file,
+        manifest.customer_service_file,
+        manifest.customer_service_kind_file,
+    } - {None}
     return {*manifest.data_files, *derived}
 
 
@@ -220,12 +301,14 @@ def _content_hash(path: str, inode: int, size: int, mtime_ns: int) -> str:
     return digest.hexdigest()[:16]
 
 
-def derived_file(lake_root: Path, month: date, table: str) -> str | None:
-    """The month's derived ``customer_month`` or ``monthly_ranking`` file, or None (a
-    partition of schema version 1)."""
-    manifest = read_manifest(lake_root, month)
+def derived_file(
+    lake_root: Path, month: date, table: str, dataset: Dataset = PAYMENTS
+) -> str | None:
+    """The month's derived ``customer_month`` or ``monthly_ranking`` file (an activity
+    partition: ``customer_service``), or None (a partition of schema version 1)."""
+    manifest = read_manifest(lake_root, month, dataset)
     name = getattr(manifest, f"{table}_file")
-    folder = partition_dir(lake_root, month)
+    folder = partition_dir(lake_root, month, dataset)
     return _verified(folder / name, month, _named_files(manifest)) if name else None
 
 
@@ -235,8 +318,8 @@ def read_month(lake_root: Path, month: date) -> pa.Table:
     return pa.concat_tables(tables) if tables else PAYMENTS_SCHEMA.empty_table()
 
 
-def extracted_months(lake_root: Path) -> list[date]:
-    folder = storage.location(lake_root) / "payments"
+def extracted_months(lake_root: Path, dataset: Dataset = PAYMENTS) -> list[date]:
+    folder = storage.location(lake_root) / dataset.name
     if storage.is_remote(folder):  # one listing of the bucket, not one request per month
         found = (info.path.split("/") for info in folder.listing(recursive=True))
         names = {parts[-2] for parts in found if parts[-1] == "manifest.json"}
@@ -308,11 +391,16 @@ def _lock_folder(cfg: Config) -> Path:
 
 
 def extract(
-    cfg: Config, month: date, *, quarantine: bool | None = None, provisional: bool = False
+    cfg: Config,
+    month: date,
+    *,
+    quarantine: bool | None = None,
+    provisional: bool = False,
+    dataset: Dataset = PAYMENTS,
 ) -> Manifest:
     """Read month ``month`` from the source into its lake partition (atomically)."""
     ((_, outcome),) = extract_months(
-        cfg, [parse_month(month)], quarantine=quarantine, provisional=provisional
+        cfg, [parse_month(month)], quarantine=quarantine, provisional=provisional, dataset=dataset
     )
     if isinstance(outcome, Exception):
         raise outcome
@@ -320,7 +408,12 @@ def extract(
 
 
 def extract_months(
-    cfg: Config, months: list[date], *, quarantine: bool | None = None, provisional: bool = False
+    cfg: Config,
+    months: list[date],
+    *,
+    quarantine: bool | None = None,
+    provisional: bool = False,
+    dataset: Dataset = PAYMENTS,
 ) -> Iterator[tuple[date, Manifest | BadInputError]]:
     """Extract several months: a text source is read and parsed once for all of them, a
     typed one a month at a time.
@@ -337,42 +430,47 @@ def extract_months(
         return
     quarantine = cfg.lake.quarantine if quarantine is None else quarantine
     zone = cfg.business.timezone
+    config = dataset.source(cfg)
     con = bounded_connection(cfg)
     try:
-        source = open_months(con, cfg.source, months[0], months[-1], zone)
+        source = open_months(con, config, months[0], months[-1], zone)
         # a typed source is judged a month at a time (a year of a big source at once would
         # spill gigabytes); text is parsed once for all months
         by_month = source.reads_by_month and len(months) > 1
         if not by_month:
-            _judge(con, cfg, source)
+            _judge(con, cfg, source, dataset)
         for month in months:
             try:
                 unfinished = _refuse_unfinished(cfg, month, provisional)
                 if by_month:
-                    source = open_months(con, cfg.source, month, month, zone)
-                    _judge(con, cfg, source)
-                run_sql(con, "month_payments", create="staged_payments", month=month)
-                manifest = _extract_month(cfg, con, source, month, quarantine, unfinished)
+                    source = open_months(con, config, month, month, zone)
+                    _judge(con, cfg, source, dataset)
+                run_sql(con, f"month_{dataset.name}", create=f"staged_{dataset.name}", month=month)
+                manifest = _extract_month(cfg, con, source, month, quarantine, unfinished, dataset)
                 yield month, manifest
             except BadInputError as exc:
                 yield month, exc
     except duckdb.InvalidInputException as exc:  # a CSV the parser cannot read is bad input
-        raise csv_parse_error(cfg.source, exc, BadInputError) from None
+        raise csv_parse_error(config, exc, BadInputError) from None
     finally:
         con.close()
 
 
-def _judge(con: duckdb.DuckDBPyConnection, cfg: Config, source: SourceRows) -> None:
-    """The table ``judged_payments``: the rows of the view ``source_rows``, typed and judged."""
+def _judge(
+    con: duckdb.DuckDBPyConnection, cfg: Config, source: SourceRows, dataset: Dataset = PAYMENTS
+) -> None:
+    """The table ``judged_payments`` (``judged_activities``): the rows of the view
+    ``source_rows``, typed and judged."""
     run_sql(
         con,
-        "staging_payments",
-        create="judged_payments",
+        f"staging_{dataset.name}",
+        create=f"judged_{dataset.name}",
         currency=cfg.business.currency,
-        decimal_separator=cfg.source.decimal_separator,
+        decimal_separator=dataset.source(cfg).decimal_separator,
         has_currency="currency" in source.columns_present,
         has_units="units" in source.columns_present,
         has_cost="cost" in source.columns_present,
+        has_hours="hours" in source.columns_present,
     )
 
 
@@ -398,37 +496,40 @@ def _extract_month(
     month: date,
     quarantine: bool,
     provisional: bool = False,
+    ds: Dataset = PAYMENTS,
 ) -> Manifest:
+    staged = f"staged_{ds.name}"
     problems = dict(
         con.execute(
-            "select problem, count(*) from staged_payments where problem is not null "
+            f"select problem, count(*) from {staged} where problem is not null "
             "group by problem order by problem"
         ).fetchall()
     )
     if problems and not quarantine:
-        raise BadInputError(_bad_input_message(con, source.label, month, problems))
+        raise BadInputError(_bad_input_message(con, source.label, month, problems, ds))
 
-    _refuse_empty_delivery(cfg, con, source.label, month, provisional)
-    _check_money_limit(con, source.label, month)
-    _check_ids_across_source(cfg, con, source.label, month)
-    id_range = _check_ids_across_months(cfg, con, source.label, month)
-    good = _good_rows(con)
-    _verify(good, con)
-    dated_bad, undated_bad = _bad_rows(con, dated=True), _bad_rows(con, dated=False)
+    if ds.refuse_empty:
+        _refuse_empty_delivery(cfg, con, source.label, month, provisional)
+    _check_money_limit(con, source.label, month, ds)
+    _check_ids_across_source(cfg, con, source.label, month, ds)
+    id_range = _check_ids_across_months(cfg, con, source.label, month, ds)
+    good = _good_rows(con, ds)
+    _verify(good, con, ds)
+    dated_bad, undated_bad = _bad_rows(con, ds, dated=True), _bad_rows(con, ds, dated=False)
     good_read, duplicates, rounded, amount_sum, first_paid, last_paid = con.execute(
-        """
+        f"""
         select
             coalesce(sum(copies), 0)::bigint,
             coalesce(sum(copies - 1), 0)::bigint,
             coalesce(sum(rounded_copies), 0)::bigint,
-            coalesce(sum(amount), 0)::decimal(18, 2),
-            min(paid_at), max(paid_at)
-        from staged_payments where problem is null
+            coalesce(sum({ds.money}), 0)::decimal(18, 2),
+            min({ds.time}), max({ds.time})
+        from {staged} where problem is null
         """
     ).fetchall()[0]
     manifest = Manifest(
         month=format_month(month),
-        source_kind=cfg.source.kind,
+        source_kind=ds.source(cfg).kind,
         source=source.label,
         columns_present=list(source.columns_present),
         rows_read=int(good_read) + dated_bad.num_rows + undated_bad.num_rows,
@@ -443,20 +544,21 @@ def _extract_month(
         provisional=provisional,
         payment_id_min=id_range[0],
         payment_id_max=id_range[1],
-        fingerprint=_fingerprint(con),
+        fingerprint=_fingerprint(con, ds),
         data_files=[],
         problems=problems,
     )
-    customer_month, monthly_ranking = _derived_tables(con, source)
+    derived = _derived_tables(con, source) if ds is PAYMENTS else _service_tables(con, source)
     root = storage.location(cfg.lake.root)
     if quarantine:
-        _publish_table(root / "quarantine" / f"month={format_month(month)}", "bad-rows", dated_bad)
+        quarantined = root / "quarantine" / ds.quarantine if ds.quarantine else root / "quarantine"
+        _publish_table(quarantined / f"month={format_month(month)}", "bad-rows", dated_bad)
         if undated_bad.num_rows:
-            _publish_table(root / "quarantine" / "undated", "bad-rows", undated_bad)
+            _publish_table(quarantined / "undated", "bad-rows", undated_bad)
     _publish_partition(
-        partition_dir(root, month),
+        partition_dir(root, month, ds),
         good,
-        {"customer_month": customer_month, "monthly_ranking": monthly_ranking},
+        derived,
         manifest,
         orphan_grace_seconds=cfg.lake.orphan_grace_seconds,
         lock_timeout=cfg.lake.lock_timeout,
@@ -464,9 +566,38 @@ def _extract_month(
     return manifest
 
 
-def _derived_tables(
-    con: duckdb.DuckDBPyConnection, source: SourceRows
-) -> tuple[pa.Table, pa.Table]:
+def _service_tables(con: duckdb.DuckDBPyConnection, source: SourceRows) -> dict[str, pa.Table]:
+    """The activity month's customer_service (sql/customer_service.sql): the computation of
+    a month reads a year of these instead of a year of activities."""
+    con.execute(
+        "create or replace temp view lake_activities as "
+        "select * from staged_activities where problem is null"
+    )
+    run_sql(
+        con,
+        "customer_service",
+        create="month_customer_service",
+        has_hours="hours" in source.columns_present,
+        has_cost="cost" in source.columns_present,
+    )
+    rows = con.sql("select * from month_customer_service order by customer_id").to_arrow_table()
+    run_sql(
+        con,
+        "customer_service_by_kind",
+        create="month_customer_service_by_kind",
+        has_hours="hours" in source.columns_present,
+        has_cost="cost" in source.columns_present,
+    )
+    by_kind = con.sql(
+        "select * from month_customer_service_by_kind order by customer_id, kind"
+    ).to_arrow_table()
+    return {
+        "customer_service": rows.cast(CUSTOMER_SERVICE_SCHEMA),
+        "customer_service_kind": by_kind.cast(CUSTOMER_SERVICE_KIND_SCHEMA),
+    }
+
+
+def _derived_tables(con: duckdb.DuckDBPyConnection, source: SourceRows) -> dict[str, pa.Table]:
     """The month's customer_month (sql/customer_month.sql) and its customers ranked by every
     metric the source allows (customer_metric.sql, customer_ranking.sql, window 1)."""
     has_units, has_margin = "units" in source.columns_present, "cost" in source.columns_present
@@ -498,7 +629,7 @@ def _derived_tables(
         .to_arrow_table()
         .cast(MONTHLY_RANKING_SCHEMA)
     )
-    return customer_month, ranking
+    return {"customer_month": customer_month, "monthly_ranking": ranking}
 
 
 def _refuse_empty_delivery(
@@ -546,29 +677,30 @@ def _refuse_empty_delivery(
 
 
 def _check_ids_across_source(
-    cfg: Config, con: duckdb.DuckDBPyConnection, label: str, month: date
+    cfg: Config, con: duckdb.DuckDBPyConnection, label: str, month: date, ds: Dataset = PAYMENTS
 ) -> None:
     """payment_id is unique across the whole source: a payment of this month must not be
     given again, with other values (its paid_at differs), in another month of the rows read
     (a text source is read whole: every month of it, extracted or not). One semi-join of
     the month's payment_ids with the rows read (a group-by of every row's payment_id, for
     all months at once, costs five times a month's probe)."""
+    key, at, money, noun = ds.id, ds.time, ds.money, ds.noun
     count, others = con.execute(
-        "select count(distinct payment_id), list(distinct month order by month) "
-        "from judged_payments semi join ("
-        "    select payment_id from staged_payments where problem is null"
-        ") as here using (payment_id) "
+        f"select count(distinct {key}), list(distinct month order by month) "
+        f"from judged_{ds.name} semi join ("
+        f"    select {key} from staged_{ds.name} where problem is null"
+        f") as here using ({key}) "
         "where problem is null and month <> ?",
         [month],
     ).fetchall()[0]
     if not count:
         return
     examples = con.execute(
-        "select distinct payment_id, here.paid_at, here.amount, there.month, there.paid_at, "
-        "there.amount "
-        "from staged_payments as here join judged_payments as there using (payment_id) "
+        f"select distinct {key}, here.{at}, here.{money}, there.month, there.{at}, "
+        f"there.{money} "
+        f"from staged_{ds.name} as here join judged_{ds.name} as there using ({key}) "
         "where here.problem is null and there.problem is null and there.month <> ? "
-        "order by payment_id, there.month, there.paid_at limit ?",
+        f"order by {key}, there.month, there.{at} limit ?",
         [month, _EXAMPLES_PER_PROBLEM],
     ).fetchall()
 
@@ -578,32 +710,50 @@ def _check_ids_across_source(
 
     name = format_month(month)
     lines = [
-        f"{label}: month {name} has {count} payment(s) whose payment_id the source gives again, "
-        f"with other values, in month(s) {', '.join(map(told, others))}; payment_id is unique "
+        f"{label}: month {name} has {count} {noun}(s) whose {key} the source gives again, "
+        f"with other values, in month(s) {', '.join(map(told, others))}; {key} is unique "
         "across the source, so nothing of this month was written. Examples:"
     ]
     lines += [
-        f"  {pid}: paid_at {here_at.isoformat()} amount {here_amount} in {name}, "
-        f"paid_at {there_at.isoformat()} amount {there_amount} in {format_month(other)}"
+        f"  {pid}: {at} {here_at.isoformat()} {money} {here_amount} in {name}, "
+        f"{at} {there_at.isoformat()} {money} {there_amount} in {format_month(other)}"
         for pid, here_at, here_amount, other, there_at, there_amount in examples
     ]
     lines.append(
-        "Fix the source: give each payment its own payment_id, or remove the row whose date "
-        "is wrong."
+        f"Fix the source: give each {noun} its own {key}, or remove the row whose date is wrong."
     )
     raise BadInputError("\n".join(lines))
 
 
-def _check_money_limit(con: duckdb.DuckDBPyConnection, label: str, month: date) -> None:
-    amounts, costs, units = con.execute(
-        "select coalesce(sum(abs(amount)), 0), coalesce(sum(cost), 0), coalesce(sum(units), 0) "
-        "from staged_payments where problem is null"
-    ).fetchall()[0]
+def _check_money_limit(
+    con: duckdb.DuckDBPyConnection, label: str, month: date, ds: Dataset = PAYMENTS
+) -> None:
+    if ds is PAYMENTS:
+        query = (
+            "select coalesce(sum(abs(amount)), 0), coalesce(sum(cost), 0), "
+            "coalesce(sum(units), 0) from staged_payments where problem is null"
+        )
+    else:  # hours are summed, windowed and squared like money (the effort metric)
+        query = (
+            "select coalesce(sum(hours), 0), coalesce(sum(cost), 0), count(*) "
+            "from staged_activities where problem is null"
+        )
+    amounts, costs, units = con.execute(query).fetchall()[0]
     money_hint = "amounts in the wrong unit (cents as whole currency units) or a broken row"
     for what, total, limit, hint in (
-        ("amounts (|amount|)", amounts, MONTH_MONEY_LIMIT, money_hint),
+        (
+            "hours" if ds is ACTIVITIES else "amounts (|amount|)",
+            amounts,
+            MONTH_MONEY_LIMIT,
+            money_hint,
+        ),
         ("costs", costs, MONTH_MONEY_LIMIT, money_hint),
-        ("units", units, MONTH_UNITS_LIMIT, "a units value that is not a count (an id, a code)"),
+        (
+            "activities" if ds is ACTIVITIES else "units",
+            units,
+            MONTH_UNITS_LIMIT,
+            "a units value that is not a count (an id, a code)",
+        ),
     ):
         if total > limit:
             raise BadInputError(
@@ -615,82 +765,82 @@ def _check_money_limit(con: duckdb.DuckDBPyConnection, label: str, month: date) 
 
 
 def _check_ids_across_months(
-    cfg: Config, con: duckdb.DuckDBPyConnection, label: str, month: date
+    cfg: Config, con: duckdb.DuckDBPyConnection, label: str, month: date, ds: Dataset = PAYMENTS
 ) -> tuple[str | None, str | None]:
     """payment_id is unique across the whole source: a payment of this month must not be in
     another month of the lake (its paid_at would differ, so its values do). Only months whose
     payment_id range overlaps this month's are read. Returns this month's range."""
+    key, at, money, noun = ds.id, ds.time, ds.money, ds.noun
     low, high = con.execute(
-        "select min(payment_id), max(payment_id) from staged_payments where problem is null"
+        f"select min({key}), max({key}) from staged_{ds.name} where problem is null"
     ).fetchall()[0]
     if low is None:
         return None, None
     clashes = []
-    for other in extracted_months(cfg.lake.root):
-        manifest = read_manifest(cfg.lake.root, other)
+    for other in extracted_months(cfg.lake.root, ds):
+        manifest = read_manifest(cfg.lake.root, other, ds)
         if other == month or (
             manifest.payment_id_min is not None
             and (manifest.payment_id_max < low or manifest.payment_id_min > high)
         ):
             continue
         found = con.execute(
-            "select here.payment_id, here.paid_at, here.amount, there.paid_at, there.amount "
-            "from staged_payments as here "
-            "join read_parquet(?) as there using (payment_id) "
-            "where here.problem is null order by here.payment_id limit ?",
-            [month_files(cfg.lake.root, other), _EXAMPLES_PER_PROBLEM],
+            f"select here.{key}, here.{at}, here.{money}, there.{at}, there.{money} "
+            f"from staged_{ds.name} as here "
+            f"join read_parquet(?) as there using ({key}) "
+            f"where here.problem is null order by here.{key} limit ?",
+            [month_files(cfg.lake.root, other, ds), _EXAMPLES_PER_PROBLEM],
         ).fetchall()
         clashes += [(other, row) for row in found]
     if clashes:
         months = sorted({format_month(other) for other, _ in clashes})
         lines = [
-            f"{label}: month {format_month(month)} has payment(s) that the lake already holds "
-            f"in month(s) {', '.join(months)}; payment_id is unique across the source, so "
+            f"{label}: month {format_month(month)} has {noun}(s) that the lake already holds "
+            f"in month(s) {', '.join(months)}; {key} is unique across the source, so "
             "nothing of this month was written. Examples:"
         ]
         lines += [
-            f"  {pid}: paid_at {here_at.isoformat()} amount {here_amount} here, "
-            f"paid_at {there_at.isoformat()} amount {there_amount} in {format_month(other)}"
+            f"  {pid}: {at} {here_at.isoformat()} {money} {here_amount} here, "
+            f"{at} {there_at.isoformat()} {money} {there_amount} in {format_month(other)}"
             for other, (pid, here_at, here_amount, there_at, there_amount) in clashes
         ]
         lines.append(
-            "If the source moved these payments to this month, re-extract the months they left "
+            f"If the source moved these {ds.plural} to this month, re-extract the months they left "
             f"as well, oldest first (tiers backfill --from {min(months + [format_month(month)])} "
-            f"--to {max(months + [format_month(month)])}); otherwise fix the source's payment_ids."
+            f"--to {max(months + [format_month(month)])}); otherwise fix the source's {key}s."
         )
         raise BadInputError("\n".join(lines))
     return low, high
 
 
-def _good_rows(con: duckdb.DuckDBPyConnection) -> pa.Table:
+def _good_rows(con: duckdb.DuckDBPyConnection, ds: Dataset = PAYMENTS) -> pa.Table:
     table = con.sql(
-        "select payment_id, customer_id, paid_at, amount, currency, units, cost, month "
-        "from staged_payments where problem is null order by payment_id"
+        f"select {', '.join(ds.schema.names)} "
+        f"from staged_{ds.name} where problem is null order by {ds.id}"
     ).to_arrow_table()
-    return table.cast(PAYMENTS_SCHEMA)
+    return table.cast(ds.schema)
 
 
-def _verify(good: pa.Table, con: duckdb.DuckDBPyConnection) -> None:
+def _verify(good: pa.Table, con: duckdb.DuckDBPyConnection, ds: Dataset = PAYMENTS) -> None:
     """The Arrow table holds exactly the distinct good payments DuckDB judged."""
-    expected = con.execute("select count(*) from staged_payments where problem is null").fetchall()[
-        0
-    ][0]
+    query = f"select count(*) from staged_{ds.name} where problem is null"
+    expected = con.execute(query).fetchall()[0][0]
     if good.num_rows != expected:
         raise RuntimeError(f"lake write check: {good.num_rows} rows staged for {expected} payments")
 
 
-def _bad_rows(con: duckdb.DuckDBPyConnection, *, dated: bool) -> pa.Table:
+def _bad_rows(con: duckdb.DuckDBPyConnection, ds: Dataset = PAYMENTS, *, dated: bool) -> pa.Table:
     condition = "month is not null" if dated else "month is null"
-    columns = ", ".join(f"raw_{c} as {c}" for c in _RAW_COLUMNS)
+    columns = ", ".join(f"raw_{c} as {c}" for c in ds.raw_columns)
     table = con.sql(
-        f"select {columns}, problem, source_file from staged_payments "
+        f"select {columns}, problem, source_file from staged_{ds.name} "
         f"where problem is not null and {condition} "
-        "order by source_file, payment_id, paid_at, amount, problem"
+        f"order by source_file, {ds.id}, {ds.time}, {ds.money}, problem"
     ).to_arrow_table()
     return table
 
 
-def _fingerprint(con: duckdb.DuckDBPyConnection) -> str:
+def _fingerprint(con: duckdb.DuckDBPyConnection, ds: Dataset = PAYMENTS) -> str:
     """A hash of the month's delivered rows (typed good rows with copies, raw bad rows).
 
     Order-independent and streaming: the sum of each row's 64-bit hash, not one string of
@@ -698,14 +848,21 @@ def _fingerprint(con: duckdb.DuckDBPyConnection) -> str:
     fixed for a DuckDB version (the lock pins it), and ten times cheaper than an MD5 of
     each row's text.
     """
-    row = con.execute(
-        """
+    if ds is PAYMENTS:
+        query = """
         select md5(concat_ws('|', count(*), coalesce(sum(hash(
             payment_id, customer_id, paid_at, amount, currency, units, cost, copies,
             problem, raw_payment_id, raw_paid_at, raw_amount)::hugeint), 0)))
         from staged_payments
         """
-    ).fetchall()[0]
+    else:
+        query = """
+        select md5(concat_ws('|', count(*), coalesce(sum(hash(
+            activity_id, customer_id, occurred_at, hours, cost, kind, copies,
+            problem, raw_activity_id, raw_occurred_at, raw_hours, raw_cost)::hugeint), 0)))
+        from staged_activities
+        """
+    row = con.execute(query).fetchall()[0]
     return row[0]
 
 
@@ -714,7 +871,11 @@ def _iso_utc(value: datetime | None) -> str | None:
 
 
 def _bad_input_message(
-    con: duckdb.DuckDBPyConnection, label: str, month: date, problems: dict[str, int]
+    con: duckdb.DuckDBPyConnection,
+    label: str,
+    month: date,
+    problems: dict[str, int],
+    ds: Dataset = PAYMENTS,
 ) -> str:
     total = sum(problems.values())
     lines = [
@@ -725,15 +886,15 @@ def _bad_input_message(
     lines.append("examples:")
     for problem in problems:
         examples = con.execute(
-            f"select {', '.join('raw_' + c for c in _RAW_COLUMNS)}, source_file "
-            "from staged_payments where problem = ? "
-            "order by raw_payment_id nulls first limit ?",
+            f"select {', '.join('raw_' + c for c in ds.raw_columns)}, source_file "
+            f"from staged_{ds.name} where problem = ? "
+            f"order by raw_{ds.id} nulls first limit ?",
             [problem, _EXAMPLES_PER_PROBLEM],
         ).fetchall()
         for example in examples:
             values = ", ".join(
                 f"{name}={value!r}"
-                for name, value in zip(_RAW_COLUMNS, example[:-1], strict=True)
+                for name, value in zip(ds.raw_columns, example[:-1], strict=True)
                 if value is not None
             )
             lines.append(f"  [{problem}] {values}  ({example[-1]})")

@@ -166,9 +166,10 @@ _FLOAT_TYPES = {"float4", "float8"}
 
 def source_dsn(source: SourceConfig) -> str:
     if not source.dsn:
+        name = source.section
         raise SourceError(
-            "source.dsn is not set: give the PostgreSQL connection string in [source] dsn "
-            "or in the environment variable TIERS__SOURCE__DSN"
+            f"{name}.dsn is not set: give the PostgreSQL connection string in [{name}] dsn "
+            f"or in the environment variable TIERS__{name.upper()}__DSN"
         )
     return source.dsn
 
@@ -184,10 +185,10 @@ def source_relation_sql(source: SourceConfig) -> str:
         try:
             return f"{qualified_table(source.table)} AS q"
         except ValueError as exc:
-            raise SourceError(f"source.table: {exc}") from None
+            raise SourceError(f"{source.section}.table: {exc}") from None
     query = (source.query or "").strip().rstrip(";").strip()
     if not query:
-        raise SourceError("source.query is empty")
+        raise SourceError(f"{source.section}.query is empty")
     # The newline ends a trailing line comment of the user's query.
     return f"(\n{query}\n) AS q"
 
@@ -206,7 +207,7 @@ def read_source_month(
     dsn, label = source_dsn(source), source_label(source)
     relation = source_relation_sql(source)
     schema = _probe(dsn, relation, label)
-    paid_at = source.source_column("paid_at")
+    paid_at = source.source_column(source.time_column)  # occurred_at for [service]
     if paid_at not in schema.names:  # the caller names the missing column
         return con.from_arrow(schema.empty_table()), label
 
@@ -215,17 +216,22 @@ def read_source_month(
     bounds = _typed_bounds(schema.field(paid_at).type, first, last, timezone)
     if bounds is None:
         log.warning(
-            "%s: paid_at column %r is %s, not a date or timestamp: reading every row",
+            "%s: %s column %r is %s, not a date or timestamp: reading every row",
             label,
+            source.time_column,
             paid_at,
             schema.field(paid_at).type,
         )
     else:
         column = f"q.{quote_ident(paid_at)}"
         query += f" WHERE ({column} >= $1 AND {column} < $2) OR {column} IS NULL"
-    for canonical in ("amount", "cost"):
+    for canonical in ("amount", "cost", "hours"):
         name = source.source_column(canonical)
-        if name in schema.names and _pg_type(schema.field(name)) in _FLOAT_TYPES:
+        if (
+            canonical in source.known_columns
+            and name in schema.names
+            and _pg_type(schema.field(name)) in _FLOAT_TYPES
+        ):
             log.info(
                 "%s: %s column %r is floating point: each value is read as its nearest cent "
                 "(counted as rounded in the manifest), or is a bad row if it lies farther",
@@ -700,8 +706,12 @@ class PostgresWarehouse:
 
     def load_month(self, month: date, tables: Mapping[str, MonthRows], run: dict[str, Any]) -> None:
         """Replace every reporting table's rows of ``month`` and record the run, atomically."""
-        incoming = {
-            name: as_arrow(TABLES[name], rows) for name, rows in month_tables(month, tables).items()
+        given = month_tables(month, tables)
+        incoming = {  # a service table a month computed without [service] lacks: no rows
+            name: as_arrow(table, given[name])
+            if name in given
+            else table.arrow_schema().empty_table()
+            for name, table in TABLES.items()
         }
         with self._transaction() as cur:
             # Staging first, outside the lock: the lock is held for the swap only.

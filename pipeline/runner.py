@@ -193,7 +193,11 @@ def extract_step(
 ) -> dict[str, Any]:
     cfg, month = _config(cfg), parse_month(month)
     with _step(cfg, month, run_id, "extract") as folder:
-        return _record_extract(folder, lake.extract(cfg, month, provisional=provisional))
+        summary = _record_extract(folder, lake.extract(cfg, month, provisional=provisional))
+        if cfg.service is not None:  # the month's service activities, read like payments
+            activities = lake.extract(cfg, month, provisional=provisional, dataset=lake.ACTIVITIES)
+            _record_extract(folder, activities, key="extract_activities")
+        return summary
 
 
 _EXTRACT_SUMMARY = (
@@ -211,9 +215,11 @@ _EXTRACT_SUMMARY = (
 )
 
 
-def _record_extract(folder: Path, manifest: lake.Manifest) -> dict[str, Any]:
-    summary = {key: getattr(manifest, key) for key in _EXTRACT_SUMMARY}
-    update_run_state(folder, extract=summary)
+def _record_extract(folder: Path, manifest: lake.Manifest, key: str = "extract") -> dict[str, Any]:
+    """Record an extract's summary in run.json: ``extract`` for the payments (the month's
+    pipeline_run row), ``extract_activities`` for the service activities."""
+    summary = {name: getattr(manifest, name) for name in _EXTRACT_SUMMARY}
+    update_run_state(folder, **{key: summary})
     return summary
 
 
@@ -225,6 +231,13 @@ def raw_gate_step(cfg: ConfigLike, month: str | date, run_id: str) -> dict[str, 
         report = checks.gate_raw(cfg, month, folder)
         _add_gate(folder, report)
         checks.raise_if_failed(report)
+        if cfg.service is not None:  # the month's activity partition, likewise
+            if "extract_activities" not in read_run_state(folder):
+                activities = lake.read_manifest(cfg.lake.root, month, lake.ACTIVITIES)
+                _record_extract(folder, activities, key="extract_activities")
+            service = checks.gate_raw_activities(cfg, month, folder)
+            _add_gate(folder, service)
+            checks.raise_if_failed(service)
         return report.to_dict()
 
 
@@ -520,6 +533,17 @@ def _backfill(
             ready.append(month)
         except Exception as exc:
             finish(month, exc)
+    if extract and cfg.service is not None and ready:  # then the service activities, likewise
+        extracted = lake.extract_months(cfg, ready, dataset=lake.ACTIVITIES)
+        for month, outcome in list(extracted):
+            try:
+                with _step(cfg, month, run_id, "extract") as folder:
+                    if isinstance(outcome, Exception):
+                        raise outcome
+                    _record_extract(folder, outcome, key="extract_activities")
+            except Exception as exc:
+                ready.remove(month)
+                finish(month, exc)
 
     if jobs <= 1:
         for month in ready:

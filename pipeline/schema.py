@@ -24,6 +24,21 @@ class Table:
     # key without month (one month a file) unless a cheaper one is given: DuckDB sorts
     # integers several times faster than customer ids.
     file_order: tuple[str, ...] = ()
+    # the optional [service] source (spec: "Service effort and cost to serve"): a table
+    # computed only with it, and columns of a table that only a month computed with it has
+    # (a month computed without it gives the table without them: the same bytes as before)
+    service_only: bool = False
+    service_columns: tuple[str, ...] = ()
+
+    def without_service(self) -> Table:
+        """The table as a month computed without a [service] source has it."""
+        return Table(
+            self.name,
+            tuple(c for c in self.columns if c[0] not in self.service_columns),
+            self.key,
+            self.indexes,
+            self.file_order,
+        )
 
     @property
     def row_order(self) -> tuple[str, ...]:
@@ -163,9 +178,13 @@ REPORTING_TABLES: tuple[Table, ...] = (
             ("margin", "money"),
             ("margin_pct", "float"),
             ("tier", "int"),
+            ("cost_to_serve", "money"),
+            ("loaded_margin", "money"),
+            ("loaded_margin_pct", "float"),
         ),
         key=("month", "window_months", "customer_id"),
         indexes=("customer_id", "tier"),
+        service_columns=("cost_to_serve", "loaded_margin", "loaded_margin_pct"),
     ),
     Table(
         "pareto_summary",
@@ -197,6 +216,53 @@ REPORTING_TABLES: tuple[Table, ...] = (
             ("jaccard", "float"),
         ),
         key=("month", "metric_a", "metric_b"),
+    ),
+    Table(
+        "customer_service",
+        (
+            ("month", "date"),
+            ("customer_id", "text"),
+            ("activities", "int"),
+            ("hours", "money"),
+            ("cost_to_serve", "money"),
+        ),
+        key=("month", "customer_id"),
+        indexes=("customer_id",),
+        service_only=True,
+    ),
+    Table(
+        "customer_service_profile",
+        (
+            ("month", "date"),
+            ("window_months", "int"),
+            ("customer_id", "text"),
+            ("revenue", "money"),
+            ("effort", "money"),
+            ("revenue_share", "float"),
+            ("effort_share", "float"),
+            ("revenue_class", "text"),
+            ("effort_class", "text"),
+            ("profile", "text"),
+        ),
+        key=("month", "window_months", "customer_id"),
+        indexes=("customer_id", "profile"),
+        service_only=True,
+    ),
+    Table(
+        "customer_service_kind",
+        (
+            ("month", "date"),
+            ("window_months", "int"),
+            ("customer_id", "text"),
+            ("kind", "text"),
+            ("activities", "int"),
+            ("effort", "money"),
+            ("cost_to_serve", "money"),
+            ("kind_rank", "int"),
+        ),
+        key=("month", "window_months", "customer_id", "kind"),
+        indexes=("customer_id",),
+        service_only=True,
     ),
 )
 
@@ -236,6 +302,16 @@ CUSTOMER = Table(
 )
 
 TABLES = {table.name: table for table in REPORTING_TABLES}
+
+
+def month_tables(service: bool) -> tuple[Table, ...]:
+    """The reporting tables a month computes, as it computes them: with a [service] source
+    every table, without one the tables and columns of before it."""
+    if service:
+        return REPORTING_TABLES
+    return tuple(t.without_service() for t in REPORTING_TABLES if not t.service_only)
+
+
 # the pipeline_run statuses of an attempt whose tables the warehouse holds
 LOADED = ("loaded", "provisional")
 # every table the warehouse holds
@@ -264,6 +340,14 @@ DESCRIPTIONS = {
     "class counts, Gini, HHI).",
     "criteria_overlap": "Per month and pair of metrics: how far the VIP lists by the two "
     "metrics overlap (Jaccard index).",
+    "customer_service": "Per month and customer served: service activities, staff hours and "
+    "cost to serve (from the [service] source; empty without it).",
+    "customer_service_kind": "Per month over the tier window: each served customer's "
+    "activities, effort and cost to serve by kind of activity (ticket, visit, ...); "
+    "kind_rank 1 is the kind that took the most effort.",
+    "customer_service_profile": "Per month over the tier window: each customer's revenue "
+    "and service effort, their shares and ABC classes, and the profile (best, good, "
+    "troublesome = class A by effort and revenue share below half its effort share).",
     "pipeline_run": "One row per attempt to run a month (a retry or re-run adds a row): "
     "status, row counts, checks, error. Which attempt a month holds: month_load.",
     "customer": "Customer attributes from the [customers] source as of the last load: name, "
@@ -290,6 +374,13 @@ DESCRIPTIONS = {
     "vip_exit": "Who left VIP and how: dropped_vip (still paying, fell below the VIP cut), "
     "stopped_paying (VIP last month, no payment this month), removed_from_roster (not VIP "
     "for 6 months). Filter on metric.",
+    "troublesome_customers": "With a [service] source: the current month's troublesome "
+    "customers (class A by service effort, revenue share below half their effort share) "
+    "with their shares, tier, cost to serve, top activity kinds and the action; strategic "
+    "customers are kept (never 'move away').",
+    "tier_cost_to_serve": "Per month and tier: customers, revenue, margin, cost to serve, "
+    "loaded margin, effort and the kinds of activity serving the tier goes into. "
+    "Filter on tier and is_current.",
     "month_overview": "Per month and metric (1-month window): customers, VIP / good / regular "
     "counts, A / B / C counts, total value, top-20 % share, Gini and alerts.",
 }
@@ -298,7 +389,8 @@ DESCRIPTIONS = {
 COLUMN_DESCRIPTIONS = {
     "month": "The month (its first day) the row reports on.",
     "customer_id": "The customer's id in the payment source.",
-    "metric": "Ranking criterion: revenue, payments, units or margin. Filter on one.",
+    "metric": "Ranking criterion: revenue, payments, units or margin (pareto_summary also "
+    "effort, with a [service] source). Filter on one.",
     "window_months": "Months summed, ending with month (1, 3, 6 or 12; tiers: 3).",
     "revenue": "Sum of payments net of refunds over the month or window.",
     "gross_revenue": "Sum of the positive payments of the month.",
@@ -324,7 +416,8 @@ COLUMN_DESCRIPTIONS = {
     "alert": "vip_stopped_paying, vip_dropped or margin_erosion.",
     "detail": "The alert in words (its numbers are columns of vip_call_list).",
     "margin_pct": "Margin / revenue (NULL when revenue <= 0).",
-    "tier": "Profitability tier: 1 ideal, 2 good earner, 3 break-even, 4 money loser.",
+    "tier": "Profitability tier: 1 ideal, 2 good earner, 3 break-even, 4 money loser (on the "
+    "loaded margin when there are service costs).",
     "tier_name": "The tier's name: ideal, good earner, break-even, money loser.",
     "n_customers": "Customers ranked (value > 0).",
     "total_value": "Sum of the ranked customers' values.",
@@ -392,6 +485,31 @@ COLUMN_DESCRIPTIONS = {
     "month_load.run_id": "The run whose data the month holds.",
     "month_load.attempt": "The attempt of that run whose data the month holds.",
     "current_month.month": "The last loaded month.",
+    "activities": "Service activities of the customer in the month (tickets, visits, ...).",
+    "hours": "Staff hours spent serving the customer (NULL when the source has no hours).",
+    "cost_to_serve": "Cost of serving the customer: the sum of its activities' cost (NULL "
+    "without a cost column; in customer_tier 0 where none, NULL without service costs).",
+    "loaded_margin": "Margin minus cost to serve over the window (NULL without service "
+    "costs); the tier is decided on it when present.",
+    "loaded_margin_pct": "Loaded margin / revenue (NULL when revenue <= 0 or without service "
+    "costs).",
+    "effort": "Service effort over the window: hours when the source has hours, else the "
+    "number of activities.",
+    "revenue_share": "Revenue / total revenue of the customers with revenue > 0 (0 when the "
+    "customer's revenue <= 0).",
+    "effort_share": "Effort / total effort of the window (0 without effort).",
+    "revenue_class": "ABC class when ranked by revenue over the window (NULL: revenue <= 0).",
+    "effort_class": "ABC class when ranked by effort over the window (NULL: no effort).",
+    "profile": "troublesome (class A by effort, revenue share below half its effort share), "
+    "best (class A by revenue, effort share at most its revenue share) or good.",
+    "strategic": "The customer is strategic (the [customers] source's strategic attribute): "
+    "kept for what it brings beyond profit, served deliberately, never moved away from.",
+    "n_strategic": "Strategic customers among them.",
+    "top_kinds": "The kinds of activity that took the most effort (effort in brackets).",
+    "action": "What the practice says: strategic: keep, serve deliberately; Tier 4: move "
+    "away; Tier 3: take no more like them; else serve them for less.",
+    "kind": "The kind of service activity as the source names it ('unspecified' without).",
+    "kind_rank": "1 for the customer's kind of activity with the most effort, 2 next, ...",
     "customer_tier.revenue": "Revenue over the window.",
     "customer_tier.margin": "Margin over the window.",
 }

@@ -24,7 +24,7 @@ from pathlib import Path
 import duckdb
 from duckdb import ColumnExpression, ConstantExpression
 
-from pipeline.config import CANONICAL_COLUMNS, REQUIRED_COLUMNS, SourceConfig
+from pipeline.config import SourceConfig
 from pipeline.errors import SourceError
 from pipeline.months import month_bounds
 
@@ -46,7 +46,10 @@ _TYPED_TIME = ("TIMESTAMP WITH TIME ZONE", "TIMESTAMP", "DATE")
 def open_months(
     con: duckdb.DuckDBPyConnection, source: SourceConfig, first: date, last: date, timezone: str
 ) -> SourceRows:
-    """Create the view ``source_rows``: the source's rows that may belong to first..last."""
+    """Create the view ``source_rows``: the source's rows that may belong to first..last.
+
+    ``source`` is the payments' [source] or the activities' [service]: its class names the
+    canonical columns, the required ones and the column that dates a row."""
     if source.kind == "csv":
         files = _expand(source.path)
         relation = read_csv_text(con, files, source.delimiter, filename=True, union_by_name=True)
@@ -73,12 +76,12 @@ def open_months(
         raise SourceError(f"unknown source kind {source.kind!r}")
 
     present = _check_columns(relation, source, label)
-    paid_at = source.source_column("paid_at")
-    typed_time = _kind(relation, paid_at) in _TYPED_TIME
+    dated_by = source.source_column(source.time_column)
+    typed_time = _kind(relation, dated_by) in _TYPED_TIME
     if typed_time:
-        relation = _filter_months(relation, paid_at, first, last, timezone)
+        relation = _filter_months(relation, dated_by, first, last, timezone)
     _canonical_view(relation, source, present, label).create_view("source_rows", replace=True)
-    optional = tuple(c for c in present if c not in REQUIRED_COLUMNS)
+    optional = tuple(c for c in present if c not in source.required_columns)
     return SourceRows(label=label, columns_present=optional, reads_by_month=typed_time)
 
 
@@ -245,19 +248,19 @@ def _check_columns(
     relation: duckdb.DuckDBPyRelation, source: SourceConfig, label: str
 ) -> list[str]:
     have = set(relation.columns)
-    missing = [c for c in REQUIRED_COLUMNS if source.source_column(c) not in have]
+    missing = [c for c in source.required_columns if source.source_column(c) not in have]
     if missing:
         wanted = ", ".join(f"{c} (as {source.source_column(c)!r})" for c in missing)
         raise SourceError(
             f"{label}: required column(s) missing: {wanted}; the source has {sorted(have)}. "
-            "Map them under [source.columns]."
+            f"Map them under [{source.section}.columns]."
         )
     mapped_missing = [c for c in source.columns if source.columns[c] not in have]
     if mapped_missing:
         raise SourceError(
-            f"{label}: [source.columns] maps {mapped_missing} to columns the source lacks"
+            f"{label}: [{source.section}.columns] maps {mapped_missing} to columns the source lacks"
         )
-    return [c for c in CANONICAL_COLUMNS if source.source_column(c) in have]
+    return [c for c in source.known_columns if source.source_column(c) in have]
 
 
 def _kind(relation: duckdb.DuckDBPyRelation, column: str) -> str:
@@ -288,11 +291,15 @@ TYPED = {
     "amount": "DECIMAL(38, 10)",
     "cost": "DECIMAL(38, 10)",
     "units": "BIGINT",
+    # the activities' ([service]) columns
+    "occurred_at": "TIMESTAMP WITH TIME ZONE",
+    "hours": "DECIMAL(38, 10)",
 }
+TIME_COLUMNS = ("paid_at", "occurred_at")
 # An amount or cost held as binary floating point (REAL or DOUBLE) comes as
 # ``<column>_float`` in its own type, its text column NULL: the staging SQL reads it as its
 # nearest cent within the resolution of that type.
-FLOAT_MONEY = ("amount", "cost")
+FLOAT_MONEY = ("amount", "cost", "hours")
 _FLOATS = ("FLOAT", "DOUBLE")
 _EXACT_INTEGERS = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER")
 _DECIMAL = re.compile(r"DECIMAL\((\d+),\s*(\d+)\)")
@@ -302,7 +309,7 @@ def _typed(canonical: str, kind: str) -> bool:
     """Whether a source column of DuckDB type ``kind`` converts to the canonical type of
     ``canonical`` exactly (a naive timestamp or a date is read in the session time zone,
     the business time zone, as its text would be); anything else is judged as text."""
-    if canonical == "paid_at":
+    if canonical in TIME_COLUMNS:
         return kind in _TYPED_TIME
     if canonical == "units":
         return kind in _EXACT_INTEGERS
@@ -320,7 +327,7 @@ def _canonical_view(
     text, double = duckdb.sqltype("VARCHAR"), duckdb.sqltype("DOUBLE")
     null_text = ConstantExpression(None).cast(text)
     columns = []
-    for canonical in CANONICAL_COLUMNS:
+    for canonical in source.known_columns:
         column = source.source_column(canonical)
         typed = canonical in present and canonical in TYPED and _typed(canonical, kinds[column])
         floating = canonical in FLOAT_MONEY and canonical in present and kinds[column] in _FLOATS
@@ -330,7 +337,7 @@ def _canonical_view(
             columns.append(ColumnExpression(column).cast(text).alias(canonical))
         if canonical in TYPED:  # a typed value keeps its own type (and scale) but for time
             value = ColumnExpression(column) if typed else ConstantExpression(None)
-            if canonical == "paid_at" or not typed:
+            if canonical in TIME_COLUMNS or not typed:
                 value = value.cast(duckdb.sqltype(TYPED[canonical]))
             columns.append(value.alias(f"{canonical}_value"))
         if canonical in FLOAT_MONEY:

@@ -55,17 +55,28 @@ def parameters_of(text: str) -> set[str]:
 
 
 def run_sql(
-    con: duckdb.DuckDBPyConnection, name: str, *, create: str | None = None, **params: Any
+    con: duckdb.DuckDBPyConnection,
+    name: str,
+    *,
+    create: str | None = None,
+    inputs: dict[str, str] | None = None,
+    **params: Any,
 ) -> duckdb.DuckDBPyConnection:
     """Run ``sql/<name>.sql`` with the named parameters it uses.
 
-    With ``create``, the query's result becomes the temporary table of that name.
+    With ``create``, the query's result becomes the temporary table of that name. With
+    ``inputs`` ({relation the file reads: a query}), the file reads those queries in place
+    of the tables of those names (as CTEs around it, which shadow tables): one file, such
+    as the ranking, serves the payments' metrics and the service effort alike.
     """
     text = sql_text(name)
     wanted = parameters_of(text)
     missing = wanted - params.keys()
     if missing:
         raise TypeError(f"sql/{name}.sql needs parameter(s) {sorted(missing)}")
+    if inputs:
+        ctes = ",\n".join(f"{relation} as (\n{query}\n)" for relation, query in inputs.items())
+        text = f"with {ctes}\nselect * from (\n{text}\n)"
     if create:
         text = f"create or replace temp table {create} as\n{text}"
     return con.execute(text, {key: params[key] for key in wanted})

@@ -19,9 +19,15 @@ import pyarrow as pa
 
 from pipeline.config import ALL_METRICS, Config, metrics_available
 from pipeline.errors import ComputeError
-from pipeline.lake import MONTHLY_RANKING_SCHEMA, derived_file, month_files, read_manifest
+from pipeline.lake import (
+    ACTIVITIES,
+    MONTHLY_RANKING_SCHEMA,
+    derived_file,
+    month_files,
+    read_manifest,
+)
 from pipeline.months import add_months, format_month, months_between, parse_month
-from pipeline.schema import REPORTING_TABLES, Table
+from pipeline.schema import Table, month_tables
 from pipeline.sql import bounded_connection, run_sql
 
 # (sql file, the table it creates), in dependency order. Every file is a query;
@@ -42,7 +48,40 @@ STEPS: tuple[tuple[str, str], ...] = (
     ("pareto_summary", "pareto_summary"),
     ("criteria_overlap", "criteria_overlap"),
 )
-REPORTING_SOURCE = {"customer_month": "customer_month_history"}
+# With a [service] source, after STEPS (spec: "Service effort and cost to serve"):
+# customer_ranking.sql and customer_rank.sql rank the effort (and the tier window's revenue
+# and loaded margin) as they rank the metrics, pareto_summary.sql summarises the effort,
+# customer_tier_loaded.sql replaces customer_tier.
+SERVICE_STEPS: tuple[tuple[str, str, dict[str, str]], ...] = (
+    ("customer_service_history", "customer_service_history", {}),
+    ("service_window_values", "service_window_values", {}),
+    (
+        "customer_ranking",
+        "service_ranking",
+        {"window_values": "select * from service_window_values"},
+    ),
+    (
+        "customer_rank",
+        "service_rank",
+        {
+            "monthly_ranking": "select * from service_ranking where false",
+            "computed_ranking": "select * from service_ranking",
+        },
+    ),
+    (
+        "pareto_summary",
+        "effort_pareto_summary",
+        {"customer_rank": "select * from service_rank where metric = 'effort'"},
+    ),
+    ("customer_service_profile", "customer_service_profile", {}),
+    ("customer_service_kind", "customer_service_kind", {}),
+    ("customer_tier_loaded", "customer_tier_with_service", {}),
+)
+SERVICE_METRICS = ("effort", "revenue", "loaded_margin")
+REPORTING_SOURCE = {
+    "customer_month": "customer_month_history",
+    "customer_service": "customer_service_history",
+}
 
 
 @dataclass(frozen=True)
@@ -57,6 +96,16 @@ class MonthPlan:
     metrics: tuple[str, ...]
     has_units: bool
     has_margin: bool
+    # with a [service] source: the activities of the months read (every one extracted)
+    service: bool = False
+    has_hours: bool = False
+    has_service_cost: bool = False
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the tiers are decided on the loaded margin (payments and activities both
+        have cost)."""
+        return self.service and self.has_margin and self.has_service_cost
 
 
 def plan_month(cfg: Config, month: date) -> MonthPlan:
@@ -79,7 +128,17 @@ def plan_month(cfg: Config, month: date) -> MonthPlan:
         )
     metrics = tuple(m for m in ALL_METRICS if m in wanted)
     vip_lists = months[-(cfg.segmentation.roster_months + 1) :]
-    return MonthPlan(month, months, vip_lists, metrics, has_units, has_margin)
+    service = {}
+    if cfg.service is not None:
+        # every month read must have had its activities extracted: a partition may hold no
+        # activity, one never extracted is missing (MissingMonthError), never read as empty
+        served = [set(read_manifest(cfg.lake.root, m, ACTIVITIES).columns_present) for m in months]
+        service = {
+            "service": True,
+            "has_hours": all("hours" in p for p in served),
+            "has_service_cost": all("cost" in p for p in served),
+        }
+    return MonthPlan(month, months, vip_lists, metrics, has_units, has_margin, **service)
 
 
 def compute_month(cfg: Config, month: date) -> dict[str, pa.Table]:
@@ -89,7 +148,7 @@ def compute_month(cfg: Config, month: date) -> dict[str, pa.Table]:
             table.name: con.sql(_reporting_rows(table, plan.month))
             .to_arrow_table()
             .cast(table.arrow_schema())
-            for table in REPORTING_TABLES
+            for table in month_tables(plan.service)
         }
 
 
@@ -97,9 +156,10 @@ def write_month(cfg: Config, month: date, folder: Path) -> dict[str, Path]:
     """Compute ``month`` and write each reporting table to ``folder/<table>.parquet``
     straight from DuckDB (no copy of a month's rows in Python); returns the files."""
     folder.mkdir(parents=True, exist_ok=True)
-    files = {table.name: folder / f"{table.name}.parquet" for table in REPORTING_TABLES}
+    tables = month_tables(cfg.service is not None)
+    files = {table.name: folder / f"{table.name}.parquet" for table in tables}
     with _computed(cfg, month) as (con, plan):
-        for table in REPORTING_TABLES:
+        for table in tables:
             target = str(files[table.name]).replace("'", "''")
             con.execute(
                 f"copy ({_reporting_rows(table, plan.month)}) to '{target}' "
@@ -152,9 +212,40 @@ def _computed(cfg: Config, month: date) -> Iterator[tuple[duckdb.DuckDBPyConnect
         params["unranked_months"] = _lake_monthly_ranking(con, cfg, plan)
         for sql_file, table in STEPS:
             run_sql(con, sql_file, create=table, **params)
+        if plan.service:
+            _service_steps(con, cfg, plan, params)
         yield con, plan
     finally:
         con.close()
+
+
+def _service_steps(
+    con: duckdb.DuckDBPyConnection, cfg: Config, plan: MonthPlan, params: dict
+) -> None:
+    """The service tables of the month (SERVICE_STEPS): customer_service, the effort rows of
+    pareto_summary, customer_service_profile and customer_tier on the loaded margin."""
+    seg = cfg.segmentation
+    files = [
+        derived_file(cfg.lake.root, m, "customer_service", ACTIVITIES) for m in plan.months_read
+    ]
+    con.read_parquet(files, hive_partitioning=False).create_view("lake_customer_service")
+    by_kind = [
+        derived_file(cfg.lake.root, m, "customer_service_kind", ACTIVITIES)
+        for m in plan.months_read
+    ]
+    con.read_parquet(by_kind, hive_partitioning=False).create_view("lake_customer_service_kind")
+    service_params = params | {
+        "has_hours": plan.has_hours,
+        "has_service_cost": plan.has_service_cost,
+        "loaded": plan.loaded,
+        "service_windows": sorted({*seg.windows, seg.tier_window_months}),
+        "metrics": list(SERVICE_METRICS),
+    }
+    for sql_file, table, inputs in SERVICE_STEPS:
+        run_sql(con, sql_file, create=table, inputs=inputs, **service_params)
+    con.execute("insert into pareto_summary by name select * from effort_pareto_summary")
+    con.execute("drop table customer_tier")
+    con.execute("alter table customer_tier_with_service rename to customer_tier")
 
 
 def _lake_monthly_ranking(con: duckdb.DuckDBPyConnection, cfg: Config, plan: MonthPlan) -> list:

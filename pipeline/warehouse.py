@@ -105,11 +105,16 @@ MonthRows = pa.Table | Path
 
 def month_tables(month: date, tables: Mapping[str, MonthRows]) -> dict[str, MonthRows]:
     """Every reporting table of a month's load, conformed to the contract; a missing table
-    or a row of another month is an error (nothing is loaded)."""
-    missing = set(TABLES) - set(tables)
+    or a row of another month is an error (nothing is loaded). The service tables are
+    given only by a month computed with a [service] source: a load without them leaves the
+    month without service rows."""
+    required = {name for name, table in TABLES.items() if not table.service_only}
+    missing = required - set(tables)
     if missing:
         raise ValueError(f"load of {month}: missing table(s) {sorted(missing)}")
-    incoming = {name: conform(table, tables[name]) for name, table in TABLES.items()}
+    incoming = {
+        name: conform(table, tables[name]) for name, table in TABLES.items() if name in tables
+    }
     for name, rows in incoming.items():
         others = _months_of(rows) - {month}
         if others:
@@ -124,6 +129,8 @@ def conform(table: Table, data: MonthRows) -> MonthRows:
     extra = set(schema.names) - set(table.column_names)
     if extra:
         raise ValueError(f"{table.name}: unexpected column(s) {sorted(extra)}")
+    if table.service_columns and not set(table.service_columns) & set(schema.names):
+        table = table.without_service()  # a month computed without a [service] source
     if isinstance(data, pa.Table):
         return data.select(table.column_names).cast(table.arrow_schema())
     found = [(f.name, f.type) for f in schema]
@@ -134,7 +141,18 @@ def conform(table: Table, data: MonthRows) -> MonthRows:
 
 
 def as_arrow(table: Table, rows: MonthRows) -> pa.Table:
-    return rows if isinstance(rows, pa.Table) else pq.read_table(rows, schema=table.arrow_schema())
+    """The rows in the table's full schema; the service columns a month computed without a
+    [service] source lacks are NULL."""
+    schema = table.arrow_schema()
+    if isinstance(rows, pa.Table):
+        data = rows
+    else:
+        present = pq.read_schema(rows).names
+        data = pq.read_table(rows, schema=pa.schema([f for f in schema if f.name in present]))
+    for column in schema:
+        if column.name not in data.column_names:
+            data = data.append_column(column, pa.nulls(data.num_rows, column.type))
+    return data.select(schema.names).cast(schema)
 
 
 def _months_of(rows: MonthRows) -> set[date]:
@@ -309,6 +327,10 @@ class DuckDBWarehouse:
                     state.files[name][key] = path
                     if current is not None:
                         state.superseded.append({"path": current, "since": _utc_now()})
+            for name in TABLES.keys() - incoming.keys():  # a service table of an earlier load
+                current = state.files.get(name, {}).pop(key, None)
+                if current is not None:
+                    state.superseded.append({"path": current, "since": _utc_now()})
             self._insert_run(run)
 
     def record_run(self, run: dict[str, Any]) -> None:
@@ -502,8 +524,9 @@ class DuckDBWarehouse:
             return f"CREATE VIEW {table.name} AS {no_rows} WHERE false"
         files = ", ".join(_sql_string(str(self.data / path)) for path in paths)
         columns = ", ".join(f'"{name}"' for name in table.column_names)
-        if table is PIPELINE_RUN:  # run records of earlier versions lack the columns added
-            # since (rows_rounded): NULL in them, even when no record has the column yet
+        if table is PIPELINE_RUN or table.service_columns:  # run records of earlier versions
+            # lack the columns added since (rows_rounded), and months computed without a
+            # [service] source the service columns: NULL in them
             return (
                 f"CREATE VIEW {table.name} AS SELECT {columns} FROM ({no_rows} WHERE false "
                 f"UNION ALL BY NAME SELECT * FROM read_parquet([{files}], "
@@ -592,7 +615,7 @@ class DuckDBWarehouse:
             months = state.files.get(name, {})
             paths = [months[m] for m in sorted(months) if month is None or m == month.isoformat()]
         schema = table.arrow_schema()
-        parts = [pq.read_table(self.data / path, schema=schema) for path in paths]
+        parts = [as_arrow(table, self.data / path) for path in paths]
         return pa.concat_tables(parts) if parts else schema.empty_table()
 
     def close(self) -> None:

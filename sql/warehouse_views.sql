@@ -16,7 +16,16 @@
 --                            with the customer's name and account owner
 --   vip_exit                 the three ways of leaving VIP, one row per customer and reason
 --   month_overview           per month and metric: customers, VIPs, A/B/C counts, alerts
+--   troublesome_customers    with a [service] source: the current month's troublesome
+--                            customers (class A by effort, revenue share below half their
+--                            effort share), their shares, tier, top activity kinds and what
+--                            to do; strategic customers are kept, never moved away from
+--   tier_cost_to_serve       per month and tier: what serving the tier costs (cost to
+--                            serve, effort, loaded margin) and the kinds of activity it
+--                            goes into
 
+drop view if exists tier_cost_to_serve;
+drop view if exists troublesome_customers;
 drop view if exists month_overview;
 drop view if exists vip_exit;
 drop view if exists vip_call_list;
@@ -334,3 +343,153 @@ from pareto_summary as summary
 left join segments on segments.month = summary.month and segments.metric = summary.metric
 left join alerts on alerts.month = summary.month and alerts.metric = summary.metric
 where summary.window_months = 1;
+
+create view troublesome_customers as
+with profiles as (
+    select profiles.*
+    from customer_service_profile as profiles
+    join current_month on current_month.month = profiles.month
+    where profiles.profile = 'troublesome'
+),
+top_kinds as (
+    select
+        month,
+        window_months,
+        customer_id,
+        string_agg(kind || ' (' || cast(effort as varchar(40)) || ')', ', ' order by kind_rank)
+            as top_kinds
+    from customer_service_kind
+    where kind_rank <= 3
+    group by month, window_months, customer_id
+),
+customers as (
+    select
+        customer_id,
+        name,
+        owner_email,
+        coalesce(lower(attributes ->> 'strategic') in ('true', 't', 'yes', 'y', '1'), false)
+            as strategic
+    from customer
+)
+select
+    profiles.month,
+    profiles.window_months,
+    profiles.customer_id,
+    customers.name,
+    customers.owner_email,
+    coalesce(customers.strategic, false) as strategic,
+    profiles.revenue,
+    profiles.effort,
+    profiles.revenue_share,
+    profiles.effort_share,
+    tiers.tier,
+    tiers.cost_to_serve,
+    tiers.loaded_margin,
+    top_kinds.top_kinds,
+    case
+        when coalesce(customers.strategic, false) then 'strategic: keep, serve deliberately'
+        when tiers.tier = 4 then 'move away'
+        when tiers.tier = 3 then 'take no more like them; cut what eats their margin'
+        else 'serve them for less'
+    end as action
+from profiles
+left join customer_tier as tiers
+    on tiers.month = profiles.month
+    and tiers.window_months = profiles.window_months
+    and tiers.customer_id = profiles.customer_id
+left join top_kinds
+    on top_kinds.month = profiles.month
+    and top_kinds.window_months = profiles.window_months
+    and top_kinds.customer_id = profiles.customer_id
+left join customers on customers.customer_id = profiles.customer_id;
+
+create view tier_cost_to_serve as
+with customers as (
+    select
+        customer_id,
+        coalesce(lower(attributes ->> 'strategic') in ('true', 't', 'yes', 'y', '1'), false)
+            as strategic
+    from customer
+),
+tiered as (
+    select
+        tiers.*,
+        coalesce(profiles.effort, 0) as effort,
+        coalesce(customers.strategic, false) as strategic
+    from customer_tier as tiers
+    left join customer_service_profile as profiles
+        on profiles.month = tiers.month
+        and profiles.window_months = tiers.window_months
+        and profiles.customer_id = tiers.customer_id
+    left join customers on customers.customer_id = tiers.customer_id
+),
+per_tier as (
+    select
+        month,
+        window_months,
+        tier,
+        count(*) as n_customers,
+        sum(case when strategic then 1 else 0 end) as n_strategic,
+        sum(revenue) as revenue,
+        sum(margin) as margin,
+        sum(cost_to_serve) as cost_to_serve,
+        sum(loaded_margin) as loaded_margin,
+        sum(effort) as effort
+    from tiered
+    group by month, window_months, tier
+),
+kinds_per_tier as (
+    select
+        tiered.month,
+        tiered.window_months,
+        tiered.tier,
+        kinds.kind,
+        sum(kinds.effort) as effort,
+        sum(kinds.cost_to_serve) as cost_to_serve
+    from tiered
+    join customer_service_kind as kinds
+        on kinds.month = tiered.month
+        and kinds.window_months = tiered.window_months
+        and kinds.customer_id = tiered.customer_id
+    group by tiered.month, tiered.window_months, tiered.tier, kinds.kind
+),
+ranked_kinds as (
+    select
+        *,
+        row_number() over (
+            partition by month, window_months, tier
+            order by effort desc, kind
+        ) as kind_rank
+    from kinds_per_tier
+),
+top_kinds as (
+    select
+        month,
+        window_months,
+        tier,
+        string_agg(kind || ' (' || cast(effort as varchar(40)) || ')', ', ' order by kind_rank)
+            as top_kinds
+    from ranked_kinds
+    where kind_rank <= 3
+    group by month, window_months, tier
+)
+select
+    per_tier.month,
+    per_tier.window_months,
+    per_tier.tier,
+    names.tier_name,
+    per_tier.n_customers,
+    per_tier.n_strategic,
+    per_tier.revenue,
+    per_tier.margin,
+    per_tier.cost_to_serve,
+    per_tier.loaded_margin,
+    per_tier.effort,
+    top_kinds.top_kinds,
+    per_tier.month = (select month from current_month) as is_current
+from per_tier
+join tier_name as names on names.tier = per_tier.tier
+left join top_kinds
+    on top_kinds.month = per_tier.month
+    and top_kinds.window_months = per_tier.window_months
+    and top_kinds.tier = per_tier.tier;

@@ -58,6 +58,8 @@ def _same(kind: str, expected, actual) -> bool:
 
 def expected_rows(case: str, table: str, months: set[date] | None = None) -> list[dict]:
     path = GOLDEN / case / "expected" / f"{table}.csv"
+    if not path.exists() and TABLES[table].service_only:
+        return []  # a case without service activities expects no service rows
     with path.open(newline="") as handle:
         rows = [
             {column: _parse(_kind(table, column), text) for column, text in row.items()}
