@@ -67,9 +67,12 @@ def build_calls(
     wanted = {r["customer_id"] for r in rows}
     column = METRIC_COLUMN[metric]
     values: dict[str, dict[date, Decimal]] = {c: {} for c in wanted}
+    wanted_ids = pa.array(sorted(wanted), pa.string())
     for m, table in history.items():
-        for r in table.select(["customer_id", column]).to_pylist():
-            if r["customer_id"] in wanted and r[column] is not None:
+        # the alerted customers' rows only, filtered in Arrow (a month ranks 100k customers)
+        theirs = table.filter(pc.is_in(table["customer_id"], value_set=wanted_ids))
+        for r in theirs.select(["customer_id", column]).to_pylist():
+            if r[column] is not None:
                 values[r["customer_id"]][m] = Decimal(r[column])
     calls = []
     for r in rows:

@@ -23,6 +23,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.call_list import (
@@ -140,7 +141,7 @@ class ReportData:
     window: int  # of the headline and the migration: 1 unless not configured
     currency: str
     headline: list[dict]
-    pareto: dict[int, list[dict]]  # window -> customer_abc rows by rank
+    pareto: dict[int, Pareto]  # window -> its curve and class counts
     a_share: float
     b_share: float
     migration_counts: dict[tuple[str, str], int]
@@ -199,18 +200,19 @@ def collect(
     def pick(rows: list[dict], **where) -> list[dict]:
         return [r for r in rows if all(r[k] == v for k, v in where.items())]
 
-    def of_metric(name: str, of_month: date) -> list[dict]:
-        """The month's rows of the report's metric, in the table's order: filtered in
-        Arrow before becoming Python rows (a 1M month's customer_abc holds 1.5M rows)."""
+    def of_metric(name: str, of_month: date) -> pa.Table:
+        """The month's rows of the report's metric, in the table's order, kept in Arrow
+        (a 1M month's customer_abc holds 1.5M rows: only what the page shows becomes
+        Python rows)."""
         table = warehouse.read_table(name, of_month)
-        return table.filter(pc.equal(table["metric"], metric)).to_pylist()
+        return table.filter(pc.equal(table["metric"], metric))
 
-    abc_rows = of_metric("customer_abc", month)
+    abc = of_metric("customer_abc", month)
     abc_before = of_metric("customer_abc", previous)
     segments = of_metric("customer_segment", month)
     segments_before = of_metric("customer_segment", previous)
-    roster = of_metric("vip_roster", month)
-    changes = of_metric("vip_roster_change", month)
+    roster = of_metric("vip_roster", month).to_pylist()
+    changes = of_metric("vip_roster_change", month).to_pylist()
     alerts = warehouse.read_table("customer_alert", month)
     history = read_history(warehouse, month)
     tiers = warehouse.read_table("customer_tier", month).to_pylist()
@@ -229,18 +231,20 @@ def collect(
     headline = _headline(
         pick(summary, metric=metric, window_months=window),
         pick(summary_before, metric=metric, window_months=window),
-        segments,
-        segments_before,
+        _vips(segments),
+        _vips(segments_before),
         len(calls),
     )
-    pareto: dict[int, list[dict]] = defaultdict(list)
-    for r in sorted(abc_rows, key=lambda r: (r["window_months"], r["rank"])):
-        pareto[r["window_months"]].append(r)
-    counts, values = _migration(
-        [r for r in abc_rows if r["window_months"] == window],
-        [r for r in abc_before if r["window_months"] == window],
+    counts, values = _migration(_of_window(abc, window), _of_window(abc_before, window))
+    named_ids = pa.array(sorted(roster_ids), pa.string())
+    named_segments = segments.filter(pc.is_in(segments["customer_id"], named_ids))
+    value_of = dict(
+        zip(
+            named_segments["customer_id"].to_pylist(),
+            named_segments["value"].to_pylist(),
+            strict=True,
+        )
     )
-    value_of = {r["customer_id"]: r["value"] for r in segments}
 
     def named(rows: list[dict], **extra) -> list[dict]:
         """With name, owner and value in M; the most valuable first."""
@@ -271,7 +275,7 @@ def collect(
         window=window,
         currency=cfg.business.currency,
         headline=headline,
-        pareto=dict(pareto),
+        pareto=_pareto(abc),
         a_share=float(cfg.segmentation.a_share),
         b_share=float(cfg.segmentation.b_share),
         migration_counts=counts,
@@ -296,11 +300,14 @@ def collect(
     )
 
 
-def _headline(now: list[dict], before: list[dict], segments, segments_before, n_calls) -> list:
+def _vips(segments: pa.Table) -> int:
+    return pc.sum(pc.equal(segments["segment"], "vip")).as_py() or 0
+
+
+def _headline(now: list[dict], before: list[dict], n_vip, n_vip_before, n_calls) -> list:
     (current,) = now
     prior = before[0] if before else None
-    n_vip = sum(1 for r in segments if r["segment"] == "vip")
-    n_vip_before = sum(1 for r in segments_before if r["segment"] == "vip") if prior else None
+    n_vip_before = n_vip_before if prior else None
 
     def figure(key, label, kind, value, old):
         change = None if old is None or value is None else value - old
@@ -317,9 +324,45 @@ def _headline(now: list[dict], before: list[dict], segments, segments_before, n_
     ]
 
 
-def _migration(now: list[dict], before: list[dict]):
+@dataclass(frozen=True)
+class Pareto:
+    """One window's Pareto curve as the page shows it: its customers, how many of them
+    are in each class, and the curve thinned to CURVE_POINTS points (from the origin)."""
+
+    customers: int
+    classes: dict[str, int]
+    curve: list[tuple[float, float]]  # (share of customers, cumulative share)
+
+
+def _of_window(abc: pa.Table, window: int) -> pa.Table:
+    return abc.filter(pc.equal(abc["window_months"], window))
+
+
+def _pareto(abc: pa.Table) -> dict[int, Pareto]:
+    """Per window, from the month's customer_abc rows of the metric: counted and thinned
+    in Arrow (a 1M-payment month ranks 100k customers per window)."""
+    out = {}
+    for window in sorted(set(abc["window_months"].to_pylist())):
+        rows = _of_window(abc, window).sort_by("rank")
+        n = rows.num_rows
+        classes = Counter(rows["abc_class"].to_pylist())
+        # point 0 is the origin, point k the customer of rank k (as _thin spaces them)
+        picked = _thin(list(range(n + 1)))
+        taken = [k - 1 for k in picked if k > 0]
+        ranks = rows["rank"].take(taken).to_pylist()
+        shares = rows["cum_share"].take(taken).to_pylist()
+        curve = [(0.0, 0.0)] if picked[0] == 0 else []
+        curve += [(rank / n, share) for rank, share in zip(ranks, shares, strict=True)]
+        out[window] = Pareto(n, {c: classes.get(c, 0) for c in CLASSES}, curve)
+    return out
+
+
+def _migration(now_table: pa.Table, before_table: pa.Table):
     """Class of M-1 -> class of M (shortest window); 'new' and 'lost' for customers ranked in
     only one of them. Value: the customer's value in M (in M-1 for the lost)."""
+    columns = ["customer_id", "abc_class", "value"]
+    now = now_table.select(columns).to_pylist()
+    before = before_table.select(columns).to_pylist()
     cur = {r["customer_id"]: r for r in now}
     old = {r["customer_id"]: r for r in before}
     counts: Counter = Counter()
@@ -623,19 +666,11 @@ def service_charts(data: ReportData) -> dict:
 def pareto_chart(data: ReportData) -> dict:
     import altair as alt
 
-    curves = []
-    for window, rows in sorted(data.pareto.items()):
-        n = len(rows)
-        points = [{"window": f"{window} mo", "customers": 0.0, "cum_share": 0.0}]
-        points += [
-            {
-                "window": f"{window} mo",
-                "customers": r["rank"] / n,
-                "cum_share": r["cum_share"],
-            }
-            for r in rows
-        ]
-        curves += _thin(points)
+    curves = [
+        {"window": f"{window} mo", "customers": customers, "cum_share": share}
+        for window, pareto in sorted(data.pareto.items())
+        for customers, share in pareto.curve
+    ]
     bands = [
         {"band": "A", "low": 0.0, "high": data.a_share},
         {"band": "B", "low": data.a_share, "high": data.b_share},
