@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_airflow.py [--sizes 100k,1m] [--months 6]
         [--parallelism 2] [--rounds 1] [--work /tmp/tiers-bench-airflow]
-        [--pg postgresql://postgres@127.0.0.1:5432/postgres] [--no-month]
+        [--pg postgresql://postgres@127.0.0.1:5432/postgres] [--no-month | --month-only]
 
 For each size, on data from ``../shared/perf/gen_data.py`` (``--months`` + 1 months from
 2025-01, generated once into ``--work``), starting from an empty lake and warehouse:
@@ -16,7 +16,9 @@ For each size, on data from ``../shared/perf/gen_data.py`` (``--months`` + 1 mon
   every run is finished (the harness's start-up is not timed);
 * then, unless ``--no-month``, one more month (the one after the backfill) as a single
   run, as the schedule would start it: a run through Airflow against ``tiers run`` (and
-  ``tiers run`` + ``tiers report``) on the CLI's copy of the same state.
+  ``tiers run`` + ``tiers report``) on the CLI's copy of the same state. With
+  ``--month-only``, the backfill is done by the CLI alone and only that month is timed,
+  on two copies of the backfilled state, with its own per-task table.
 
 The CLI runs before and after Airflow (a drift of the machine's speed is shared) and the
 ratio is against their mean. ``--parallelism`` takes a list (``2,3,4``): one Airflow
@@ -182,6 +184,30 @@ def airflow_backfill(data: Path, name: str, first: str, last: str, n: int, args)
     return result
 
 
+def copy_state(folder: Path, name: str) -> Path:
+    """A copy of a backfilled folder (lake, warehouse, runs), over the same source files."""
+    target = folder.parent / name
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(folder, target, symlinks=True, ignore=shutil.ignore_patterns("airflow-home"))
+    return target
+
+
+def airflow_month(folder: Path, nxt: str, args) -> dict:
+    """One run of month ``nxt`` through the scheduler, on a backfilled folder."""
+    env = {
+        "TIERS_CONFIG": str(folder / "tiers.toml"),
+        "AIRFLOW__CORE__PARALLELISM": str(args.parallelism_value),
+    }
+    with AirflowServer(folder / "airflow-home", args.pg, env=env) as server:
+        at = load()
+        started = time.monotonic()
+        run_id = server.trigger({"month": nxt})
+        (run,) = server.wait_for_runs([run_id], timeout=args.timeout).values()
+        took = time.monotonic() - started
+        console.print(f"  airflow run of {nxt}: {took:.1f} s, {run['state']} ({at})")
+        return {"month": took, "month_state": run["state"], "tasks": task_times(server, [run])}
+
+
 def month_on_cli(folder: Path, nxt: str) -> dict:
     at = load()
     run = tiers(folder, "run", "--month", nxt)
@@ -223,6 +249,11 @@ def main() -> None:
     ap.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
     ap.add_argument("--timeout", type=float, default=3600)
     ap.add_argument("--no-month", action="store_true", help="skip the single scheduled month")
+    ap.add_argument(
+        "--month-only",
+        action="store_true",
+        help="time only the single month (after a CLI backfill), with its per-task table",
+    )
     args = ap.parse_args()
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     n = args.months
@@ -237,6 +268,20 @@ def main() -> None:
         data = generate(args.work, size, n + 1)
         for round_ in range(1, args.rounds + 1):
             console.rule(f"{size}, round {round_}")
+            if args.month_only:
+                state = cli_backfill(data, "state", first, last)["folder"]
+                for i, parallelism in enumerate(int(p) for p in args.parallelism.split(",")):
+                    args.parallelism_value = parallelism
+                    af = airflow_month(copy_state(state, f"airflow-month-{i}"), month(n), args)
+                    one = month_on_cli(copy_state(state, f"cli-month-{i}"), month(n))
+                    both = one["run"] + one["report"]
+                    months.add_row(
+                        size, str(parallelism), f"{one['run']:.1f} s", f"{both:.1f} s",
+                        f"{af['month']:.1f} s ({af['month_state']})",
+                        f"{af['month'] / one['run']:.2f} / {af['month'] / both:.2f}",
+                    )  # fmt: skip
+                    print_tasks(f"{size}, month {month(n)}", parallelism, af["tasks"])
+                continue
             cli = [cli_backfill(data, "cli-0", first, last)]
             for i, parallelism in enumerate(int(p) for p in args.parallelism.split(",")):
                 args.parallelism_value = parallelism
@@ -256,7 +301,8 @@ def main() -> None:
                         f"{af['month']:.1f} s ({af['month_state']})",
                         f"{af['month'] / one['run']:.2f} / {af['month'] / both:.2f}",
                     )  # fmt: skip
-    console.print(summary)
+    if not args.month_only:
+        console.print(summary)
     if not args.no_month:
         console.print(months)
         console.print("ratio: airflow run / tiers run, and / (tiers run + tiers report)")
