@@ -18,7 +18,8 @@ For each size, on data from ``../shared/perf/gen_data.py`` (``--months`` + 1 mon
   run, as the schedule would start it: a run through Airflow against ``tiers run`` (and
   ``tiers run`` + ``tiers report``) on the CLI's copy of the same state. With
   ``--month-only``, the backfill is done by the CLI alone and only that month is timed,
-  on two copies of the backfilled state, with its own per-task table.
+  on two copies of the backfilled state, with its own per-task table: twice on the same
+  servers, the first run after they start and a second one, warm.
 
 The CLI runs before and after Airflow (a drift of the machine's speed is shared) and the
 ratio is against their mean. ``--parallelism`` takes a list (``2,3,4``): one Airflow
@@ -199,13 +200,21 @@ def airflow_month(folder: Path, nxt: str, args) -> dict:
         "AIRFLOW__CORE__PARALLELISM": str(args.parallelism_value),
     }
     with AirflowServer(folder / "airflow-home", args.pg, env=env) as server:
-        at = load()
-        started = time.monotonic()
-        run_id = server.trigger({"month": nxt})
-        (run,) = server.wait_for_runs([run_id], timeout=args.timeout).values()
-        took = time.monotonic() - started
-        console.print(f"  airflow run of {nxt}: {took:.1f} s, {run['state']} ({at})")
-        return {"month": took, "month_state": run["state"], "tasks": task_times(server, [run])}
+        result = {}
+        # the first run after the servers start pays their warm-up (the API server's first
+        # requests: about 6 s before the first task starts its step); a deployment's
+        # scheduled month meets servers that have been up for a month: the second run
+        for attempt in ("first", "second"):
+            at = load()
+            started = time.monotonic()
+            run_id = server.trigger({"month": nxt})
+            (run,) = server.wait_for_runs([run_id], timeout=args.timeout).values()
+            took = time.monotonic() - started
+            state = run["state"]
+            console.print(f"  airflow run of {nxt} ({attempt}): {took:.1f} s, {state} ({at})")
+            result[attempt] = {"month": took, "month_state": run["state"]}
+            result[attempt]["tasks"] = task_times(server, [run])
+        return result
 
 
 def month_on_cli(folder: Path, nxt: str) -> dict:
@@ -272,15 +281,16 @@ def main() -> None:
                 state = cli_backfill(data, "state", first, last)["folder"]
                 for i, parallelism in enumerate(int(p) for p in args.parallelism.split(",")):
                     args.parallelism_value = parallelism
-                    af = airflow_month(copy_state(state, f"airflow-month-{i}"), month(n), args)
+                    runs = airflow_month(copy_state(state, f"airflow-month-{i}"), month(n), args)
                     one = month_on_cli(copy_state(state, f"cli-month-{i}"), month(n))
                     both = one["run"] + one["report"]
-                    months.add_row(
-                        size, str(parallelism), f"{one['run']:.1f} s", f"{both:.1f} s",
-                        f"{af['month']:.1f} s ({af['month_state']})",
-                        f"{af['month'] / one['run']:.2f} / {af['month'] / both:.2f}",
-                    )  # fmt: skip
-                    print_tasks(f"{size}, month {month(n)}", parallelism, af["tasks"])
+                    for attempt, af in runs.items():
+                        months.add_row(
+                            f"{size} ({attempt} run)", str(parallelism), f"{one['run']:.1f} s",
+                            f"{both:.1f} s", f"{af['month']:.1f} s ({af['month_state']})",
+                            f"{af['month'] / one['run']:.2f} / {af['month'] / both:.2f}",
+                        )  # fmt: skip
+                        print_tasks(f"{size}, {month(n)}, {attempt} run", parallelism, af["tasks"])
                 continue
             cli = [cli_backfill(data, "cli-0", first, last)]
             for i, parallelism in enumerate(int(p) for p in args.parallelism.split(",")):
