@@ -248,14 +248,16 @@ class DuckDBWarehouse:
     # writing --------------------------------------------------------------------------
 
     @contextmanager
-    def _writing(self) -> Iterator[_State]:
+    def _writing(self, replacing: date | None = None) -> Iterator[_State]:
         """The state under the writer lock; committed and published if the block succeeds.
 
         The new catalog is built before the state is committed, so that a full or
         read-only disk stops the write before its commit point: the warehouse then holds
         its previous state, catalog and files (the files this write added are removed).
         A write whose catalog would not show every month the published one shows (the
-        catalog and its folder do not belong together) stops before it writes anything.
+        catalog and its folder do not belong together) stops before it writes anything;
+        the month a load replaces (``replacing``) may lose tables (a month loaded again
+        without its ``[service]`` tables).
         """
         if not self.data.exists():  # a catalog moved without its folder: refused untouched
             self._check_shown(self._read_shown(), _State())
@@ -278,7 +280,8 @@ class DuckDBWarehouse:
                 changed = self._pending.to_json() != before
                 if changed:
                     self._pending.generation += 1
-                self._check_shown(shown, self._pending)  # never hide what readers were shown
+                # never hide what readers were shown, but the month this load replaces
+                self._check_shown(shown, self._pending, replacing)
                 catalog = self._build_catalog_if_stale(self._pending)
                 try:
                     if changed:
@@ -318,7 +321,7 @@ class DuckDBWarehouse:
         """Publish every reporting table's month and record the run (one commit); a table
         given as a file is adopted byte for byte, not re-encoded."""
         incoming = month_tables(month, tables)
-        with self._writing() as state:
+        with self._writing(replacing=month) as state:
             key = month.isoformat()
             for name, rows in incoming.items():
                 path = self._write_file(TABLES[name], month, rows)
@@ -428,10 +431,12 @@ class DuckDBWarehouse:
             shutil.copyfile(self.path, copy)
             return _shown_in(copy)
 
-    def _check_shown(self, shown: _Shown | None, state: _State) -> None:
+    def _check_shown(
+        self, shown: _Shown | None, state: _State, replacing: date | None = None
+    ) -> None:
         """Refuse a write whose catalog would hide a month the published catalog shows (a
         table's month or a run record), naming the catalog, the folders and the fix."""
-        hidden = shown.hidden_by(state) if shown is not None else []
+        hidden = shown.hidden_by(state, replacing) if shown is not None else []
         if not hidden:
             return
         months = _months_text(hidden)
@@ -633,9 +638,13 @@ class _Shown:
     months: frozenset[tuple[str, str]]  # (table, first day of the month)
     runs: frozenset[str]
 
-    def hidden_by(self, state: _State) -> list[str]:
-        """The months (YYYY-MM) shown here that a catalog of ``state`` would not show."""
-        hidden = {m for table, m in self.months if m not in state.files.get(table, {})}
+    def hidden_by(self, state: _State, replacing: date | None = None) -> list[str]:
+        """The months (YYYY-MM) shown here that a catalog of ``state`` would not show
+        (but in the tables of the month ``replacing``, which its load replaces)."""
+        replaced = replacing.isoformat() if replacing is not None else None
+        hidden = {
+            m for table, m in self.months if m not in state.files.get(table, {}) and m != replaced
+        }
         hidden |= {_month_part(run) for run in self.runs - set(state.runs)}
         return sorted(m[:7] for m in hidden if m)
 

@@ -184,6 +184,22 @@ def test_a_month_with_payments_and_no_activity_source_is_as_before(tmp_path):
     assert not (tmp_path / "lake" / "activities").exists()
 
 
+def test_a_month_loaded_again_without_service_replaces_its_service_rows(tmp_path):
+    """[service] removed from the configuration: the month loads again, and its service
+    rows go with the rest of the month (the catalog's check that no month is hidden
+    allows the month being replaced)."""
+    payments = [("p1", "a", "2026-01-05", "100.00", "EUR", 1, "40.00")]
+    activities = [("x1", "a", "2026-01-07", "visit", "1.00", "10.00")]
+    cfg = served(tmp_path, payments, activities, ["2026-01"])
+    assert runner.run_month(cfg, "2026-01", extract=False).status == "loaded"
+    assert warehouse_rows(cfg, "customer_service").num_rows == 1
+    plain = csv_config(tmp_path, tmp_path / "payments.csv")
+    assert runner.run_month(plain, "2026-01", extract=False).status == "loaded"
+    assert warehouse_rows(plain, "customer_service").num_rows == 0
+    (tier,) = warehouse_rows(plain, "customer_tier").to_pylist()
+    assert (tier["customer_id"], tier["cost_to_serve"]) == ("a", None)
+
+
 def test_a_month_is_computed_only_once_its_activity_history_was_extracted(tmp_path):
     payments = [
         ("p1", "a", "2026-01-05", "100.00", "EUR", 1, "40.00"),
