@@ -24,9 +24,11 @@ $(VENV)/.synced: uv.lock pyproject.toml | $(UV)
 demo: $(VENV)/.synced
 	$(VENV)/bin/tiers demo
 
+# two workers (pytest-xdist), a test file each at a time: many tests wait on subprocesses,
+# servers and PostgreSQL; every test has its own folders, schemas, ports and databases
 test: $(VENV)/.synced compose-tools browser-tools
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n 2 --dist loadfile
 
 lint: $(VENV)/.synced
 	$(VENV)/bin/ruff check .

@@ -44,8 +44,9 @@ final as (
         n_class_a::integer as n_class_a,
         n_class_b::integer as n_class_b,
         n_class_c::integer as n_class_c,
-        2 * ascending_weighted_sum::double / (n_customers * total_value::double)
-            - (n_customers + 1) / n_customers::double as gini,
+        -- the numerator in exact decimals: equal values give 0, never a rounding below it
+        (2 * ascending_weighted_sum - (n_customers + 1) * total_value)::double
+            / (n_customers * total_value::double) as gini,
         sum_of_squared_cents::double
             / ((total_value * 100)::hugeint * (total_value * 100)::hugeint)::double as hhi,
         top1_share
