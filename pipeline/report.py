@@ -226,14 +226,15 @@ def collect(
     }
     attributes = attributes_by_customer(customers, alert_ids | roster_ids)
     last_paid = last_payment_dates(cfg.lake.root, month, alert_ids, cfg.business.timezone)
-    calls = build_calls(month, metric, alerts, history, last_paid, attributes)
+    scores = warehouse.read_table("customer_call", month)
+    calls = build_calls(month, metric, alerts, history, last_paid, attributes, scores)
 
     headline = _headline(
         pick(summary, metric=metric, window_months=window),
         pick(summary_before, metric=metric, window_months=window),
         _vips(segments),
         _vips(segments_before),
-        len(calls),
+        sum(c.priority == "call" for c in calls),  # the watch rows are no calls to make
     )
     counts, values = _migration(_of_window(abc, window), _of_window(abc_before, window))
     named_ids = pa.array(sorted(roster_ids), pa.string())
