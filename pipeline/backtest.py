@@ -27,38 +27,44 @@ def backtest(cfg: Config, first: date, last: date, metric: str, top: int = TOP) 
 
     warehouse = open_warehouse(cfg)
     try:
-        # the loaded months: every loaded month with a paying customer has summary rows
-        loaded = set(warehouse.read_table("pareto_summary")["month"].to_pylist())
-        months = [m for m in months_between(first, last) if m in loaded]
-        around = sorted(
-            {add_months(m, k) for m in months for k in range(-FOLLOW_UP_MONTHS, 4)} & loaded
-        )
-        tables = {
-            "customer_call": [warehouse.read_table("customer_call", m) for m in months],
-            "customer_segment": [
-                warehouse.read_table("customer_segment", m)
-                for m in sorted({add_months(m, -1) for m in months} | set(months))
-                if m in loaded
-            ],
-            "customer_month": [warehouse.read_table("customer_month", m) for m in around],
-        }
+        return judge(warehouse, cfg.business.timezone, first, last, metric, top)
     finally:
         warehouse.close()
-    con = connect(cfg.business.timezone)
+
+
+def judge(warehouse, timezone: str, first: date, last: date, metric: str, top: int = TOP):
+    """``backtest`` on an open warehouse (the report judges the last quarter's lists)."""
+    # the loaded months: every loaded month with a paying customer has summary rows
+    loaded = set(warehouse.read_table("pareto_summary")["month"].to_pylist())
+    months = [m for m in months_between(first, last) if m in loaded]
+    around = sorted(
+        {add_months(m, k) for m in months for k in range(-FOLLOW_UP_MONTHS, 4)} & loaded
+    )
+    tables = {
+        "customer_call": [warehouse.read_table("customer_call", m) for m in months],
+        "customer_segment": [
+            warehouse.read_table("customer_segment", m)
+            for m in sorted({add_months(m, -1) for m in months} | set(months))
+            if m in loaded
+        ],
+        "customer_month": [warehouse.read_table("customer_month", m) for m in around],
+    }
+    con = connect(timezone)
     try:
         for name, parts in tables.items():
             con.register(f"{name}_rows", pa.concat_tables(parts) if parts else _empty(name))
             con.execute(f"create table {name} as select * from {name}_rows")
-        last_loaded = max(loaded) if loaded else first
-        return run_sql(
+        run_sql(
             con,
             "backtest",
+            create="judged",
             metric=metric,
             first=first,
             last=last,
             top=top,
-            last_loaded=last_loaded,
-        ).to_arrow_table()
+            last_loaded=max(loaded) if loaded else first,
+        )
+        return con.sql("select * from judged order by month nulls last").to_arrow_table()
     finally:
         con.close()
 

@@ -432,20 +432,12 @@ def backtest(
             "call list and the 3 months after it loaded: load later months, or pick earlier ones"
         )
     table = RichTable(
-        title=f"How the call lists did ({metric}; leaving = value over the next "
-        "3 months below half of the 3 before)"
+        title=f"How the call lists did ({metric}): share leaving 3 months later, value that left",
+        caption=f"all: every alert; stake: the first {top} by value at stake; rank: the first "
+        f"{top} by call_rank. Leaving: value over the 3 months after below half of the 3 before.",
     )
-    for heading in (
-        "month",
-        "alerts",
-        "leaving: all",
-        f"top {top} by value at stake",
-        f"top {top} by call_rank",
-        "value left: all",
-        "by stake",
-        "by call_rank",
-    ):
-        table.add_column(heading, justify="right")
+    for heading in ("month", "alerts", "all", "stake", "rank", "left: all", "stake", "rank"):
+        table.add_column(heading, justify="right", no_wrap=True)
 
     def share(value) -> str:
         return "-" if value is None else f"{value:.0%}"
@@ -457,9 +449,9 @@ def backtest(
             share(r["leaving_all"]),
             share(r["leaving_top_stake"]),
             share(r["leaving_top_call"]),
-            f"{r['value_left_all'] or 0:,.2f}",
-            f"{r['value_left_top_stake'] or 0:,.2f}",
-            f"{r['value_left_top_call'] or 0:,.2f}",
+            f"{r['value_left_all'] or 0:,.0f}",
+            f"{r['value_left_top_stake'] or 0:,.0f}",
+            f"{r['value_left_top_call'] or 0:,.0f}",
         )
     console.print(table)
     overall = rows[-1]

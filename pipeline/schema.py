@@ -177,7 +177,7 @@ REPORTING_TABLES: tuple[Table, ...] = (
             ("alert", "text"),
             ("call_rank", "int"),
             ("priority", "text"),
-            ("risk", "float"),
+            ("share_kept", "float"),
             ("p_alive", "float"),
             ("expected_payments", "float"),
             ("expected_value", "money"),
@@ -448,12 +448,12 @@ COLUMN_DESCRIPTIONS = {
     "detail": "The alert in words (its numbers are columns of vip_call_list).",
     "margin_pct": "Margin / revenue (NULL when revenue <= 0).",
     "call_rank": "Order of the calls, 1 = call first, per month and metric (a total order): "
-    "the highest risk of leaving first; likely-back wobblers last.",
+    "the smallest share of its recent value expected to be kept first; likely-back wobblers "
+    "last.",
     "priority": "call (on this month's list) or watch (likely back, or past the caps of "
     "[call_list]).",
-    "risk": "Probability that the customer is leaving (its value over the next 3 months "
-    "below half of the 3 months before), learned from this business's VIPs that dropped out "
-    "3 to 5 months ago.",
+    "share_kept": "expected_value / recent_value: the share of its recent value the customer "
+    "is expected to keep over the next 3 months (NULL without a recent value).",
     "p_alive": "Probability that the customer still buys (BG/NBD on its paying days of the "
     "last 12 months, as of the month's end).",
     "expected_payments": "Expected paying days over the next 3 months (BG/NBD).",

@@ -17,7 +17,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from pipeline.call_score import score_alerted, training_months
+from pipeline.call_score import score_alerted
 from pipeline.config import ALL_METRICS, Config, metrics_available
 from pipeline.customers import read_customers
 from pipeline.errors import ComputeError
@@ -229,10 +229,7 @@ def _call_steps(con: duckdb.DuckDBPyConnection, cfg: Config, plan: MonthPlan, pa
     """customer_call: the alerts' risk (pipeline/call_score.py), their call order and priority
     (sql/customer_call.sql), with the account owners of the [customers] source."""
     files = [f for m in plan.months_read for f in month_files(cfg.lake.root, m)]
-    training = training_months(
-        plan.month, plan.months_read, plan.vip_list_months, cfg.call_list.horizon_months
-    )
-    score_alerted(con, files, params, cfg.call_list.fit_customers, training)
+    score_alerted(con, files, params, cfg.call_list.fit_customers)
     customers = read_customers(cfg)
     owners = (
         customers.select(["customer_id", "owner_email"])

@@ -3,19 +3,22 @@
 --
 -- Reads:    customer_alert (month $month), call_features (as of $month: the alerted
 --           customers' values and paying days, sql/call_features.sql), customer_risk (their
---           P(alive), expected paying days and value over the next $horizon_months months,
---           and the risk of leaving, from pipeline/call_score.py), customer_rank (window 1:
+--           P(alive) and expected paying days over the next $horizon_months months, from
+--           the BG/NBD model of pipeline/call_score.py), customer_rank (window 1:
 --           the VIPs of the months whose VIP lists are read), customer_owner (owner_email of
 --           the [customers] source; empty without one)
 -- Produces: one row per customer_alert row of $month:
+--   expected_value   expected paying days x the value per paying day over the months read
+--   share_kept       expected_value / recent_value: the share of its recent value it is
+--                    expected to keep (NULL without a recent value)
 --   recent_value     the value over the $horizon_months months before $month
 --   value_at_risk    recent_value - expected_value, at least 0: what leaves if nothing is done
 --   vip_dips, vip_returns  earlier falls out of / returns into the monthly VIPs (the VIP
 --                    lists read before $month)
 --   likely back      a VIP alert of a customer that came back after every earlier dip and
 --                    is probably still buying (P(alive) >= 0.5): watch, not call
---   call_rank        per metric: likely-back last; then the highest risk of leaving first,
---                    the largest value at risk, customer_id, alert
+--   call_rank        per metric: likely-back last; then the smallest share kept first, the
+--                    largest value at risk, customer_id, alert
 --   priority         call for the first $max_calls_per_owner rows of each owner (of
 --                    $max_calls for customers without owner) that are not likely back and
 --                    have value at risk; watch for the others
@@ -25,7 +28,7 @@ with alerts as (
 ),
 
 features as (
-    select * from call_features where as_of = $month and not is_training and not in_fit_sample
+    select * from call_features where not in_fit_sample
 ),
 
 vip_flags as (
@@ -70,10 +73,12 @@ scored as (
         alerts.metric,
         alerts.customer_id,
         alerts.alert,
-        risk.risk,
         risk.p_alive,
         risk.expected_payments,
-        cast(round(coalesce(risk.expected_value, 0), 2) as decimal(18, 2)) as expected_value,
+        -- expected paying days x the value per paying day: what it is expected to bring
+        cast(round(
+            coalesce(risk.expected_payments, 0) * greatest(features.value_per_paying_day, 0), 2
+        ) as decimal(18, 2)) as expected_value,
         cast(coalesce(features.recent_value, 0) as decimal(18, 2)) as recent_value,
         features.paying_days,
         case when features.paying_days > 1
@@ -83,7 +88,7 @@ scored as (
         coalesce(wobbles.vip_returns, 0) as vip_returns,
         owners.owner_email
     from alerts
-    left join customer_risk as risk using (metric, customer_id, alert)
+    left join customer_risk as risk using (customer_id)
     left join features using (metric, customer_id, alert)
     left join wobbles using (metric, customer_id)
     left join customer_owner as owners using (customer_id)
@@ -105,7 +110,7 @@ ranked as (
         *,
         row_number() over (
             partition by metric
-            order by likely_back, risk desc nulls last, value_at_risk desc, customer_id, alert
+            order by likely_back, share_kept nulls last, value_at_risk desc, customer_id, alert
         ) as call_rank
     from judged
 ),
@@ -135,7 +140,7 @@ final as (
             then 'call'
             else 'watch'
         end as priority,
-        round(risk, 6) as risk,
+        round(share_kept, 6) as share_kept,
         p_alive,
         expected_payments,
         expected_value,

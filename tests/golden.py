@@ -60,6 +60,8 @@ def expected_rows(case: str, table: str, months: set[date] | None = None) -> lis
     path = GOLDEN / case / "expected" / f"{table}.csv"
     if not path.exists() and TABLES[table].service_only:
         return []  # a case without service activities expects no service rows
+    if not path.exists() and table == "customer_call":
+        return []  # the project's call order: no table of the spec, no golden rows
     with path.open(newline="") as handle:
         rows = [
             {column: _parse(_kind(table, column), text) for column, text in row.items()}

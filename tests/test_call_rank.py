@@ -6,20 +6,26 @@ Hand-built histories (README "The call list"), computed through the real month c
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import date, timedelta
 
 import pytest
+from typer.testing import CliRunner
 
-from pipeline.months import months_between
+from pipeline import runner
+from pipeline.cli import app
+from pipeline.months import add_months, months_between
 from pipeline.transform import compute_month, write_month
 
-from support import extracted
+from golden import SHARED
+from support import extracted, warehouse_rows
 
 NOV = date(2025, 11, 1)
 MONTHS = [m.strftime("%Y-%m") for m in months_between(date(2025, 1, 1), NOV)]
 
 
-def _history() -> list[tuple]:
+def _history(until: date = NOV) -> list[tuple]:
     """Twenty steady small customers, twenty small ones who left early, and three VIPs of
     2025-10 with an alert in 2025-11:
     weekly: paid 100 every week from January to October, nothing in November;
@@ -31,7 +37,7 @@ def _history() -> list[tuple]:
     def pay(customer: str, day: date, amount: str) -> None:
         rows.append((f"p{len(rows):05d}", customer, day.isoformat(), amount, "EUR"))
 
-    for month in months_between(date(2025, 1, 1), NOV):
+    for month in months_between(date(2025, 1, 1), until):
         for i in range(20):
             pay(f"steady{i:02d}", month + timedelta(days=i % 27), "50.00")
     for i in range(20):  # customers who left: weekly for 2 to 6 months, then never again
@@ -46,7 +52,7 @@ def _history() -> list[tuple]:
     pay("twice_a_year", date(2025, 4, 10), "2000.00")
     pay("twice_a_year", date(2025, 10, 10), "2000.00")
     day = date(2025, 5, 1)
-    while day < date(2025, 12, 1):
+    while day < add_months(until, 1):
         small = day.month in (6, 11)
         pay("wobbler", day, "5.00" if small else "150.00")
         day += timedelta(days=7)
@@ -112,3 +118,51 @@ def test_the_call_order_is_the_same_bytes_twice(history, tmp_path) -> None:
     first = write_month(cfg, NOV, tmp_path / "first")["customer_call"].read_bytes()
     second = write_month(cfg, NOV, tmp_path / "second")["customer_call"].read_bytes()
     assert first == second
+
+
+def test_tiers_backtest_agrees_with_the_shared_tool(tmp_path) -> None:
+    """The months 2025-06 .. 2026-02 loaded; the lists of 2025-09 .. 2025-11 have their 3
+    months after: tiers backtest and ../shared/tools/call_precision.py give the same shares."""
+    months = [m.strftime("%Y-%m") for m in months_between(date(2025, 6, 1), date(2026, 2, 1))]
+    rows = [r for r in _history(until=date(2026, 2, 1)) if r[2] >= "2025-06"]
+    cfg = extracted(tmp_path, rows, months, business={"history_start": "2025-06"})
+    results = runner.backfill(cfg, date(2025, 6, 1), date(2026, 2, 1), extract=False)
+    assert {r.status for r in results} == {"loaded"}, [r.error for r in results]
+    config = str(tmp_path / "tiers.toml")
+    printed = CliRunner().invoke(
+        app,
+        ["backtest", "-c", config, "--from", "2025-09", "--to", "2025-11", "--top", "1"],
+        env={"COLUMNS": "120"},
+    )
+    assert printed.exit_code == 0, printed.output
+    overall = next(line for line in printed.output.splitlines() if "overall" in line)
+    shares = [cell.strip() for cell in overall.split("│")[1:-1]][2:5]  # all, stake, rank
+    tool = subprocess.run(
+        [
+            sys.executable,
+            str(SHARED / "tools" / "call_precision.py"),
+            str(tmp_path / "warehouse.duckdb"),
+            "--from",
+            "2025-09",
+            "--to",
+            "2025-11",
+            "--k",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    # "alerts N over M months; leaving among all 0.667; top 1 by value at stake 1.000; ..."
+    figures = [
+        float(word.rstrip(";")) for word in tool.split() if word[:1].isdigit() and "." in word
+    ]
+    assert shares == [f"{f:.0%}" for f in figures[:3]], (printed.output, tool)
+    # every list of the range is judged (its 3 months after are loaded), one row a month
+    judged = [
+        line.split("│")[1].strip() for line in printed.output.splitlines() if "│ 2025-" in line
+    ]
+    assert judged == ["2025-09", "2025-10", "2025-11"]
+    calls = warehouse_rows(cfg, "customer_call").to_pylist()
+    weekly = [r for r in calls if r["month"] == NOV and r["customer_id"] == "weekly"]
+    assert {(r["alert"], r["priority"]) for r in weekly} == {("vip_stopped_paying", "call")}
