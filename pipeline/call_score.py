@@ -24,7 +24,9 @@ three months of examples are too few to weigh five inputs. So the order is the m
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import warnings
 
 import duckdb
@@ -75,16 +77,31 @@ def score_alerted(
     con.unregister("customer_risk_rows")
 
 
-def import_model():
-    """pymc-marketing's BG/NBD model class, imported quietly (pymc, arviz and pytensor
-    announce API changes on import); the Airflow scheduler imports it before it forks."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from pymc_marketing.clv import BetaGeoModel
+# the model's libraries announce API changes on import and on every fit: not for our logs
+_QUIET = r"(arviz|pymc|pymc_marketing|pytensor|xarray)(\.|$)"
 
+
+def import_model():
+    """pymc-marketing's BG/NBD model class (pymc, pytensor: seconds to import)."""
+    for category in (FutureWarning, UserWarning, DeprecationWarning):
+        warnings.filterwarnings("ignore", category=category, module=_QUIET)
     for name in ("pymc", "pytensor", "pymc_marketing"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    from pymc_marketing.clv import BetaGeoModel
+
     return BetaGeoModel
+
+
+def warm_up() -> None:
+    """Import the model in a background thread, so that its seconds of importing overlap
+    with the month's extract and gates (DuckDB releases the GIL) instead of delaying the
+    computation, which waits for it (Python's import lock); a failure shows there."""
+
+    def load() -> None:
+        with contextlib.suppress(Exception):
+            import_model()
+
+    threading.Thread(target=load, name="model-import", daemon=True).start()
 
 
 def _bg_nbd(fit: pa.Table, alerted: pa.Table, horizon_days: int) -> pa.Table:
@@ -92,7 +109,7 @@ def _bg_nbd(fit: pa.Table, alerted: pa.Table, horizon_days: int) -> pa.Table:
     from a BG/NBD model fitted on ``fit`` (both: customer_id, frequency, recency, T)."""
     model_class = import_model()
     with warnings.catch_warnings():
-        # pymc and arviz announce API changes on every fit
+        # and on every fit, from modules of their own or of numpy
         warnings.simplefilter("ignore")
         model = model_class(data=fit.to_pandas())
         model.fit(method="map", progressbar=False)
