@@ -34,32 +34,33 @@ scored as (
     select null, customer_id, null, true from fit_sample
 ),
 
-metric_values as (
+metric_history as (
+    -- the alerted customers' months, valued by the metric of each of their alerts
     select
         alerts.metric,
         history.customer_id,
-        sum(
-            case alerts.metric
-                when 'revenue' then history.revenue
-                when 'payments' then history.payments
-                when 'units' then history.units
-                when 'margin' then history.margin
-            end
-        ) filter (
-            where history.month >= cast($month::date - to_months($horizon_months) as date)
-              and history.month < $month
-        ) as recent_value,
-        sum(
-            case alerts.metric
-                when 'revenue' then history.revenue
-                when 'payments' then history.payments
-                when 'units' then history.units
-                when 'margin' then history.margin
-            end
-        ) as total_value
+        history.month,
+        case alerts.metric
+            when 'revenue' then history.revenue
+            when 'payments' then history.payments
+            when 'units' then history.units
+            when 'margin' then history.margin
+        end as value
     from (select distinct metric, customer_id from alerts) as alerts
     join customer_month_history as history using (customer_id)
-    group by alerts.metric, history.customer_id
+),
+
+metric_values as (
+    select
+        metric,
+        customer_id,
+        sum(value) filter (
+            where month >= cast($month::date - to_months($horizon_months) as date)
+              and month < $month
+        ) as recent_value,
+        sum(value) as total_value
+    from metric_history
+    group by metric, customer_id
 ),
 
 paying_days as (
