@@ -17,6 +17,13 @@ ARG AIRFLOW_VERSION
 
 COPY --from=uv /uv /usr/local/bin/uv
 
+# pytensor (under pymc-marketing, the call list's BG/NBD model) compiles the model's C code
+# with g++; without one it falls back to Python, several times slower
+USER root
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends g++ \
+    && rm -rf /var/lib/apt/lists/*
+
 USER airflow
 WORKDIR /opt/tiers
 

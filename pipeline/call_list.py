@@ -3,8 +3,10 @@
 One row per ``customer_alert`` row of (month, metric): the customer's value in each of the
 last six months, the last payment date, the value at stake and, where the customer
 attributes source knows them, name and owner. The value at stake is the customer's
-value over those six months (the relationship the call protects); the most valuable call
-comes first (value at stake descending, then customer id, then alert).
+value over those six months (the relationship the call protects). The order, the risk and
+the priority (call or watch) are ``customer_call``'s (sql/customer_call.sql), the one place
+that the report, the mail and BI read; a month loaded before that table existed keeps the
+first order (value at stake descending).
 """
 
 from __future__ import annotations
@@ -42,6 +44,12 @@ class Call:
     name: str | None = None
     owner_email: str | None = None
     attributes: dict[str, str | None] = field(default_factory=dict)
+    # from customer_call (None for a month loaded before it existed)
+    call_rank: int | None = None
+    priority: str = "call"
+    p_alive: float | None = None
+    value_at_risk: Decimal | None = None
+    call_reason: str | None = None
 
     @property
     def alert_label(self) -> str:
@@ -60,10 +68,17 @@ def build_calls(
     history: dict[date, pa.Table],
     last_payments: dict[str, date],
     attributes: dict[str, dict],
+    scores: pa.Table | None = None,
 ) -> list[Call]:
-    """The call list of ``month`` from its ``customer_alert`` rows and ``customer_month``
-    of the six months ending with it (``history``: month -> rows, missing months empty)."""
+    """The call list of ``month`` from its ``customer_alert`` rows, their ``customer_call``
+    rows (``scores``) and ``customer_month`` of the six months ending with it (``history``:
+    month -> rows, missing months empty), in call_rank order."""
     rows = [r for r in alerts.to_pylist() if r["metric"] == metric and r["month"] == month]
+    scored = {
+        (r["customer_id"], r["alert"]): r
+        for r in (scores.to_pylist() if scores is not None else [])
+        if r["metric"] == metric and r["month"] == month
+    }
     wanted = {r["customer_id"] for r in rows}
     column = METRIC_COLUMN[metric]
     values: dict[str, dict[date, Decimal]] = {c: {} for c in wanted}
@@ -79,6 +94,7 @@ def build_calls(
         by_month = values[r["customer_id"]]
         last = [(m, by_month.get(m, Decimal(0))) for m in history_months(month)]
         found = attributes.get(r["customer_id"], {})
+        score = scored.get((r["customer_id"], r["alert"]), {})
         calls.append(
             Call(
                 customer_id=r["customer_id"],
@@ -95,9 +111,17 @@ def build_calls(
                     for k, v in found.items()
                     if k not in ("customer_id", "name", "owner_email")
                 },
+                call_rank=score.get("call_rank"),
+                priority=score.get("priority") or "call",
+                p_alive=score.get("p_alive"),
+                value_at_risk=score.get("value_at_risk"),
+                call_reason=score.get("call_reason"),
             )
         )
-    calls.sort(key=lambda c: (-c.value_at_stake, c.customer_id, c.alert))
+    if scored:
+        calls.sort(key=lambda c: (c.call_rank is None, c.call_rank or 0, c.customer_id, c.alert))
+    else:
+        calls.sort(key=lambda c: (-c.value_at_stake, c.customer_id, c.alert))
     return calls
 
 

@@ -556,6 +556,27 @@ def gate_outputs(cfg: Config, month: date, tables: dict[str, Rows], out_dir: Pat
             "outputs.vip_roster_change", "change", ROSTER_CHANGES, nullable=False
         ),
         "customer_alert": _in_set("outputs.customer_alert", "alert", ALERTS, nullable=False),
+        "customer_call": [
+            *_in_set("outputs.customer_call", "priority", ("call", "watch"), nullable=False),
+            _not_null("outputs.customer_call", "call_rank"),
+            _between("outputs.customer_call", "positive", "call_rank", 1, None, "call_rank >= 1"),
+            _between(
+                "outputs.customer_call",
+                "in_range",
+                "p_alive",
+                0,
+                1 + SHARE_TOLERANCE,
+                "p_alive lies in [0, 1] (NULL without a model)",
+            ),
+            _between(
+                "outputs.customer_call",
+                "not_negative",
+                "value_at_risk",
+                0,
+                None,
+                "value_at_risk >= 0",
+            ),
+        ],
         "customer_tier": _in_set("outputs.customer_tier", "tier", TIERS, nullable=False),
         "pareto_summary": [
             _share("outputs.pareto_summary", c) for c in ("top20_share", "top1_share", "hhi")

@@ -304,8 +304,8 @@ def demo(
         f"sample: {rows:,} payment rows of {customers:,} customers -> {folder}/payments.csv"
     )
     console.print(
-        f"        {activities:,} service activities -> {folder}/activities.csv, a few "
-        f"strategic customers -> {folder}/customers.csv"
+        f"        {activities:,} service activities -> {folder}/activities.csv; names, "
+        f"account owners and three strategic customers -> {folder}/customers.csv"
     )
     cfg = _load(config_path)
     results = _backfill(cfg, spec.first_month, spec.last_month, jobs=jobs, extract=True)
@@ -402,6 +402,62 @@ def report(
         _fail_with(exc)
     record_report(cfg, the_month, chosen, path, run_id)
     console.print(f"{format_month(the_month)}: report by {chosen} -> {path}")
+
+
+@app.command()
+def backtest(
+    config: ConfigOption,
+    first: Annotated[str, typer.Option("--from", help="First month, YYYY-MM.")],
+    last: Annotated[str, typer.Option("--to", help="Last month, YYYY-MM (included).")],
+    metric: Annotated[str, typer.Option(help="revenue, payments, units or margin.")] = "revenue",
+    top: Annotated[int, typer.Option(min=1, help="The size of the list judged.")] = 20,
+) -> None:
+    """Replay the call lists of loaded months: the share of leaving customers (value over the
+    3 months after below half of the 3 months before) among all alerts, the first --top by
+    value at stake and the first --top by call_rank, and the value that left with them."""
+    from rich.table import Table as RichTable
+
+    from pipeline.backtest import backtest as replay
+
+    first_month, last_month = _month(first, "--from"), _month(last, "--to")
+    cfg = _load(config)
+    try:
+        rows = replay(cfg, first_month, last_month, metric, top).to_pylist()
+    except _known_errors() as exc:
+        _fail_with(exc)
+    judged = [r for r in rows if r["month"] is not None]
+    if not judged:
+        _fail(
+            f"no month of {format_month(first_month)}..{format_month(last_month)} has its "
+            "call list and the 3 months after it loaded: load later months, or pick earlier ones"
+        )
+    table = RichTable(
+        title=f"How the call lists did ({metric}): share leaving 3 months later, value that left",
+        caption=f"all: every alert; stake: the first {top} by value at stake; rank: the first "
+        f"{top} by call_rank. Leaving: value over the 3 months after below half of the 3 before.",
+    )
+    for heading in ("month", "alerts", "all", "stake", "rank", "left: all", "stake", "rank"):
+        table.add_column(heading, justify="right", no_wrap=True)
+
+    def share(value) -> str:
+        return "-" if value is None else f"{value:.0%}"
+
+    for r in rows:
+        table.add_row(
+            format_month(r["month"]) if r["month"] else "overall",
+            str(r["alerts"]),
+            share(r["leaving_all"]),
+            share(r["leaving_top_stake"]),
+            share(r["leaving_top_call"]),
+            f"{r['value_left_all'] or 0:,.0f}",
+            f"{r['value_left_top_stake'] or 0:,.0f}",
+            f"{r['value_left_top_call'] or 0:,.0f}",
+        )
+    console.print(table)
+    overall = rows[-1]
+    if overall["leaving_top_stake"]:
+        ratio = overall["leaving_top_call"] / overall["leaving_top_stake"]
+        console.print(f"top {top} by call_rank / top {top} by value at stake: {ratio:.2f}x")
 
 
 @app.command()

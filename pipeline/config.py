@@ -367,6 +367,21 @@ class NotifyConfig(_Section):
         return value
 
 
+class CallListConfig(_Section):
+    """Whom to call first (README "The call list"): the risk model and the list's caps."""
+
+    # each account owner gets at most this many 'call' rows a month and metric; the rest,
+    # and the likely-back wobblers, are 'watch'
+    max_calls_per_owner: int = Field(default=20, ge=0)
+    # the same cap for the alerts of customers without an owner (the default recipients)
+    max_calls: int = Field(default=20, ge=0)
+    # the horizon of the expected payments and value at risk
+    horizon_months: int = Field(default=3, ge=1, le=12)
+    # the BG/NBD fit reads at most this many customers of the history (a deterministic
+    # sample by a hash of customer_id); the scores are computed for every alerted customer
+    fit_customers: int = Field(default=5000, ge=10)
+
+
 class ReportConfig(_Section):
     # the metric a report shows when --metric is not given (default: the first configured)
     metric: Literal["revenue", "payments", "units", "margin"] | None = None
@@ -383,6 +398,7 @@ class Config(_Section):
     customers: CustomersConfig | None = None
     service: ServiceConfig | None = None
     notify: NotifyConfig | None = None
+    call_list: CallListConfig = Field(default_factory=CallListConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
     base_dir: Path = Field(default=Path("."), exclude=True)
 

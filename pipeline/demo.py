@@ -6,7 +6,7 @@ and cost (some customers are served at a loss) and a few duplicate deliveries.
 
 Beside the payments: a small file of service activities (tickets, visits, deliveries,
 returns, calls with hours and cost; a few customers eat most of the effort) and a
-customers file naming a few customers, some of them strategic.
+customers file with every customer's name and, for most, an account owner (three strategic).
 """
 
 from __future__ import annotations
@@ -146,22 +146,36 @@ def write_activities(path: Path, spec: DemoSpec) -> int:
     return len(rows)
 
 
+# the demo's account managers: each owns a share of the customers, the rest go to the
+# default recipients (a call list per owner, as a real team gets it)
+OWNERS = ("ana.berg@example.com", "jonas.lie@example.com", "mira.holm@example.com")
+_NAME_FIRST = ("Nord", "Fjell", "Havn", "Sol", "Skog", "Elv", "Vik", "Berg", "Lys", "Stein")
+_NAME_SECOND = ("bakeri", "frakt", "tre", "kafe", "bygg", "data", "helse", "fisk", "auto", "hage")
+
+
 def write_customers(path: Path, spec: DemoSpec) -> int:
-    """Write the sample customers CSV ([customers]): the three customers that call on the
-    service team most, marked strategic (kept whatever they cost), and a few others."""
+    """Write the sample customers CSV ([customers]): every customer's name, an account
+    owner for three customers in four (the others go to the default recipients), and the
+    three customers that call on the service team most, marked strategic (kept whatever
+    they cost) and owned by key accounts."""
+    rng = np.random.default_rng(spec.seed + 3)
     needy, intensity = _needy_customers(spec)
     busiest = [int(c) for c in needy[np.argsort(-intensity, kind="stable")]]
-    rows = [
-        (f"C{c:05d}", name, "key.accounts@example.com", "true")
-        for c, name in zip(busiest[:3], STRATEGIC, strict=True)
-    ]
-    rows += [
-        (f"C{c:05d}", f"Customer {c}", "service.desk@example.com", "false") for c in busiest[3:8]
-    ]
+    strategic = dict(zip(busiest[:3], STRATEGIC, strict=True))
+    rows = []
+    for c in range(spec.customers):
+        first, second = rng.integers(len(_NAME_FIRST)), rng.integers(len(_NAME_SECOND))
+        owned = rng.random() < 0.75
+        if c in strategic:
+            rows.append((f"C{c:05d}", strategic[c], "key.accounts@example.com", "true"))
+            continue
+        name = f"{_NAME_FIRST[first]}{_NAME_SECOND[second]} {c}"
+        owner = OWNERS[int(rng.integers(len(OWNERS)))] if owned else ""
+        rows.append((f"C{c:05d}", name, owner, "false"))
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["customer_id", "name", "owner_email", "strategic"])
-        writer.writerows(sorted(rows))
+        writer.writerows(rows)
     return len(rows)
 
 

@@ -62,6 +62,9 @@ CSV_COLUMNS = (
     "value_at_stake",
     "last_payment",
 )
+# after the six months' values: the order and the risk (customer_call; empty for a month
+# loaded before it existed)
+CALL_COLUMNS = ("call_rank", "priority", "p_alive", "value_at_risk", "call_reason")
 
 
 EMAIL = re.compile(r"[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+")
@@ -153,6 +156,7 @@ def plan(cfg: Config, month: date) -> tuple[str, dict[str, list[Call]], dict[str
         except ReportError as exc:
             raise NotifyError(f"notify.metric: {exc}") from None
         alerts = warehouse.read_table("customer_alert", month)
+        scores = warehouse.read_table("customer_call", month)
         history = read_history(warehouse, month)
     finally:
         warehouse.close()
@@ -166,7 +170,7 @@ def plan(cfg: Config, month: date) -> tuple[str, dict[str, list[Call]], dict[str
         )
     attributes = attributes_by_customer(customers, ids)
     last_paid = last_payment_dates(cfg.lake.root, month, ids, cfg.business.timezone)
-    calls = build_calls(month, metric, alerts, history, last_paid, attributes)
+    calls = build_calls(month, metric, alerts, history, last_paid, attributes, scores)
 
     recipients: dict[str, list[Call]] = {r: [] for r in notify.recipients}
     unroutable: dict[str, str] = {}
@@ -310,11 +314,12 @@ def _write_ledger(cfg: Config, month: date, sent: dict[str, dict]) -> None:
 
 
 def call_list_csv(month: date, calls: list[Call]) -> str:
-    """The calls as CSV: exact values, the six months' values as their own columns."""
+    """The calls (to call and to watch) as CSV: exact values, the six months' values as
+    their own columns, then the call order, priority and risk."""
     months = [m for m, _ in calls[0].last_months] if calls else history_months(month)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow([*CSV_COLUMNS, *(f"value_{format_month(m)}" for m in months)])
+    writer.writerow([*CSV_COLUMNS, *(f"value_{format_month(m)}" for m in months), *CALL_COLUMNS])
     for c in calls:
         writer.writerow(
             [
@@ -328,6 +333,11 @@ def call_list_csv(month: date, calls: list[Call]) -> str:
                 str(c.value_at_stake),
                 c.last_payment.isoformat() if c.last_payment else "",
                 *(str(v) for _, v in c.last_months),
+                "" if c.call_rank is None else str(c.call_rank),
+                c.priority,
+                "" if c.p_alive is None else repr(c.p_alive),
+                "" if c.value_at_risk is None else str(c.value_at_risk),
+                c.call_reason or "",
             ]
         )
     return buffer.getvalue()
@@ -340,16 +350,21 @@ def compose(cfg: Config, month: date, metric: str, recipient: str, calls: list[C
     env = template_environment()
     integer = metric in ("payments", "units")
     env.filters["value"] = lambda v: f"{int(v):,}" if integer else f"{v:,.2f}"
+    # the body lists the calls; the watch rows (likely back, or past the caps) are only
+    # counted there and listed in the CSV with the calls
+    to_call = [c for c in calls if c.priority == "call"]
     context = {
         "month": format_month(month),
         "metric": metric,
-        "calls": calls,
+        "calls": to_call,
+        "n_watch": len(calls) - len(to_call),
+        "scored": any(c.call_rank is not None for c in calls),  # else a month before
         "currency": "" if integer else cfg.business.currency,
     }
     name = format_month(month)
     message = EmailMessage()
     message["Subject"] = (
-        f"{notify.subject_prefix} {name}: {len(calls)} customer(s) to call ({metric})"
+        f"{notify.subject_prefix} {name}: {len(to_call)} customer(s) to call ({metric})"
     )
     message["From"] = notify.sender
     message["To"] = recipient

@@ -480,6 +480,7 @@ MIGRATIONS = (
     (1, "reporting tables, pipeline_run, keys and indexes", _ddl_sync),
     (2, "pipeline_run keeps every attempt of a run", _run_attempts),
     (3, "customer attributes (names and owners for the BI views)", _ddl_sync),
+    (4, "customer_call: the call order of the alerts", _ddl_sync),
 )
 
 

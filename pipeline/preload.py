@@ -74,6 +74,9 @@ def preload(modules: tuple[str, ...] = TASK_MODULES) -> dict[str, float]:
         timed(module, lambda module=module: importlib.import_module(module))
     if "pipeline.checks" in seconds:
         timed("great_expectations", sys.modules["pipeline.checks"].preload_gx)
+    if "pipeline.transform" in seconds:
+        # the call list's model (pymc-marketing, pymc, pytensor: ~4 s of imports in compute)
+        timed("pymc_marketing", sys.modules["pipeline.call_score"].import_model)
     if "pipeline.report" in seconds:
         timed("vega_bundle", _preload_vega_bundle)
     log.info("tiers preload (seconds): %s", seconds)

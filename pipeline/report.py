@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -26,6 +26,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.backtest import FOLLOW_UP_MONTHS, TOP, judge
 from pipeline.call_list import (
     Call,
     build_calls,
@@ -40,6 +41,7 @@ from pipeline.months import add_months, format_month, parse_month
 from pipeline.schema import LOADED
 from pipeline.storage import location
 
+LIST_QUALITY_MONTHS = 3  # "How last quarter's list did": the lists of three months
 CURVE_POINTS = 400  # points per curve in the page; the tables keep every customer
 CLASSES = ("A", "B", "C")
 TIER_NAMES = {
@@ -161,6 +163,10 @@ class ReportData:
     gates: list[dict]
     # "Cost to serve" (a [service] source; None without one: the page is as before)
     service: dict | None = None
+    # "How last quarter's list did": tiers backtest of the lists of M-5 .. M-3, whose 3
+    # months after are loaded by M (the judged months, then the overall row)
+    list_quality: list[dict] = field(default_factory=list)
+    list_quality_months: tuple[date, date] | None = None
 
 
 def choose_metric(cfg: Config, available: list[str], metric: str | None) -> str:
@@ -226,14 +232,15 @@ def collect(
     }
     attributes = attributes_by_customer(customers, alert_ids | roster_ids)
     last_paid = last_payment_dates(cfg.lake.root, month, alert_ids, cfg.business.timezone)
-    calls = build_calls(month, metric, alerts, history, last_paid, attributes)
+    scores = warehouse.read_table("customer_call", month)
+    calls = build_calls(month, metric, alerts, history, last_paid, attributes, scores)
 
     headline = _headline(
         pick(summary, metric=metric, window_months=window),
         pick(summary_before, metric=metric, window_months=window),
         _vips(segments),
         _vips(segments_before),
-        len(calls),
+        sum(c.priority == "call" for c in calls),  # the watch rows are no calls to make
     )
     counts, values = _migration(_of_window(abc, window), _of_window(abc_before, window))
     named_ids = pa.array(sorted(roster_ids), pa.string())
@@ -297,6 +304,17 @@ def collect(
         run=chosen_run,
         gates=_gates(chosen_run),
         service=cost_to_serve(cfg, warehouse, month, tier_rows, customers),
+        list_quality=judge(
+            warehouse,
+            cfg.business.timezone,
+            add_months(month, -LIST_QUALITY_MONTHS - FOLLOW_UP_MONTHS + 1),
+            add_months(month, -FOLLOW_UP_MONTHS),
+            metric,
+        ).to_pylist(),
+        list_quality_months=(
+            add_months(month, -LIST_QUALITY_MONTHS - FOLLOW_UP_MONTHS + 1),
+            add_months(month, -FOLLOW_UP_MONTHS),
+        ),
     )
 
 
@@ -663,6 +681,48 @@ def service_charts(data: ReportData) -> dict:
 # ---------------------------------------------------------------- charts (Vega-Lite)
 
 
+def list_quality_chart(data: ReportData) -> dict:
+    """Per judged month: the share of leaving customers among all alerts, the first 20 by
+    value at stake and the first 20 by call_rank."""
+    import altair as alt
+
+    groups = (
+        ("leaving_all", "all alerts"),
+        ("leaving_top_stake", f"first {TOP} by value at stake"),
+        ("leaving_top_call", f"first {TOP} by call_rank"),
+    )
+    values = [
+        {"month": format_month(r["month"]), "list": label, "share": r[key]}
+        for r in data.list_quality
+        if r["month"] is not None
+        for key, label in groups
+        if r[key] is not None
+    ]
+    return _spec(
+        alt.Chart(alt.Data(values=values))
+        .mark_bar()
+        .encode(
+            x=alt.X("month:N", title="month of the list", axis=alt.Axis(labelAngle=0)),
+            xOffset=alt.XOffset("list:N", sort=[label for _, label in groups]),
+            y=alt.Y(
+                "share:Q",
+                title="leaving 3 months later",
+                axis=alt.Axis(format="%"),
+                scale=alt.Scale(domain=[0, 1]),
+            ),
+            color=alt.Color(
+                "list:N",
+                sort=[label for _, label in groups],
+                scale=alt.Scale(range=["#b0b0b0", "#f0a500", "#1f5fa8"]),
+                legend=alt.Legend(title=None, orient="bottom"),
+            ),
+            tooltip=["month:N", "list:N", alt.Tooltip("share:Q", format=".0%")],
+        ),
+        420,
+        220,
+    )
+
+
 def pareto_chart(data: ReportData) -> dict:
     import altair as alt
 
@@ -863,6 +923,7 @@ def render(data: ReportData) -> str:
         "whale": whale_chart(data) if data.whale else None,
         "tiers": tier_chart(data) if data.tier_window else None,
         "overlap": overlap_chart(data) if data.overlap else None,
+        "list_quality": list_quality_chart(data) if len(data.list_quality) > 1 else None,
         **service_charts(data),
     }
     template = env.get_template("report.html.j2")

@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline import checks, faults, lake, storage
+from pipeline import call_score, checks, faults, lake, storage
 from pipeline.config import Config, load_config
 from pipeline.customers import customer_rows, read_customers
 from pipeline.errors import BackfillInterrupted, Kind, MonthSupersededError, classify
@@ -449,6 +449,7 @@ def run_month(
     run_id = run_id or new_run_id()
     if cfg.checks.enabled:
         checks.warm_up()
+    call_score.warm_up()  # the call list's model, imported while the month extracts
     with lake.hold_months(cfg, [month], run_id):  # a second run of the month waits
         if extract:
             extract_step(cfg, month, run_id, provisional=provisional)
@@ -505,6 +506,7 @@ def _backfill(
     results: list[MonthResult] = []
     if cfg.checks.enabled:
         checks.warm_up()
+    call_score.warm_up()
 
     def finish(month: date, error: BaseException | None) -> None:
         if error is None:

@@ -169,6 +169,33 @@ REPORTING_TABLES: tuple[Table, ...] = (
         indexes=("customer_id",),
     ),
     Table(
+        "customer_call",
+        (
+            ("month", "date"),
+            ("metric", "text"),
+            ("customer_id", "text"),
+            ("alert", "text"),
+            ("call_rank", "int"),
+            ("priority", "text"),
+            ("share_kept", "float"),
+            ("p_alive", "float"),
+            ("expected_payments", "float"),
+            ("expected_value", "money"),
+            ("recent_value", "money"),
+            ("value_at_risk", "money"),
+            ("paying_days", "int"),
+            ("days_between", "float"),
+            ("quiet_days", "int"),
+            ("vip_dips", "int"),
+            ("vip_returns", "int"),
+            ("owner_email", "text"),
+            ("call_reason", "text"),
+        ),
+        key=("month", "metric", "customer_id", "alert"),
+        indexes=("customer_id", "owner_email"),
+        file_order=("metric", "call_rank"),
+    ),
+    Table(
         "customer_tier",
         (
             ("month", "date"),
@@ -334,6 +361,10 @@ DESCRIPTIONS = {
     "rolling VIP roster.",
     "customer_alert": "Per month and metric: alerts (vip_stopped_paying, vip_dropped, "
     "margin_erosion); the numbers are columns of vip_call_list.",
+    "customer_call": "Per month and metric: each alert of customer_alert in the order to "
+    "call (call_rank 1 first), with the customer's risk from a BG/NBD model of its paying "
+    "days (P(alive), expected payments and value over the next 3 months, value at risk) and "
+    'priority call or watch (README "The call list").',
     "customer_tier": "Per month and window: each customer's profitability tier (1 ideal, "
     "2 good earner, 3 break-even, 4 money loser); names in customer_tier_named.",
     "pareto_summary": "Per month, metric and window: concentration of value (top-20 % share, "
@@ -416,6 +447,27 @@ COLUMN_DESCRIPTIONS = {
     "alert": "vip_stopped_paying, vip_dropped or margin_erosion.",
     "detail": "The alert in words (its numbers are columns of vip_call_list).",
     "margin_pct": "Margin / revenue (NULL when revenue <= 0).",
+    "call_rank": "Order of the calls, 1 = call first, per month and metric (a total order): "
+    "the smallest share of its recent value expected to be kept first; likely-back wobblers "
+    "last.",
+    "priority": "call (on this month's list) or watch (likely back, or past the caps of "
+    "[call_list]).",
+    "share_kept": "expected_value / recent_value: the share of its recent value the customer "
+    "is expected to keep over the next 3 months (NULL without a recent value).",
+    "p_alive": "Probability that the customer still buys (BG/NBD on its paying days of the "
+    "last 12 months, as of the month's end).",
+    "expected_payments": "Expected paying days over the next 3 months (BG/NBD).",
+    "expected_value": "Expected value by the metric over the next 3 months: expected paying "
+    "days x the customer's value per paying day.",
+    "recent_value": "The customer's value by the metric over the 3 months before the month.",
+    "value_at_risk": "What we expect to lose if nothing is done: recent_value minus "
+    "expected_value (0 when more is expected).",
+    "paying_days": "Days with a payment in the last 12 months.",
+    "days_between": "Average days between paying days (NULL with one paying day).",
+    "quiet_days": "Days from the last payment to the end of the month.",
+    "vip_dips": "Earlier times the customer fell out of the monthly VIPs (last 6 months).",
+    "vip_returns": "Earlier times the customer came back into the monthly VIPs (last 6 months).",
+    "call_reason": "Why call (or why only watch), in one line.",
     "tier": "Profitability tier: 1 ideal, 2 good earner, 3 break-even, 4 money loser (on the "
     "loaded margin when there are service costs).",
     "tier_name": "The tier's name: ideal, good earner, break-even, money loser.",

@@ -17,7 +17,9 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from pipeline.call_score import score_alerted
 from pipeline.config import ALL_METRICS, Config, metrics_available
+from pipeline.customers import read_customers
 from pipeline.errors import ComputeError
 from pipeline.lake import (
     ACTIVITIES,
@@ -205,6 +207,9 @@ def _computed(cfg: Config, month: date) -> Iterator[tuple[duckdb.DuckDBPyConnect
         "xyz_months": seg.xyz_months,
         "xyz_x_max_cv": seg.xyz_x_max_cv,
         "xyz_y_max_cv": seg.xyz_y_max_cv,
+        "horizon_months": cfg.call_list.horizon_months,
+        "max_calls": cfg.call_list.max_calls,
+        "max_calls_per_owner": cfg.call_list.max_calls_per_owner,
     }
     con = bounded_connection(cfg)
     try:
@@ -212,11 +217,29 @@ def _computed(cfg: Config, month: date) -> Iterator[tuple[duckdb.DuckDBPyConnect
         params["unranked_months"] = _lake_monthly_ranking(con, cfg, plan)
         for sql_file, table in STEPS:
             run_sql(con, sql_file, create=table, **params)
+        _call_steps(con, cfg, plan, params)
         if plan.service:
             _service_steps(con, cfg, plan, params)
         yield con, plan
     finally:
         con.close()
+
+
+def _call_steps(con: duckdb.DuckDBPyConnection, cfg: Config, plan: MonthPlan, params: dict) -> None:
+    """customer_call: the alerts' risk (pipeline/call_score.py), their call order and priority
+    (sql/customer_call.sql), with the account owners of the [customers] source."""
+    files = [f for m in plan.months_read for f in month_files(cfg.lake.root, m)]
+    score_alerted(con, files, params, cfg.call_list.fit_customers)
+    customers = read_customers(cfg)
+    owners = (
+        customers.select(["customer_id", "owner_email"])
+        if customers is not None
+        else pa.table(
+            {"customer_id": pa.array([], pa.string()), "owner_email": pa.array([], pa.string())}
+        )
+    )
+    con.register("customer_owner", owners)
+    run_sql(con, "customer_call", create="customer_call", **params)
 
 
 def _service_steps(

@@ -259,7 +259,13 @@ final as (
         ) as last_paid_month,
         cast(prev.value - coalesce(cur.value, 0) as decimal(18, 2)) as value_at_stake,
         alerts.month = (select month from current_month) as is_current,
-        alerts.detail
+        alerts.detail,
+        calls.call_rank,
+        calls.priority,
+        calls.p_alive,
+        calls.expected_value,
+        calls.value_at_risk,
+        calls.call_reason
     from alerts
     left join segments as prev
         on prev.metric = alerts.metric
@@ -274,6 +280,11 @@ final as (
         and roster.metric = alerts.metric
         and roster.customer_id = alerts.customer_id
     left join customers on customers.customer_id = alerts.customer_id
+    left join customer_call as calls
+        on calls.month = alerts.month
+        and calls.metric = alerts.metric
+        and calls.customer_id = alerts.customer_id
+        and calls.alert = alerts.alert
 )
 select * from final;
 

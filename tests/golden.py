@@ -60,6 +60,8 @@ def expected_rows(case: str, table: str, months: set[date] | None = None) -> lis
     path = GOLDEN / case / "expected" / f"{table}.csv"
     if not path.exists() and TABLES[table].service_only:
         return []  # a case without service activities expects no service rows
+    if not path.exists() and table == "customer_call":
+        return []  # the project's call order: no table of the spec, no golden rows
     with path.open(newline="") as handle:
         rows = [
             {column: _parse(_kind(table, column), text) for column, text in row.items()}
@@ -71,7 +73,10 @@ def expected_rows(case: str, table: str, months: set[date] | None = None) -> lis
 def table_differences(
     case: str, table: str, actual: pa.Table, months: set[date] | None = None
 ) -> list[str]:
-    """Human-readable differences between the expected CSV and the loaded rows."""
+    """Human-readable differences between the expected CSV and the loaded rows (none for
+    customer_call, the project's call order, which the spec's golden cases do not hold)."""
+    if table == "customer_call" and not (GOLDEN / case / "expected" / f"{table}.csv").exists():
+        return []
     expected = expected_rows(case, table, months)
     key = TABLES[table].key
     rows = actual.to_pylist()

@@ -811,6 +811,7 @@ def test_before_load_gate(shop_cfg, march, tmp_path) -> None:
     } | {
         "before_load.customer_abc.row_order_unique",
         "before_load.customer_segment.row_order_unique",
+        "before_load.customer_call.row_order_unique",  # call_rank: a total order per metric
     }
 
     more = checks.gate_before_load(shop_cfg, MAR, march, counts | {"customer_abc": 1}, tmp_path)

@@ -10,16 +10,20 @@ import json
 import socket
 import ssl
 import subprocess
+from decimal import Decimal
 from email import message_from_bytes, policy
+from html import unescape
 
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 from typer.testing import CliRunner
 
+from pipeline.call_list import history_months
 from pipeline.cli import app
 from pipeline.errors import PERMANENT, TRANSIENT, classify
-from pipeline.notify import NotifyError, ledger_path, notify_step, send_month
+from pipeline.months import format_month
+from pipeline.notify import CSV_COLUMNS, NotifyError, ledger_path, notify_step, send_month
 from pipeline.warehouse import open_warehouse
 
 from month_support import FULL_LAST, reconfigured
@@ -90,6 +94,16 @@ def alerts_of(cfg, metric="revenue") -> list[dict]:
     return [r for r in rows if r["metric"] == metric]
 
 
+def calls_of(cfg, metric="revenue") -> dict[tuple[str, str], dict]:
+    """customer_call of the month: (customer, alert) -> its row."""
+    warehouse = open_warehouse(cfg)
+    try:
+        rows = warehouse.read_table("customer_call", FULL_LAST).to_pylist()
+    finally:
+        warehouse.close()
+    return {(r["customer_id"], r["alert"]): r for r in rows if r["metric"] == metric}
+
+
 def attachment_rows(message) -> list[dict]:
     (part,) = [p for p in message.iter_attachments() if p.get_content_type() == "text/csv"]
     return list(csv.DictReader(io.StringIO(part.get_content())))
@@ -112,19 +126,58 @@ def test_each_owner_gets_their_customers_once(full_case, tmp_path, smtp) -> None
     received = smtp.by_recipient()
     assert {r: len(m) for r, m in received.items()} == {r: 1 for r in expected}
     assert outcome.sent == {r: len(rows) for r, rows in expected.items()}
+    scores = calls_of(cfg)
+    assert {r["priority"] for r in scores.values()} == {"call", "watch"}
+    columns = [*CSV_COLUMNS, *(f"value_{format_month(m)}" for m in history_months(FULL_LAST))]
     for recipient, (message,) in received.items():
         assert message["To"] == recipient and message["From"] == "tiers@example.com"
-        assert MONTH in message["Subject"]
         html = message.get_body(("html",)).get_content()
+        text = message.get_body(("plain",)).get_content()
         rows = attachment_rows(message)
+        # the CSV: every alert of the recipient, call and watch, in call_rank order, with
+        # the existing columns first and the order and risk after them
+        (part,) = [p for p in message.iter_attachments() if p.get_content_type() == "text/csv"]
+        header = part.get_content().splitlines()[0].split(",")
+        assert header == [
+            *columns,
+            "call_rank",
+            "priority",
+            "p_alive",
+            "value_at_risk",
+            "call_reason",
+        ]
         assert sorted(key(r) for r in rows) == sorted(
             (a["month"].isoformat(), a["metric"], a["customer_id"], a["alert"], a["detail"])
             for a in expected[recipient]
         )
+        ranks = [int(r["call_rank"]) for r in rows]
+        assert ranks == sorted(ranks)
         for r in rows:
-            assert r["customer_id"] in html
-        stakes = [float(r["value_at_stake"]) for r in rows]
-        assert stakes == sorted(stakes, reverse=True)
+            score = scores[(r["customer_id"], r["alert"])]
+            assert int(r["call_rank"]) == score["call_rank"]
+            assert r["priority"] == score["priority"]
+            assert float(r["p_alive"]) == score["p_alive"]
+            assert Decimal(r["value_at_risk"]) == score["value_at_risk"]
+            assert r["call_reason"] == score["call_reason"]
+        # the body: the recipient's 'call' rows only, with their reason; the subject counts them
+        to_call = [r for r in rows if r["priority"] == "call"]
+        watched = [r for r in rows if r["priority"] == "watch"]
+        assert f"{MONTH}: {len(to_call)} customer(s) to call (revenue)" in message["Subject"]
+        for r in to_call:
+            assert f'data-customer-id="{r["customer_id"]}"' in html
+            assert r["call_reason"] in unescape(html)
+            assert r["customer_id"] in text and r["call_reason"] in text
+        for r in watched:
+            assert r["customer_id"] not in html and r["customer_id"] not in text
+        if watched:
+            assert f"{len(watched)} more to watch" in html or f"{len(watched)} to watch" in html
+    # the golden month: the team has a call and a watch row, anna and ben only watch rows
+    team = attachment_rows(received[TEAM][0])
+    assert {r["priority"] for r in team} == {"call", "watch"}
+    assert received["anna@example.com"][0]["Subject"].endswith(": 0 customer(s) to call (revenue)")
+    assert "No customer to call this month" in (
+        received["anna@example.com"][0].get_body(("plain",)).get_content()
+    )
     anna = attachment_rows(received["anna@example.com"][0])
     assert [(r["name"], r["owner_email"]) for r in anna] == [
         ("Fjord Bakery AS", "anna@example.com")

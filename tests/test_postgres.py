@@ -743,8 +743,9 @@ def test_postgres_holds_exactly_the_rows_duckdb_holds(pg_dsn, pg_schema) -> None
         assert loaded.schema == TABLES.get(name, PIPELINE_RUN).arrow_schema()
         assert sorted_rows(name, loaded) == sorted_rows(name, duck.read_table(name)), name
         if name in TABLES:
-            # the service tables hold rows only with a [service] source ('full' has none)
-            assert loaded.num_rows > 0 or TABLES[name].service_only
+            # the service tables hold rows only with a [service] source ('full' has none);
+            # customer_call is the pipeline's, not the golden case's
+            assert loaded.num_rows > 0 or TABLES[name].service_only or name == "customer_call"
             assert table_differences("full", name, loaded) == []
     assert warehouse.read_table("customer_month", months[3]).equals(
         conform(TABLES["customer_month"], duck.read_table("customer_month", months[3])).sort_by(

@@ -84,7 +84,8 @@ if pid == 0:  # the task process, as the supervisor forks it
     assert preload.preload() == {}  # the task, forked, does not preload again
     took = time.perf_counter() - started
     os.write(write, json.dumps({"took": took, "bundle": bundle[:200], "size": len(bundle),
-        "gx": "great_expectations" in sys.modules}).encode())
+        "gx": "great_expectations" in sys.modules,
+        "model": "pymc_marketing.clv" in sys.modules}).encode())
     os._exit(0)
 os.close(write)
 child = b""
@@ -107,8 +108,13 @@ def test_a_task_forked_after_preloading_finds_everything_imported():
     )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.splitlines()[-1])
-    assert set(result["seconds"]) == {*preload.TASK_MODULES, "great_expectations", "vega_bundle"}
+    assert set(result["seconds"]) == {
+        *preload.TASK_MODULES,
+        "great_expectations",
+        "pymc_marketing",
+        "vega_bundle",
+    }
     child = result["child"]
-    assert child["gx"]
+    assert child["gx"] and child["model"]
     assert child["took"] < 0.5  # GX alone takes seconds to import and set up
     assert child["size"] > 100_000  # Vega, Vega-Lite and Vega-Embed, made by the scheduler

@@ -56,14 +56,25 @@ def test_the_report_in_a_browser_shows_the_warehouse(loaded, tmp_path) -> None:
             assert page.locator(f"section#{section} h2").inner_text().strip()
         for chart in ("pareto", "tiers", "whale", "overlap"):
             assert page.locator(f'[data-chart="{chart}"] svg').count() == 1, chart
+        # the watch rows are folded: hidden until their <details> is opened
+        watch = page.locator("section#calls details#watch")
+        assert watch.count() == 1 and watch.evaluate("e => e.open") is False
+        assert not page.locator("#watch-list tr[data-customer-id]").first.is_visible()
+        assert page.locator("#call-list tr[data-customer-id]").first.is_visible()
+        folded_label = watch.locator("summary").inner_text()
+        watch.locator("summary").click()
+        assert page.locator("#watch-list tr[data-customer-id]").first.is_visible()
         page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
         shown = page.evaluate(
             """() => ({
             figures: Object.fromEntries([...document.querySelectorAll('[data-figure]')]
                 .map(e => [e.dataset.figure, e.dataset.exact])),
-            calls: [...document.querySelectorAll('#call-list tr[data-customer-id]')].map(e => ({
+            calls: [...document.querySelectorAll('section#calls tr[data-customer-id]')].map(e => ({
                 customer: e.dataset.customerId, alert: e.dataset.alert,
-                stake: e.dataset.valueAtStake, text: e.innerText})),
+                stake: e.dataset.valueAtStake, rank: +e.dataset.callRank,
+                priority: e.dataset.priority, pAlive: e.dataset.pAlive,
+                risk: e.dataset.valueAtRisk, table: e.closest('table').id,
+                folded: e.closest('details') !== null, text: e.innerText})),
             tiers: [...document.querySelectorAll('#tier-summary tr[data-tier]')].map(e => ({
                 tier: +e.dataset.tier, customers: +e.dataset.customers,
                 revenue: e.dataset.revenue, margin: e.dataset.margin})),
@@ -91,12 +102,34 @@ def test_the_report_in_a_browser_shows_the_warehouse(loaded, tmp_path) -> None:
     assert float(shown["figures"]["top20"]) == pytest.approx(summary["top20_share"], abs=1e-12)
     assert float(shown["figures"]["gini"]) == pytest.approx(summary["gini"], abs=1e-12)
 
-    # the call list = customer_alert of the month (revenue), the most valuable call first
+    # the call list = customer_alert of the month (revenue), in customer_call's order: the
+    # 'call' rows first as today's list, the 'watch' rows folded below
     alerts = [r for r in warehouse_table(cfg, "customer_alert", month) if r["metric"] == "revenue"]
     assert sorted((c["customer"], c["alert"]) for c in shown["calls"]) == sorted(
         (r["customer_id"], r["alert"]) for r in alerts
     )
     assert len(shown["calls"]) == 4
+    order = sorted(
+        (r for r in warehouse_table(cfg, "customer_call", month) if r["metric"] == "revenue"),
+        key=lambda r: (r["priority"] != "call", r["call_rank"]),
+    )
+    assert [(c["customer"], c["alert"], c["rank"], c["priority"]) for c in shown["calls"]] == [
+        (r["customer_id"], r["alert"], r["call_rank"], r["priority"]) for r in order
+    ]
+    calls = [c for c in shown["calls"] if c["priority"] == "call"]
+    watched = [c for c in shown["calls"] if c["priority"] == "watch"]
+    assert calls and watched  # the golden month has both
+    assert {(c["table"], c["folded"]) for c in calls} == {("call-list", False)}
+    assert {(c["table"], c["folded"]) for c in watched} == {("watch-list", True)}
+    assert [c["rank"] for c in calls] == sorted(c["rank"] for c in calls)
+    assert [c["rank"] for c in watched] == sorted(c["rank"] for c in watched)
+    assert folded_label == f"{len(watched)} more to watch: likely back, or past the caps"
+    assert int(shown["figures"]["calls"]) == len(calls)
+    for c, r in zip(shown["calls"], order, strict=True):
+        assert float(c["pAlive"]) == r["p_alive"] and Decimal(c["risk"]) == r["value_at_risk"]
+        assert r["call_reason"] in c["text"]  # the line a person reads
+        assert f"{100 * r['p_alive']:.0f} %" in c["text"]
+        assert f"{r['value_at_risk']:,.2f}" in c["text"]
     six = [add_months(month, -i) for i in range(6)]
     stake = Counter()
     for m in six:
@@ -105,8 +138,6 @@ def test_the_report_in_a_browser_shows_the_warehouse(loaded, tmp_path) -> None:
     assert [Decimal(c["stake"]) for c in shown["calls"]] == [
         stake[c["customer"]] for c in shown["calls"]
     ]
-    stakes = [Decimal(c["stake"]) for c in shown["calls"]]
-    assert stakes == sorted(stakes, reverse=True)
     by_customer = {c["customer"]: c["text"] for c in shown["calls"]}
     assert (
         "Fjord Bakery AS" in by_customer["k00013"] and "anna@example.com" in by_customer["k00013"]
@@ -165,6 +196,33 @@ def last_payment_days(month: date) -> dict[str, date]:
     return latest
 
 
+def test_a_month_loaded_before_customer_call_renders_as_before(loaded, tmp_path, monkeypatch):
+    from pipeline import report
+    from pipeline.call_list import build_calls
+
+    cfg, month = loaded, FULL_LAST
+    # a month without customer_call rows: build_calls gets none to order by
+    monkeypatch.setattr(report, "build_calls", lambda *args: build_calls(*args[:6]))
+    path, _, _ = write_report(cfg, month, tmp_path / "before.html")
+    html = path.read_text()
+    assert "<details" not in html and 'id="watch-list"' not in html
+    assert "the most valuable call first" in html and "data-call-rank" not in html
+    alerts = [r for r in warehouse_table(cfg, "customer_alert", month) if r["metric"] == "revenue"]
+    assert f"<h2>Call list ({len(alerts)})</h2>" in html
+    with browser_page() as page:
+        page.goto(path.as_uri())
+        rows = page.evaluate(
+            """() => [...document.querySelectorAll('#call-list tr[data-customer-id]')]
+                .map(e => [e.dataset.customerId, e.dataset.valueAtStake, e.cells[0].innerText])"""
+        )
+        figure = page.locator('[data-figure="calls"]').get_attribute("data-exact")
+    assert sorted(c for c, _, _ in rows) == sorted(r["customer_id"] for r in alerts)
+    stakes = [Decimal(s) for _, s, _ in rows]
+    assert stakes == sorted(stakes, reverse=True)  # the first order: value at stake
+    assert [n for _, _, n in rows] == [str(i) for i in range(1, len(rows) + 1)]
+    assert int(figure) == len(alerts)
+
+
 def test_the_page_is_deterministic_and_the_step_records_it(loaded) -> None:
     cfg, month = loaded, FULL_LAST
     (run,) = [r for r in warehouse_table(cfg, "pipeline_run", month)]
@@ -191,6 +249,15 @@ def test_another_metric_and_the_errors(loaded, tmp_path) -> None:
     assert html.count('<tr data-customer-id="') >= len(margin_alerts)
     for r in margin_alerts:
         assert f'data-customer-id="{r["customer_id"]}" data-alert="{r["alert"]}"' in html
+    # a month with nothing to call by margin: the list says so and every alert is watched
+    priorities = {
+        r["priority"]
+        for r in warehouse_table(cfg, "customer_call", month)
+        if r["metric"] == "margin"
+    }
+    if priorities == {"watch"}:
+        assert "No customer to call this month." in html
+        assert f"{len(margin_alerts)} more to watch" in html
     with pytest.raises(ReportError, match="2024-01 is not loaded"):
         write_report(cfg, date(2024, 1, 1))
 
