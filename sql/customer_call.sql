@@ -118,6 +118,8 @@ ranked as (
 callable as (
     select
         *,
+        case quiet_days when 0 then 'today' when 1 then 'yesterday'
+            else printf('%d days ago', quiet_days) end as days_ago,
         row_number() over (
             partition by metric, owner_email,
                 (not likely_back and value_at_risk > 0)
@@ -159,16 +161,17 @@ final as (
             else concat_ws('; ',
                 case
                     when paying_days is null or paying_days = 0 then 'no payment in 12 months'
-                    when paying_days = 1 then printf('one paying day in 12 months, %d days ago', quiet_days)
+                    when paying_days = 1 then
+                        'one paying day in 12 months, ' || days_ago
                     when quiet_days > 1.5 * days_between then printf(
                         'paid every %d days for %d months, nothing for %d days',
                         round(days_between)::int,
                         greatest(round(days_between * (paying_days - 1) / 30.44), 1)::int,
                         quiet_days)
-                    else printf('paid every %d days for %d months, last %d days ago',
+                    else printf('paid every %d days for %d months, last paid ',
                         round(days_between)::int,
-                        greatest(round(days_between * (paying_days - 1) / 30.44), 1)::int,
-                        quiet_days)
+                        greatest(round(days_between * (paying_days - 1) / 30.44), 1)::int)
+                        || days_ago
                 end,
                 case when p_alive is not null then printf('P(alive) %d %%', round(p_alive * 100)::int) end,
                 case
