@@ -15,7 +15,7 @@ smallest share kept first: one quiet month after a year of weekly payments leave
 (P(alive) falls), the same month for a customer who pays twice a year leaves most, and a
 customer whose last months were a spike is expected to fall back.
 
-Measured against two other orders (issue 20): a logistic regression learning, from the
+Measured against a learned order (issue 20): a logistic regression learning, from the
 business's own VIPs that dropped out 3-5 months before, how to weigh the share kept with the
 fall since last month, the silence against the customer's rhythm and P(alive) did no better
 on CDNOW (1.15-1.18x against 1.17x) and worse on the generator (1.50-1.91x against 2.03x):
