@@ -5,7 +5,18 @@ A BG/NBD model of paying days (pymc-marketing's ``BetaGeoModel``, the maintained
 M-11..M, never later; spec "Purity"; sql/call_features.sql gives it its rows), by MAP
 (scipy's L-BFGS-B from the model's fixed start: deterministic), on at most
 ``[call_list] fit_customers`` customers of the history, the first by md5 of customer_id. Its
-cost is mostly fixed (pytensor builds the model's graph), so a larger sample buys little.
+cost is mostly fixed (pytensor rewrites the model's graph, about 2 s), so a larger sample buys
+little.
+
+pytensor compiles the model to C code specialised on the shape of its data, and caches it on
+disk: a fit on a number of customers it has not seen compiles for 5-15 s. So the sample always
+has exactly ``fit_customers`` rows: a business with fewer customers is padded with customers
+that bought nothing in no time (frequency = recency = T = 0), whose likelihood is exactly 1
+(their log-likelihood and its gradient are 0), so that the fit is the same and one compiled
+model serves every month of every business on the machine. And each process reads the keys of
+every module in that cache before its first fit: in pytensor's default folder, shared with
+whatever else runs pytensor there, that took 1.9 s with 178 modules. So the model has a folder
+of its own (``MODEL_CACHE``, 36 modules; ``PYTENSOR_FLAGS`` naming a compiledir wins).
 
 For every alerted customer it gives P(alive) and the expected paying days over the horizon;
 times the customer's value per paying day, the expected value; and expected_value over the
@@ -26,18 +37,22 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import warnings
+from pathlib import Path
 
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.sql import run_sql
 
-log = logging.getLogger(__name__)
-
 DAYS_PER_MONTH = 365.25 / 12
+MODEL_CACHE = (
+    Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "customer-tiers" / "pytensor"
+)
 RISK_SCHEMA = pa.schema(
     [
         pa.field("customer_id", pa.string()),
@@ -69,7 +84,8 @@ def score_alerted(
             "select customer_id, frequency, recency, age as T from call_features "
             "where in_fit_sample and paying_days > 0 order by customer_id"
         ).to_arrow_table()
-        risk = _bg_nbd(fit, alerted, round(params["horizon_months"] * DAYS_PER_MONTH))
+        horizon_days = round(params["horizon_months"] * DAYS_PER_MONTH)
+        risk = _predict(_fitted(_padded(fit, fit_customers)), alerted, horizon_days)
     else:
         risk = RISK_SCHEMA.empty_table()
     con.register("customer_risk_rows", risk)
@@ -87,6 +103,11 @@ def import_model():
         warnings.filterwarnings("ignore", category=category, module=_QUIET)
     for name in ("pymc", "pytensor", "pymc_marketing"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    flags = os.environ.get("PYTENSOR_FLAGS", "")
+    if "compiledir" not in flags:  # read once, when pytensor is first imported
+        os.environ["PYTENSOR_FLAGS"] = ",".join(
+            filter(None, [flags, f"base_compiledir={MODEL_CACHE}"])
+        )
     from pymc_marketing.clv import BetaGeoModel
 
     return BetaGeoModel
@@ -104,15 +125,41 @@ def warm_up() -> None:
     threading.Thread(target=load, name="model-import", daemon=True).start()
 
 
-def _bg_nbd(fit: pa.Table, alerted: pa.Table, horizon_days: int) -> pa.Table:
-    """P(alive) and expected paying days over ``horizon_days`` of the ``alerted`` customers,
-    from a BG/NBD model fitted on ``fit`` (both: customer_id, frequency, recency, T)."""
+def _padded(fit: pa.Table, rows: int) -> pa.Table:
+    """``fit`` with customers who bought nothing in no time added up to ``rows`` rows: they
+    add nothing to the likelihood, and the compiled model keeps its shape (module docstring)."""
+    missing = rows - fit.num_rows
+    if missing <= 0:
+        return fit
+    last_id = pc.max(fit["customer_id"]).as_py() or ""
+    padding = pa.table(
+        {
+            # after the largest id, so unique, as the model requires
+            "customer_id": [f"{last_id}~padding-{i:07d}" for i in range(missing)],
+            "frequency": pa.repeat(pa.scalar(0, fit.schema.field("frequency").type), missing),
+            "recency": pa.repeat(pa.scalar(0, fit.schema.field("recency").type), missing),
+            "T": pa.repeat(pa.scalar(0, fit.schema.field("T").type), missing),
+        },
+        schema=fit.schema,
+    )
+    return pa.concat_tables([fit, padding])
+
+
+def _fitted(fit: pa.Table):
+    """A BG/NBD model fitted on ``fit`` (customer_id, frequency, recency, T)."""
     model_class = import_model()
     with warnings.catch_warnings():
-        # and on every fit, from modules of their own or of numpy
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore")  # on every fit, from modules of their own or of numpy
         model = model_class(data=fit.to_pandas())
         model.fit(method="map", progressbar=False)
+    return model
+
+
+def _predict(model, alerted: pa.Table, horizon_days: int) -> pa.Table:
+    """P(alive) and expected paying days over ``horizon_days`` of the ``alerted`` customers
+    (customer_id, frequency, recency, T) from a fitted BG/NBD ``model``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # as in _fitted
         data = alerted.to_pandas()
         ids = {"customer_id": data["customer_id"].to_numpy()}
         p_alive = model.expected_probability_alive(data).mean(("chain", "draw")).sel(ids)

@@ -120,6 +120,33 @@ def test_the_call_order_is_the_same_bytes_twice(history, tmp_path) -> None:
     assert first == second
 
 
+def test_padding_the_fit_sample_changes_no_score() -> None:
+    """The fit sample is padded to [call_list] fit_customers rows with customers who bought
+    nothing in no time (one compiled model per machine): the scores are those of the fit on
+    the real customers alone."""
+    import pyarrow as pa
+
+    from pipeline.call_score import _fitted, _padded, _predict
+
+    n = 97  # a size no other fit uses: the unpadded fit compiles its own model
+    fit = pa.table(
+        {
+            "customer_id": [f"c{i:03d}" for i in range(n)],
+            "frequency": [i % 9 for i in range(n)],
+            "recency": [(i % 9) * (7 + i % 13) for i in range(n)],
+            "T": [(i % 9) * (7 + i % 13) + 9 * (i % 31) for i in range(n)],
+        }
+    )
+    alerted = fit.slice(40, 30)
+    alone = _predict(_fitted(fit), alerted, 91)
+    padded = _predict(_fitted(_padded(fit, 400)), alerted, 91)
+    assert _padded(fit, 400).num_rows == 400 and _padded(fit, 50) is fit
+    assert alone["customer_id"] == padded["customer_id"]
+    for column in ("p_alive", "expected_payments"):
+        assert alone[column].to_pylist() == pytest.approx(padded[column].to_pylist(), abs=2e-4)
+    assert len(set(alone["p_alive"].to_pylist())) > 5  # the scores differ between customers
+
+
 def test_tiers_backtest_agrees_with_the_shared_tool(tmp_path) -> None:
     """The months 2025-06 .. 2026-02 loaded; the lists of 2025-09 .. 2025-11 have their 3
     months after: tiers backtest and ../shared/tools/call_precision.py give the same shares."""
