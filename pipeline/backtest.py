@@ -10,6 +10,7 @@ is below half of its value over the 3 months before it (issue 20's definition, a
 from __future__ import annotations
 
 from datetime import date
+from decimal import Decimal
 
 import pyarrow as pa
 
@@ -19,6 +20,8 @@ from pipeline.sql import connect, run_sql
 
 TOP = 20
 FOLLOW_UP_MONTHS = 3
+# leaving: the months after bring less than this share of the months before
+LEAVING_BELOW = Decimal("0.5")
 
 
 def backtest(cfg: Config, first: date, last: date, metric: str, top: int = TOP) -> pa.Table:
@@ -37,9 +40,8 @@ def judge(warehouse, timezone: str, first: date, last: date, metric: str, top: i
     # the loaded months: every loaded month with a paying customer has summary rows
     loaded = set(warehouse.read_table("pareto_summary")["month"].to_pylist())
     months = [m for m in months_between(first, last) if m in loaded]
-    around = sorted(
-        {add_months(m, k) for m in months for k in range(-FOLLOW_UP_MONTHS, 4)} & loaded
-    )
+    window = range(-FOLLOW_UP_MONTHS, FOLLOW_UP_MONTHS + 1)  # M-3 .. M+3
+    around = sorted({add_months(m, k) for m in months for k in window} & loaded)
     tables = {
         "customer_call": [warehouse.read_table("customer_call", m) for m in months],
         "customer_segment": [
@@ -59,6 +61,8 @@ def judge(warehouse, timezone: str, first: date, last: date, metric: str, top: i
             "backtest",
             create="judged",
             metric=metric,
+            follow_up_months=FOLLOW_UP_MONTHS,
+            leaving_below=LEAVING_BELOW,
             first=first,
             last=last,
             top=top,

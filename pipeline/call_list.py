@@ -28,8 +28,6 @@ ALERT_LABELS = {
     "vip_dropped": "dropped out of VIP",
     "margin_erosion": "margin erosion",
 }
-# customer_month's column of each metric
-METRIC_COLUMN = {"revenue": "revenue", "payments": "payments", "units": "units", "margin": "margin"}
 
 
 @dataclass
@@ -80,7 +78,7 @@ def build_calls(
         if r["metric"] == metric and r["month"] == month
     }
     wanted = {r["customer_id"] for r in rows}
-    column = METRIC_COLUMN[metric]
+    column = metric  # customer_month has a column of each metric's name
     values: dict[str, dict[date, Decimal]] = {c: {} for c in wanted}
     wanted_ids = pa.array(sorted(wanted), pa.string())
     for m, table in history.items():

@@ -1,15 +1,16 @@
--- backtest: how the call lists of months $first..$last did, judged 3 months later
+-- backtest: how the call lists of months $first..$last did, judged $follow_up_months (3)
+-- months later
 -- (README "The call list": tiers backtest; ../shared/tools/call_precision.py computes the
 -- same shares from a DuckDB warehouse).
 --
 -- Reads:    customer_call (the months' call lists), customer_segment (their VIP values of
 --           the month and the one before), customer_month (revenue/payments/units/margin
---           of M-3 .. M+3), all for metric $metric
+--           of M-3 .. M+3, with 3 = $follow_up_months), all for metric $metric
 -- Produces: one row per month with a complete follow-up (M+1..M+3 loaded) and an 'overall'
 --           row (month NULL):
 --   alerts                the month's alerts (one per customer)
---   leaving_all           share of them that were leaving: value over M+1..M+3 below half
---                         of the value over M-3..M-1
+--   leaving_all           share of them that were leaving: value over M+1..M+3 below
+--                         $leaving_below (half) of the value over M-3..M-1
 --   leaving_top_stake     the same share among the first $top by value at stake (the value
 --                         fallen since M-1: the order before customer_call)
 --   leaving_top_call      the same share among the first $top by call_rank
@@ -58,25 +59,27 @@ followed as (
         coalesce((
             select sum(v.value) from month_values as v
             where v.customer_id = stakes.customer_id
-              and v.month between cast(stakes.month - interval 3 month as date)
+              and v.month between cast(stakes.month - to_months($follow_up_months) as date)
                               and cast(stakes.month - interval 1 month as date)
         ), 0) as value_before,
         coalesce((
             select sum(v.value) from month_values as v
             where v.customer_id = stakes.customer_id
               and v.month between cast(stakes.month + interval 1 month as date)
-                              and cast(stakes.month + interval 3 month as date)
+                              and cast(stakes.month + to_months($follow_up_months) as date)
         ), 0) as value_after
     from stakes
-    where cast(stakes.month + interval 3 month as date) <= $last_loaded
+    where cast(stakes.month + to_months($follow_up_months) as date) <= $last_loaded
 ),
 
 judged as (
     select
         *,
-        value_after < 0.5 * value_before as leaving,
-        case when value_after < 0.5 * value_before then value_before - value_after else 0 end
-            as value_left
+        value_after < $leaving_below * value_before as leaving,
+        case
+            when value_after < $leaving_below * value_before then value_before - value_after
+            else 0
+        end as value_left
     from followed
 ),
 
