@@ -1,7 +1,7 @@
 """A backfill through a real Airflow scheduler against `tiers backfill`, in one run.
 
     .venv/bin/python bench/bench_airflow.py [--sizes 100k,1m] [--months 6]
-        [--parallelism 2] [--rounds 1] [--work /tmp/tiers-bench-airflow]
+        [--parallelism 4] [--rounds 1] [--work /tmp/tiers-bench-airflow]
         [--pg postgresql://postgres@127.0.0.1:5432/postgres] [--no-month | --month-only]
         [--cold]
 
@@ -270,7 +270,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="100k,1m")
     ap.add_argument("--months", type=int, default=6)
-    ap.add_argument("--parallelism", default="2")
+    ap.add_argument("--parallelism", default="4")  # as make airflow and docker-compose
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--work", type=Path, default=Path("/tmp/tiers-bench-airflow"))
     ap.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
