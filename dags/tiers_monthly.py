@@ -164,18 +164,15 @@ def _fail_unless_history_is_on_its_way(path: str, month: str, error: Exception) 
 
     from pipeline import lake
     from pipeline.config import load_config
-    from pipeline.months import add_months, months_between, parse_month
+    from pipeline.months import parse_month
     from pipeline.schedule import missing_history_command, month_start
 
     cfg = load_config(path)
     current = parse_month(month)
-    first = max(
-        cfg.business.history_start, add_months(current, 1 - cfg.segmentation.lookback_months)
-    )
     extracted = set(lake.extracted_months(cfg.lake.root))
     if cfg.service is not None:  # a month is extracted once its activities are too
         extracted &= set(lake.extracted_months(cfg.lake.root, lake.ACTIVITIES))
-    missing = [m for m in months_between(first, current) if m not in extracted]
+    missing = [m for m in cfg.months_read(current) if m not in extracted]
     if not missing:  # extracted meanwhile: a retry will find it
         return
     earlier = [m for m in missing if m != current]  # the run's own month is its own job

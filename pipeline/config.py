@@ -28,7 +28,7 @@ from pydantic import (
 )
 
 from pipeline.errors import ConfigError
-from pipeline.months import format_month, parse_month
+from pipeline.months import add_months, format_month, months_between, parse_month
 from pipeline.storage import is_url
 
 ENV_PREFIX = "TIERS__"
@@ -401,6 +401,18 @@ class Config(_Section):
     call_list: CallListConfig = Field(default_factory=CallListConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
     base_dir: Path = Field(default=Path("."), exclude=True)
+
+    def months_read(self, month: date) -> list[date]:
+        """The months the computation of ``month`` reads, oldest first: the
+        ``lookback_months`` ending with it (M-11 .. M), none before ``history_start``."""
+        lookback = self.segmentation.lookback_months
+        return months_between(
+            max(self.business.history_start, add_months(month, 1 - lookback)), month
+        )
+
+    def months_reading(self, month: date) -> list[date]:
+        """The months whose computation reads ``month``, itself first (M .. M+11)."""
+        return months_between(month, add_months(month, self.segmentation.lookback_months - 1))
 
     @model_validator(mode="after")
     def _resolve_paths(self) -> Config:

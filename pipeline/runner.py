@@ -40,7 +40,7 @@ from pipeline.config import Config, load_config
 from pipeline.customers import customer_rows, read_customers
 from pipeline.errors import BackfillInterrupted, Kind, MonthSupersededError, classify
 from pipeline.files import atomic_write
-from pipeline.months import add_months, format_month, months_between, parse_month
+from pipeline.months import format_month, months_between, parse_month
 from pipeline.schema import LOADED, TABLES
 from pipeline.transform import write_month
 from pipeline.warehouse import open_warehouse
@@ -461,9 +461,8 @@ def run_month(
 
 def months_reading(cfg: Config, month: date) -> list[date]:
     """The extracted months whose computation reads ``month`` (itself included)."""
-    last = add_months(month, cfg.segmentation.lookback_months - 1)
     extracted = set(lake.extracted_months(cfg.lake.root))
-    return [m for m in months_between(month, last) if m in extracted]
+    return [m for m in cfg.months_reading(month) if m in extracted]
 
 
 def _compute_and_check(cfg: Config, month: date, run_id: str) -> None:

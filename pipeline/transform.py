@@ -28,7 +28,7 @@ from pipeline.lake import (
     month_files,
     read_manifest,
 )
-from pipeline.months import add_months, format_month, months_between, parse_month
+from pipeline.months import add_months, format_month, parse_month
 from pipeline.schema import Table, month_tables
 from pipeline.sql import bounded_connection, run_sql
 
@@ -112,11 +112,9 @@ class MonthPlan:
 
 def plan_month(cfg: Config, month: date) -> MonthPlan:
     month = parse_month(month)
-    start = cfg.business.history_start
     if refused := cfg.business.before_start(month):
         raise ComputeError(refused)
-    first = max(start, add_months(month, 1 - cfg.segmentation.lookback_months))
-    months = tuple(months_between(first, month))
+    months = tuple(cfg.months_read(month))
     present = [set(read_manifest(cfg.lake.root, m).columns_present) for m in months]
     has_units = all("units" in p for p in present)
     has_margin = all("cost" in p for p in present)
@@ -126,7 +124,8 @@ def plan_month(cfg: Config, month: date) -> MonthPlan:
     if unavailable:
         raise ComputeError(
             f"metric(s) {unavailable} need source columns the lake does not have for "
-            f"{format_month(first)}..{format_month(month)} (units needs units, margin needs cost)"
+            f"{format_month(months[0])}..{format_month(month)} "
+            "(units needs units, margin needs cost)"
         )
     metrics = tuple(m for m in ALL_METRICS if m in wanted)
     vip_lists = months[-(cfg.segmentation.roster_months + 1) :]

@@ -1,3 +1,4 @@
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
@@ -29,6 +30,22 @@ def test_minimal_config_has_the_spec_defaults(tmp_path: Path) -> None:
     assert cfg.business.timezone == "UTC"
     assert cfg.business.history_start.isoformat() == "2026-01-01"
     assert cfg.lake.quarantine is False
+
+
+def test_the_months_a_month_reads_and_the_months_that_read_it(tmp_path: Path) -> None:
+    cfg = load_config(write_config(tmp_path, MINIMAL))  # lookback 12, history from 2026-01
+    assert cfg.months_read(date(2027, 3, 1)) == [date(2026, m, 1) for m in range(4, 13)] + [
+        date(2027, m, 1) for m in (1, 2, 3)
+    ]
+    assert cfg.months_read(date(2026, 3, 1)) == [date(2026, m, 1) for m in (1, 2, 3)]
+    assert cfg.months_reading(date(2026, 3, 1)) == [date(2026, m, 1) for m in range(3, 13)] + [
+        date(2027, 1, 1),
+        date(2027, 2, 1),
+    ]
+    # the two rules are each other's inverse
+    for month in cfg.months_reading(date(2026, 5, 1)):
+        assert date(2026, 5, 1) in cfg.months_read(month)
+    assert date(2026, 5, 1) not in cfg.months_read(date(2027, 5, 1))
 
 
 def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
