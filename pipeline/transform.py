@@ -17,7 +17,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from pipeline.call_score import score_alerted
+from pipeline.call_score import DAYS_PER_MONTH, score_alerted
 from pipeline.config import ALL_METRICS, Config, metrics_available
 from pipeline.customers import read_customers
 from pipeline.errors import ComputeError
@@ -238,7 +238,7 @@ def _call_steps(con: duckdb.DuckDBPyConnection, cfg: Config, plan: MonthPlan, pa
         )
     )
     con.register("customer_owner", owners)
-    run_sql(con, "customer_call", create="customer_call", **params)
+    run_sql(con, "customer_call", create="customer_call", **params, days_per_month=DAYS_PER_MONTH)
 
 
 def _service_steps(

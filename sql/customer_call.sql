@@ -120,6 +120,9 @@ callable as (
         *,
         case quiet_days when 0 then 'today' when 1 then 'yesterday'
             else printf('%d days ago', quiet_days) end as days_ago,
+        -- how long the customer has been paying, in months of $days_per_month days
+        greatest(round(days_between * (paying_days - 1) / $days_per_month), 1)::int
+            as paying_months,
         row_number() over (
             partition by metric, owner_email,
                 (not likely_back and value_at_risk > 0)
@@ -165,13 +168,9 @@ final as (
                         'one paying day in 12 months, ' || days_ago
                     when quiet_days > 1.5 * days_between then printf(
                         'paid every %d days for %d months, nothing for %d days',
-                        round(days_between)::int,
-                        greatest(round(days_between * (paying_days - 1) / 30.44), 1)::int,
-                        quiet_days)
+                        round(days_between)::int, paying_months, quiet_days)
                     else printf('paid every %d days for %d months, last paid ',
-                        round(days_between)::int,
-                        greatest(round(days_between * (paying_days - 1) / 30.44), 1)::int)
-                        || days_ago
+                        round(days_between)::int, paying_months) || days_ago
                 end,
                 case when p_alive is not null then printf('P(alive) %d %%', round(p_alive * 100)::int) end,
                 case
