@@ -142,6 +142,10 @@ class AirflowServer:
                     timeout=10,
                 )
                 if response.status_code in (200, 201):
+                    # the task execution API (what task processes call) is a sub-app built
+                    # on its first request: 6-9 s here; built now, as the deployment's
+                    # healthcheck does, not inside the first task
+                    httpx.get(f"{self.url}/execution/health", timeout=120).raise_for_status()
                     token = response.json()["access_token"]
                     self.client = httpx.Client(
                         base_url=f"{self.url}/api/v2",

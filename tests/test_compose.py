@@ -110,6 +110,7 @@ def test_healthchecks_probe_what_each_service_is(rendered):
         if "healthcheck" in s
     }
     assert "/api/v2/monitor/health" in probes["airflow-apiserver"]
+    assert "/execution/health" in probes["airflow-apiserver"]  # builds the task API early
     assert "localhost:8974/health" in probes["airflow-scheduler"]
     assert "DagProcessorJob" in probes["airflow-dag-processor"]
     assert "TriggererJob" in probes["airflow-triggerer"]
