@@ -534,7 +534,7 @@ def _exit(code: int | str | None) -> None:
 
 
 def _settle() -> None:
-    """Let the Great Expectations import that ``checks.warm_up`` started finish: a process
+    """Let the Great Expectations import that ``gates.warm_up`` started finish: a process
     that exits in the middle of it (a run that failed early) makes DuckDB's bindings print
     "leaked instance" warnings under the message."""
     for thread in threading.enumerate():

@@ -13,10 +13,7 @@ imports this at startup and the DAG when a task fails.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
-
-if TYPE_CHECKING:
-    from pipeline.checks import GateReport
+from typing import Literal, Protocol
 
 Kind = Literal["permanent", "transient"]
 PERMANENT: Kind = "permanent"
@@ -84,10 +81,17 @@ class ComputeError(ValueError):
     """The month cannot be computed as configured (too early, metric unavailable)."""
 
 
+class GateSummary(Protocol):
+    """What GateFailed needs of a gate's report (``pipeline.gates.results.GateReport``):
+    its summary, the error's message. A protocol, so that this module imports no gate."""
+
+    def summary(self) -> str: ...
+
+
 class GateFailed(RuntimeError):
     """A gate found an error-severity check failing; nothing of the month may be loaded."""
 
-    def __init__(self, report: GateReport) -> None:
+    def __init__(self, report: GateSummary) -> None:
         super().__init__(report.summary())
         self.report = report
 

@@ -36,7 +36,7 @@ TASK_MODULES = (
     "pipeline.config",
     "pipeline.runner",
     "pipeline.lake",
-    "pipeline.checks",
+    "pipeline.gates",
     "pipeline.transform",
     "pipeline.warehouse",
     "pipeline.report",
@@ -72,8 +72,8 @@ def preload(modules: tuple[str, ...] = TASK_MODULES) -> dict[str, float]:
 
     for module in modules:
         timed(module, lambda module=module: importlib.import_module(module))
-    if "pipeline.checks" in seconds:
-        timed("great_expectations", sys.modules["pipeline.checks"].preload_gx)
+    if "pipeline.gates" in seconds:
+        timed("great_expectations", sys.modules["pipeline.gates"].preload_gx)
     if "pipeline.transform" in seconds:
         # the call list's model (pymc-marketing, pymc, pytensor: ~4 s of imports in compute)
         timed("pymc_marketing", sys.modules["pipeline.call_score"].import_model)

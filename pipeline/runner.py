@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline import call_score, checks, faults, lake, storage
+from pipeline import call_score, faults, gates, lake, storage
 from pipeline.config import Config, load_config
 from pipeline.customers import customer_rows, read_customers
 from pipeline.errors import BackfillInterrupted, Kind, MonthSupersededError, classify
@@ -78,15 +78,15 @@ def update_run_state(folder: Path, **changes: Any) -> dict[str, Any]:
     return state
 
 
-def _add_gate(folder: Path, report: checks.GateReport) -> None:
+def _add_gate(folder: Path, report: gates.GateReport) -> None:
     state = read_run_state(folder)
-    gates = state.get("gates", {}) | {report.gate: report.to_dict()}
-    update_run_state(folder, gates=gates)
+    reports = state.get("gates", {}) | {report.gate: report.to_dict()}
+    update_run_state(folder, gates=reports)
 
 
 def run_record(state: dict[str, Any], *, status: str, error: str | None = None) -> dict[str, Any]:
     """The ``pipeline_run`` row of a month from its run state."""
-    gates = state.get("gates", {})
+    reports = state.get("gates", {})
     extract = state.get("extract", {})
     if status == "loaded" and extract.get("provisional"):
         status = "provisional"  # loaded from a month that had not ended: partial figures
@@ -99,10 +99,10 @@ def run_record(state: dict[str, Any], *, status: str, error: str | None = None) 
         "rows_rounded": extract.get("rows_rounded"),
         "rows_quarantined": extract.get("rows_quarantined"),
         "rows_loaded": sum(state.get("counts", {}).values()) if status in LOADED else 0,
-        "checks_passed": sum(g["n_passed"] for g in gates.values()),
-        "checks_failed": sum(g["n_failed"] for g in gates.values()),
-        "checks_warned": sum(g["n_warned"] for g in gates.values()),
-        "check_results": gates,
+        "checks_passed": sum(g["n_passed"] for g in reports.values()),
+        "checks_failed": sum(g["n_failed"] for g in reports.values()),
+        "checks_warned": sum(g["n_warned"] for g in reports.values()),
+        "check_results": reports,
         "error": error,
         "source_fingerprint": extract.get("fingerprint"),
         "started_at": datetime.fromisoformat(state.get("started_at") or _now()),
@@ -228,16 +228,16 @@ def raw_gate_step(cfg: ConfigLike, month: str | date, run_id: str) -> dict[str, 
     with _step(cfg, month, run_id, "raw_gate") as folder:
         if "extract" not in read_run_state(folder):  # a run that reuses the lake as it is
             _record_extract(folder, lake.read_manifest(cfg.lake.root, month))
-        report = checks.gate_raw(cfg, month, folder)
+        report = gates.gate_raw(cfg, month, folder)
         _add_gate(folder, report)
-        checks.raise_if_failed(report)
+        gates.raise_if_failed(report)
         if cfg.service is not None:  # the month's activity partition, likewise
             if "extract_activities" not in read_run_state(folder):
                 activities = lake.read_manifest(cfg.lake.root, month, lake.ACTIVITIES)
                 _record_extract(folder, activities, key="extract_activities")
-            service = checks.gate_raw_activities(cfg, month, folder)
+            service = gates.gate_raw_activities(cfg, month, folder)
             _add_gate(folder, service)
-            checks.raise_if_failed(service)
+            gates.raise_if_failed(service)
         return report.to_dict()
 
 
@@ -309,13 +309,13 @@ def output_gates_step(cfg: ConfigLike, month: str | date, run_id: str) -> dict[s
     cfg, month = _config(cfg), parse_month(month)
     with _step(cfg, month, run_id, "output_gates") as folder, _computed_tables(folder) as tables:
         reports = [
-            checks.gate_customer_month(cfg, month, tables, folder),
-            checks.gate_outputs(cfg, month, tables, folder),
+            gates.gate_customer_month(cfg, month, tables, folder),
+            gates.gate_outputs(cfg, month, tables, folder),
         ]
         for report in reports:
             _add_gate(folder, report)
         for report in reports:
-            checks.raise_if_failed(report)
+            gates.raise_if_failed(report)
         return {report.gate: report.to_dict() for report in reports}
 
 
@@ -323,9 +323,9 @@ def load_step(cfg: ConfigLike, month: str | date, run_id: str) -> dict[str, Any]
     cfg, month = _config(cfg), parse_month(month)
     with _step(cfg, month, run_id, "load") as folder, _computed_tables(folder) as files:
         state = read_run_state(folder)
-        report = checks.gate_before_load(cfg, month, files, state["counts"], folder)
+        report = gates.gate_before_load(cfg, month, files, state["counts"], folder)
         _add_gate(folder, report)
-        checks.raise_if_failed(report)
+        gates.raise_if_failed(report)
         _refuse_if_extracted_again(cfg, month, state)
         state = update_run_state(folder, loaded_at=_now())
         customers = read_customers(cfg)  # before the load: a bad source loads nothing
@@ -448,7 +448,7 @@ def run_month(
     cfg, month = _config(cfg), parse_month(month)
     run_id = run_id or new_run_id()
     if cfg.checks.enabled:
-        checks.warm_up()
+        gates.warm_up()
     call_score.warm_up()  # the call list's model, imported while the month extracts
     with lake.hold_months(cfg, [month], run_id):  # a second run of the month waits
         if extract:
@@ -504,7 +504,7 @@ def _backfill(
 ) -> list[MonthResult]:
     results: list[MonthResult] = []
     if cfg.checks.enabled:
-        checks.warm_up()
+        gates.warm_up()
     call_score.warm_up()
 
     def finish(month: date, error: BaseException | None) -> None:

@@ -128,7 +128,7 @@ HEAVY_MODULES = (
     "pipeline.transform",
     "pipeline.runner",
     "pipeline.warehouse",
-    "pipeline.checks",
+    "pipeline.gates",
 )
 
 

@@ -1,4 +1,4 @@
-"""The quality gates (pipeline/checks.py): every rule fails its gate on a crafted bad input.
+"""The quality gates (pipeline/gates/): every rule fails its gate on a crafted bad input.
 
 The lakes and computed tables are built once per module; each test corrupts a copy
 (a rewritten partition, an Arrow table with one value changed) and asserts which checks
@@ -25,8 +25,10 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from pipeline import checks, lake, runner
+from pipeline import gates, lake, runner
 from pipeline.config import ChecksConfig
+from pipeline.errors import GateFailed
+from pipeline.gates import engine
 from pipeline.lake import extract
 from pipeline.schema import TABLES
 from pipeline.transform import compute_month
@@ -74,11 +76,11 @@ RAW_CHECKS = {
 }
 
 
-def failed(report: checks.GateReport) -> set[str]:
+def failed(report: gates.GateReport) -> set[str]:
     return {r.check for r in report.results if not r.success}
 
 
-def result(report: checks.GateReport, check: str) -> checks.CheckResult:
+def result(report: gates.GateReport, check: str) -> gates.CheckResult:
     (found,) = [r for r in report.results if r.check == check]
     return found
 
@@ -191,9 +193,9 @@ def march(shop) -> dict[str, pa.Table]:
 # --- the module itself ----------------------------------------------------------------
 
 
-def test_importing_checks_does_not_import_great_expectations() -> None:
+def test_importing_the_gates_does_not_import_great_expectations() -> None:
     code = (
-        "import sys, pipeline.checks, pipeline.runner; "
+        "import sys, pipeline.gates, pipeline.runner; "
         "print('great_expectations' in sys.modules, 'pandas' in sys.modules)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -204,13 +206,13 @@ def test_importing_checks_does_not_import_great_expectations() -> None:
 
 
 def test_raw_gate_passes_a_clean_partition_and_writes_json_and_html(raw_cfg, tmp_path) -> None:
-    report = checks.gate_raw(raw_cfg, JAN, tmp_path / "run")
+    report = gates.gate_raw(raw_cfg, JAN, tmp_path / "run")
     assert {r.check for r in report.results} == RAW_CHECKS
     assert failed(report) == set()
     assert report.passed and report.n_passed == len(RAW_CHECKS)
     assert (report.n_failed, report.n_warned) == (0, 0)
     assert report.inputs == lake.month_files(raw_cfg.lake.root, JAN)
-    checks.raise_if_failed(report)  # does not raise
+    gates.raise_if_failed(report)  # does not raise
 
     json_path, html_path = (tmp_path / "run" / "gates" / f"raw.{ext}" for ext in ("json", "html"))
     assert report.files == [str(json_path), str(html_path)]
@@ -317,14 +319,14 @@ RAW_CORRUPTIONS = {
 def test_raw_gate_fails_on_a_corrupted_partition(raw_cfg, tmp_path, case) -> None:
     corrupt, expected, looked_at, unexpected, example = RAW_CORRUPTIONS[case]
     rewrite_partition(raw_cfg, corrupt(partition(raw_cfg)))
-    report = checks.gate_raw(raw_cfg, JAN, tmp_path)
+    report = gates.gate_raw(raw_cfg, JAN, tmp_path)
     assert failed(report) == expected
     assert not report.passed and report.n_failed == len(expected)
     found = result(report, looked_at)
     assert found.unexpected_count == unexpected
     assert any(example.items() <= e.items() for e in found.examples), found.examples
-    with pytest.raises(checks.GateFailed) as raised:
-        checks.raise_if_failed(report)
+    with pytest.raises(GateFailed) as raised:
+        gates.raise_if_failed(report)
     message = str(raised.value)
     assert raised.value.report is report
     assert message.startswith("gate raw 2026-01: FAILED")
@@ -334,9 +336,9 @@ def test_raw_gate_fails_on_a_corrupted_partition(raw_cfg, tmp_path, case) -> Non
 def test_raw_gate_decides_money_exactly(raw_cfg, tmp_path) -> None:
     # 0.10 + 0.20 + ... is 415.48 exactly, which a float sum would miss
     assert sum(float(r[3]) for r in RAW_ROWS) != float(RAW_SUM)
-    assert checks.gate_raw(raw_cfg, JAN, tmp_path).passed
+    assert gates.gate_raw(raw_cfg, JAN, tmp_path).passed
     rewrite_partition(raw_cfg, amount_sum="415.47")
-    report = checks.gate_raw(raw_cfg, JAN, tmp_path)
+    report = gates.gate_raw(raw_cfg, JAN, tmp_path)
     assert failed(report) == {"raw.amount_sum_matches_manifest"}
     assert result(report, "raw.amount_sum_matches_manifest").examples == [
         {"amount_sum_in_lake": "415.48", "amount_sum_in_manifest": "415.47"}
@@ -350,7 +352,7 @@ def test_raw_gate_checks_the_schema_against_the_canonical_one(raw_cfg, tmp_path)
     broken = broken.set_column(amount, "amount", table["amount"].cast(pa.float64()))
     rewrite_partition(raw_cfg, broken)
     (written,) = lake.read_manifest(raw_cfg.lake.root, JAN).data_files
-    report = checks.gate_raw(raw_cfg, JAN, tmp_path)
+    report = gates.gate_raw(raw_cfg, JAN, tmp_path)
     assert {"raw.columns", "raw.column_types"} <= failed(report)
     (columns,) = result(report, "raw.columns").examples
     assert (columns["missing"], columns["unexpected"]) == (["cost"], ["note"])
@@ -371,7 +373,7 @@ def test_raw_gate_allows_nullability_differences(raw_cfg, tmp_path) -> None:
     table = partition(raw_cfg)
     relaxed = pa.schema([f.with_nullable(True) for f in table.schema])
     rewrite_partition(raw_cfg, table.cast(relaxed))
-    assert checks.gate_raw(raw_cfg, JAN, tmp_path).passed
+    assert gates.gate_raw(raw_cfg, JAN, tmp_path).passed
 
 
 def test_currency_may_be_missing_when_the_source_has_no_currency_column(tmp_path) -> None:
@@ -379,7 +381,7 @@ def test_currency_may_be_missing_when_the_source_has_no_currency_column(tmp_path
     source = write_payments(tmp_path / "payments.csv", rows, HEADER[:4])
     cfg = csv_config(tmp_path, source, timezone="Europe/Oslo")
     extract(cfg, JAN)
-    report = checks.gate_raw(cfg, JAN, tmp_path / "run")
+    report = gates.gate_raw(cfg, JAN, tmp_path / "run")
     assert report.passed
     # without those source columns there is nothing to require of them
     assert not {"raw.currency_not_null", "raw.units_not_null"} & {r.check for r in report.results}
@@ -396,15 +398,15 @@ def test_a_month_without_payments_passes_once_accepted(raw_cfg, tmp_path) -> Non
     assert lake.read_manifest(raw_cfg.lake.root, FEB).rows_written == 0
     raw_cfg.checks.volume.accept.remove("2026-02")
     raw_cfg.checks.volume.min_rows = 1  # January has 8 rows
-    refused = checks.gate_raw(raw_cfg, FEB, tmp_path)
+    refused = gates.gate_raw(raw_cfg, FEB, tmp_path)
     assert failed(refused) == {"raw.volume_matches_recent_months"}
     raw_cfg.checks.volume.accept.append("2026-02")
-    report = checks.gate_raw(raw_cfg, FEB, tmp_path)
+    report = gates.gate_raw(raw_cfg, FEB, tmp_path)
     assert failed(report) == set() and {r.check for r in report.results} == RAW_CHECKS
     empty = {name: table.arrow_schema().empty_table() for name, table in TABLES.items()}
-    assert checks.gate_customer_month(raw_cfg, FEB, empty, tmp_path).passed
-    assert checks.gate_outputs(raw_cfg, FEB, empty, tmp_path).passed
-    assert checks.gate_before_load(raw_cfg, FEB, empty, dict.fromkeys(TABLES, 0), tmp_path).passed
+    assert gates.gate_customer_month(raw_cfg, FEB, empty, tmp_path).passed
+    assert gates.gate_outputs(raw_cfg, FEB, empty, tmp_path).passed
+    assert gates.gate_before_load(raw_cfg, FEB, empty, dict.fromkeys(TABLES, 0), tmp_path).passed
 
 
 def test_raw_gate_validates_big_partitions_in_bounded_batches(tmp_path) -> None:
@@ -427,7 +429,7 @@ def test_raw_gate_validates_big_partitions_in_bounded_batches(tmp_path) -> None:
     for row in (10, 1500, 2400):  # one bad value in each batch
         table = with_value(table, "units", row, -row)
     rewrite_partition(cfg, table)
-    report = checks.gate_raw(cfg, JAN, tmp_path / "run")
+    report = gates.gate_raw(cfg, JAN, tmp_path / "run")
     assert failed(report) == {"raw.units_not_negative"}
     units = result(report, "raw.units_not_negative")
     assert units.unexpected_count == 3
@@ -446,12 +448,12 @@ def test_a_warning_check_lets_the_gate_pass_and_is_recorded(raw_cfg, tmp_path) -
     cfg = raw_cfg.model_copy(
         update={"checks": ChecksConfig(severity={"raw.currency_is_configured": "warning"})}
     )
-    report = checks.gate_raw(cfg, JAN, tmp_path)
+    report = gates.gate_raw(cfg, JAN, tmp_path)
     assert report.passed
     assert (report.n_failed, report.n_warned) == (0, 1)
     warning = result(report, "raw.currency_is_configured")
     assert (warning.success, warning.severity, warning.unexpected_count) == (False, "warning", 1)
-    checks.raise_if_failed(report)  # does not raise
+    gates.raise_if_failed(report)  # does not raise
     assert "WARNING raw.currency_is_configured" in report.summary()
     document = json.loads((tmp_path / "gates" / "raw.json").read_text())
     assert (document["passed"], document["n_warned"]) == (True, 1)
@@ -463,7 +465,7 @@ def test_a_warning_check_lets_the_gate_pass_and_is_recorded(raw_cfg, tmp_path) -
     assert severities["raw.currency_is_configured"] == "warning"
     assert severities["raw.payment_id_unique"] == "critical"
     # the same data with the default severity stops the month
-    assert not checks.gate_raw(raw_cfg, JAN, tmp_path).passed
+    assert not gates.gate_raw(raw_cfg, JAN, tmp_path).passed
 
 
 def test_disabled_checks_give_an_empty_passing_report(raw_cfg, tmp_path) -> None:
@@ -471,10 +473,10 @@ def test_disabled_checks_give_an_empty_passing_report(raw_cfg, tmp_path) -> None
     cfg = raw_cfg.model_copy(update={"checks": ChecksConfig(enabled=False)})
     tables = {name: table.arrow_schema().empty_table() for name, table in TABLES.items()}
     reports = [
-        checks.gate_raw(cfg, JAN, tmp_path),
-        checks.gate_customer_month(cfg, JAN, tables, tmp_path),
-        checks.gate_outputs(cfg, JAN, tables, tmp_path),
-        checks.gate_before_load(cfg, JAN, tables, {}, tmp_path),
+        gates.gate_raw(cfg, JAN, tmp_path),
+        gates.gate_customer_month(cfg, JAN, tables, tmp_path),
+        gates.gate_outputs(cfg, JAN, tables, tmp_path),
+        gates.gate_before_load(cfg, JAN, tables, {}, tmp_path),
     ]
     for report in reports:
         assert report.passed and report.results == [] and not report.enabled
@@ -485,7 +487,7 @@ def test_disabled_checks_give_an_empty_passing_report(raw_cfg, tmp_path) -> None
 
 
 def test_customer_month_gate_passes_the_computed_table(shop_cfg, march, tmp_path) -> None:
-    report = checks.gate_customer_month(shop_cfg, MAR, march, tmp_path)
+    report = gates.gate_customer_month(shop_cfg, MAR, march, tmp_path)
     assert failed(report) == set()
     assert {r.check for r in report.results} == {
         "customer_month.month_is_run_month",
@@ -511,10 +513,8 @@ def test_customer_month_gate_catches_each_broken_rule(shop_cfg, march, tmp_path)
     c01 = row_of(months, customer_id="c01")
     assert months["refunds"][c01].as_py() == Decimal("3.00")
 
-    def gate(table: pa.Table) -> checks.GateReport:
-        return checks.gate_customer_month(
-            shop_cfg, MAR, march | {"customer_month": table}, tmp_path
-        )
+    def gate(table: pa.Table) -> gates.GateReport:
+        return gates.gate_customer_month(shop_cfg, MAR, march | {"customer_month": table}, tmp_path)
 
     twice = gate(pa.concat_tables([months, months.slice(c01, 1)]))
     assert failed(twice) == {
@@ -565,7 +565,7 @@ def test_outputs_gate_passes_the_computed_tables(shop_cfg, march, tmp_path) -> N
     assert all(table.num_rows > 0 for table in march.values()), {
         name: table.num_rows for name, table in march.items()
     }
-    report = checks.gate_outputs(shop_cfg, MAR, march, tmp_path)
+    report = gates.gate_outputs(shop_cfg, MAR, march, tmp_path)
     assert failed(report) == set()
     names = {r.check for r in report.results}
     assert {
@@ -593,11 +593,11 @@ def test_vip_count_is_decided_exactly(shop_cfg, march, tmp_path) -> None:
     revenue = [r for r in segments if r["metric"] == "revenue"]
     assert len(revenue) == 25
     assert sum(r["segment"] == "vip" for r in revenue) == 7
-    assert checks.gate_outputs(cfg, MAR, tables, tmp_path).passed
+    assert gates.gate_outputs(cfg, MAR, tables, tmp_path).passed
 
     eighth = row_of(tables["customer_segment"], metric="revenue", rank=8)
     too_many = with_value(tables["customer_segment"], "segment", eighth, "vip")
-    report = checks.gate_outputs(cfg, MAR, tables | {"customer_segment": too_many}, tmp_path)
+    report = gates.gate_outputs(cfg, MAR, tables | {"customer_segment": too_many}, tmp_path)
     assert failed(report) == {"outputs.customer_segment.vip_count"}
     assert result(report, "outputs.customer_segment.vip_count").examples == [
         {
@@ -781,13 +781,13 @@ OUTPUT_CASES = (
 @pytest.mark.parametrize("case", OUTPUT_CASES)
 def test_outputs_gate_fails_on_a_broken_rule(shop_cfg, march, tmp_path, case) -> None:
     changes, expected, looked_at, example = _corruptions(march)[case]
-    report = checks.gate_outputs(shop_cfg, MAR, march | changes, tmp_path)
+    report = gates.gate_outputs(shop_cfg, MAR, march | changes, tmp_path)
     assert failed(report) == {f"outputs.{check}" for check in expected}
     looked_at = "outputs." + (looked_at or next(iter(expected)))
     examples = result(report, looked_at).examples
     assert any(example.items() <= e.items() for e in examples), examples
-    with pytest.raises(checks.GateFailed, match=looked_at.replace(".", r"\.")):
-        checks.raise_if_failed(report)
+    with pytest.raises(GateFailed, match=looked_at.replace(".", r"\.")):
+        gates.raise_if_failed(report)
 
 
 def test_cum_share_may_miss_1_by_floating_point_noise_only(shop_cfg, march, tmp_path) -> None:
@@ -795,7 +795,7 @@ def test_cum_share_may_miss_1_by_floating_point_noise_only(shop_cfg, march, tmp_
     last = _abc_row(abc, _last_rank(abc))
     for value, passes in ((1 - 1e-12, True), (1 + 1e-12, True), (1 - 1e-6, False)):
         changed = march | {"customer_abc": with_value(abc, "cum_share", last, value)}
-        report = checks.gate_outputs(shop_cfg, MAR, changed, tmp_path)
+        report = gates.gate_outputs(shop_cfg, MAR, changed, tmp_path)
         assert report.passed is passes, value
 
 
@@ -804,7 +804,7 @@ def test_cum_share_may_miss_1_by_floating_point_noise_only(shop_cfg, march, tmp_
 
 def test_before_load_gate(shop_cfg, march, tmp_path) -> None:
     counts = {name: table.num_rows for name, table in march.items()}
-    clean = checks.gate_before_load(shop_cfg, MAR, march, counts, tmp_path)
+    clean = gates.gate_before_load(shop_cfg, MAR, march, counts, tmp_path)
     assert failed(clean) == set()
     assert {r.check for r in clean.results} == {"before_load.row_counts"} | {
         f"before_load.{name}.key_unique" for name in TABLES if not TABLES[name].service_only
@@ -814,7 +814,7 @@ def test_before_load_gate(shop_cfg, march, tmp_path) -> None:
         "before_load.customer_call.row_order_unique",  # call_rank: a total order per metric
     }
 
-    more = checks.gate_before_load(shop_cfg, MAR, march, counts | {"customer_abc": 1}, tmp_path)
+    more = gates.gate_before_load(shop_cfg, MAR, march, counts | {"customer_abc": 1}, tmp_path)
     assert failed(more) == {"before_load.row_counts"}
     assert result(more, "before_load.row_counts").examples == [
         {
@@ -825,14 +825,14 @@ def test_before_load_gate(shop_cfg, march, tmp_path) -> None:
     ]
 
     missing = {k: v for k, v in march.items() if k != "criteria_overlap"}
-    lost = checks.gate_before_load(shop_cfg, MAR, missing, counts, tmp_path)
+    lost = gates.gate_before_load(shop_cfg, MAR, missing, counts, tmp_path)
     assert failed(lost) == {"before_load.row_counts"}
     assert result(lost, "before_load.row_counts").examples[0]["rows_to_load"] is None
 
     tier = march["customer_tier"]
     doubled = march | {"customer_tier": pa.concat_tables([tier, tier.slice(0, 1)])}
     counted = {name: table.num_rows for name, table in doubled.items()}
-    twice = checks.gate_before_load(shop_cfg, MAR, doubled, counted, tmp_path)
+    twice = gates.gate_before_load(shop_cfg, MAR, doubled, counted, tmp_path)
     assert failed(twice) == {"before_load.customer_tier.key_unique"}
     (example,) = result(twice, "before_load.customer_tier.key_unique").examples
     assert example["n_rows"] == 2 and example["customer_id"] == tier["customer_id"][0].as_py()
@@ -841,7 +841,7 @@ def test_before_load_gate(shop_cfg, march, tmp_path) -> None:
     abc = march["customer_abc"]
     second = _abc_row(abc, 2)
     tied = march | {"customer_abc": with_value(abc, "rank", second, 1)}
-    ties = checks.gate_before_load(shop_cfg, MAR, tied, counts, tmp_path)
+    ties = gates.gate_before_load(shop_cfg, MAR, tied, counts, tmp_path)
     assert failed(ties) == {"before_load.customer_abc.row_order_unique"}
     (example,) = result(ties, "before_load.customer_abc.row_order_unique").examples
     assert example == {"metric": "revenue", "window_months": 1, "rank": 1, "n_rows": 2}
@@ -871,7 +871,7 @@ def test_a_failed_gate_stops_the_month_before_anything_is_loaded(
     # the raw gate: a manifest sum one cent off; nothing of March is loaded
     real_sum = Decimal(lake.read_manifest(cfg.lake.root, MAR).amount_sum)
     rewrite_partition(cfg, month=MAR, amount_sum=str(real_sum - Decimal("0.01")))
-    with pytest.raises(checks.GateFailed, match="raw.amount_sum_matches_manifest"):
+    with pytest.raises(GateFailed, match="raw.amount_sum_matches_manifest"):
         runner.run_month(cfg, MAR, extract=False)
     assert _warehouse(cfg, "customer_month", MAR) == []
     (run,) = [r for r in _warehouse(cfg, "pipeline_run") if r["month"] == MAR]
@@ -892,7 +892,7 @@ def test_a_failed_gate_stops_the_month_before_anything_is_loaded(
         return {name: folder / f"{name}.parquet" for name in broken}
 
     monkeypatch.setattr(runner, "write_month", write_broken)
-    with pytest.raises(checks.GateFailed, match="outputs.customer_segment.vip_count"):
+    with pytest.raises(GateFailed, match="outputs.customer_segment.vip_count"):
         runner.run_month(cfg, FEB, extract=False)
     assert _warehouse(cfg, "customer_segment", FEB) == loaded
 
@@ -926,8 +926,8 @@ def test_the_raw_gate_stops_a_month_whose_volume_collapses_or_jumps(
     rows = _volume_month("2026-01", 20) + _volume_month("2026-02", 22, 100)
     rows += _volume_month("2026-03", march_payments, 200)
     cfg = _volume_cfg(tmp_path, rows, checks={"volume": {"min_rows": 10}})
-    assert checks.gate_raw(cfg, FEB, tmp_path / "feb").passed  # 22 against 20: in line
-    report = checks.gate_raw(cfg, MAR, tmp_path / "mar")
+    assert gates.gate_raw(cfg, FEB, tmp_path / "feb").passed  # 22 against 20: in line
+    report = gates.gate_raw(cfg, MAR, tmp_path / "mar")
     assert failed(report) == {"raw.volume_matches_recent_months"}
     found = result(report, "raw.volume_matches_recent_months")
     assert {e["measure"] for e in found.examples} == broken
@@ -936,16 +936,16 @@ def test_the_raw_gate_stops_a_month_whose_volume_collapses_or_jumps(
         f"{march_payments}.00",
         "21.00",
     )
-    with pytest.raises(checks.GateFailed, match="raw.volume_matches_recent_months"):
-        checks.raise_if_failed(report)
+    with pytest.raises(GateFailed, match="raw.volume_matches_recent_months"):
+        gates.raise_if_failed(report)
 
 
 def test_an_accepted_volume_change_passes_and_says_so(tmp_path) -> None:
     rows = _volume_month("2026-01", 20) + _volume_month("2026-02", 20, 100)
     cfg = _volume_cfg(tmp_path, rows, checks={"volume": {"accept": ["2026-03"], "min_rows": 10}})
     small = _volume_cfg(tmp_path / "small", rows)  # 20 rows a month: below min_rows (100)
-    assert checks.gate_raw(small, MAR, tmp_path / "small-mar").passed
-    report = checks.gate_raw(cfg, MAR, tmp_path / "mar")
+    assert gates.gate_raw(small, MAR, tmp_path / "small-mar").passed
+    report = gates.gate_raw(cfg, MAR, tmp_path / "mar")
     assert report.passed
     assert "accepted" in result(report, "raw.volume_matches_recent_months").detail
 
@@ -985,7 +985,7 @@ def test_the_deciding_rows_decide_every_column_rule_as_all_rows_do(
         [pa.array(values[:7], pa.float64()), pa.array(values[7:], pa.float64())]
     )
     for rule in ("not_null", "between", "in_set"):
-        picked = checks._deciding_indices(column, len(allowed) if rule == "in_set" else None)
+        picked = engine._deciding_indices(column, len(allowed) if rule == "in_set" else None)
         deciding = [values[i] for i in sorted(picked)]
         assert _holds(deciding, rule, low, low + span, allowed) == _holds(
             values, rule, low, low + span, allowed
@@ -1000,14 +1000,14 @@ def test_the_deciding_rows_decide_every_column_rule_as_all_rows_do(
 @example(values=["a", "c", "b"], allowed={"a", "c"})  # b is neither min nor max
 def test_the_deciding_rows_of_a_value_set_check(values, allowed) -> None:
     column = pa.chunked_array([pa.array(values, pa.string())])
-    deciding = [values[i] for i in checks._deciding_indices(column, len(allowed))]
+    deciding = [values[i] for i in engine._deciding_indices(column, len(allowed))]
     outside = {v for v in values if v is not None and v not in allowed}
     assert bool(outside) == any(v is not None and v not in allowed for v in deciding)
     assert (None in values) == (None in deciding)
 
 
 def test_a_clean_partition_is_validated_on_its_deciding_rows(raw_cfg, tmp_path) -> None:
-    report = checks.gate_raw(raw_cfg, JAN, tmp_path / "run")
+    report = gates.gate_raw(raw_cfg, JAN, tmp_path / "run")
     assert report.passed
     document = json.loads((tmp_path / "run" / "gates" / "raw.json").read_text())
     (validation,) = [

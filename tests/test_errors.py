@@ -51,7 +51,6 @@ def test_every_error_the_pipeline_defines_lives_in_errors_and_has_a_row():
 
 def test_the_modules_that_raised_them_still_export_them():
     from pipeline import (
-        checks,
         config,
         customers,
         faults,
@@ -66,8 +65,9 @@ def test_the_modules_that_raised_them_still_export_them():
         transform,
         warehouse,
     )
+    from pipeline.gates import results as gate_results
 
-    assert checks.GateFailed is errors.GateFailed
+    assert gate_results.GateFailed is errors.GateFailed
     assert config.ConfigError is errors.ConfigError
     assert customers.CustomersError is errors.CustomersError
     assert (faults.StorageError, faults.MemoryLimitError) == (
@@ -149,7 +149,7 @@ def test_a_new_subclass_takes_its_bases_kind_until_it_has_a_row():
 
 def _an_instance(cls: type[BaseException]) -> BaseException:
     if cls is errors.GateFailed:
-        from pipeline.checks import CheckResult, GateReport
+        from pipeline.gates.results import CheckResult, GateReport
 
         failed = CheckResult("raw.amount_positive", "expect_x", "error", False, 1, [], "1 row")
         return cls(GateReport("raw", "2026-01", [failed], ["runs/x/raw.json"]))

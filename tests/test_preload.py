@@ -78,8 +78,8 @@ read, write = os.pipe()
 pid = os.fork()
 if pid == 0:  # the task process, as the supervisor forks it
     started = time.perf_counter()
-    from pipeline import checks, report, runner  # noqa: F401
-    checks._gx()
+    from pipeline import gates, report, runner  # noqa: F401
+    gates.preload_gx()
     bundle = report.vega_bundle()
     assert preload.preload() == {}  # the task, forked, does not preload again
     took = time.perf_counter() - started

@@ -511,7 +511,7 @@ def test_the_gates_check_the_service_tables_against_the_lake(tmp_path):
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from pipeline import checks
+    from pipeline import gates
 
     payments = [
         ("p1", "a", "2026-01-05", "100.00", "EUR", 1, "40.00"),
@@ -522,12 +522,12 @@ def test_the_gates_check_the_service_tables_against_the_lake(tmp_path):
         ("x2", "b", "2026-01-08", "call", "3.00", "5.00"),
     ]
     cfg = served(tmp_path, payments, activities, ["2026-01"])
-    raw = checks.gate_raw_activities(cfg, JAN, tmp_path / "raw")
+    raw = gates.gate_raw_activities(cfg, JAN, tmp_path / "raw")
     assert raw.passed and "raw.activities.cost_sum_matches_manifest" in {
         r.check for r in raw.results
     }
     tables = compute_month(cfg, JAN)
-    clean = checks.gate_outputs(cfg, JAN, tables, tmp_path / "clean")
+    clean = gates.gate_outputs(cfg, JAN, tables, tmp_path / "clean")
     assert {r.check for r in clean.results if not r.success} == set()
 
     def changed(name: str, column: str, value) -> pa.Table:
@@ -541,7 +541,7 @@ def test_the_gates_check_the_service_tables_against_the_lake(tmp_path):
         "customer_service_profile": changed("customer_service_profile", "effort_share", 0.9),
         "customer_tier": changed("customer_tier", "loaded_margin", Decimal("0.00")),
     }
-    report = checks.gate_outputs(cfg, JAN, broken, tmp_path / "broken")
+    report = gates.gate_outputs(cfg, JAN, broken, tmp_path / "broken")
     assert {
         "outputs.customer_service.matches_lake",
         "outputs.customer_service_profile.shares_end_at_one",

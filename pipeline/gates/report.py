@@ -15,13 +15,11 @@ import math
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pipeline.files import atomic_write
+from pipeline.gates.results import GateReport, brief
 from pipeline.storage import location
-
-if TYPE_CHECKING:
-    from pipeline.checks import GateReport
 
 
 def plain(value: Any) -> Any:
@@ -43,13 +41,6 @@ def plain(value: Any) -> Any:
     if hasattr(value, "item"):  # numpy scalars
         return plain(value.item())
     return None if str(value) in ("<NA>", "nan", "NaT") else str(value)
-
-
-def brief(example: Any) -> str:
-    """One example on one line."""
-    if isinstance(example, dict):
-        return ", ".join(f"{k}={v!r}" for k, v in example.items())
-    return repr(example)
 
 
 def write(report: GateReport, validations: list[dict[str, Any]], out_dir: Path) -> list[str]:
