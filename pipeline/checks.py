@@ -69,7 +69,7 @@ from pipeline.lake import (
     read_manifest,
 )
 from pipeline.months import format_month, month_bounds, parse_month
-from pipeline.schema import TABLES, month_tables
+from pipeline.schema.tables import TABLES, month_tables
 from pipeline.sql import bounded_connection, run_sql
 
 EXAMPLES = 5  # bad values or rows kept per check

@@ -64,7 +64,7 @@ from pipeline.errors import (
 )
 from pipeline.files import atomic_write, exclusive_lock, fsync_dir
 from pipeline.months import format_month, month_bounds, parse_month
-from pipeline.schema import TABLES
+from pipeline.schema.tables import TABLES
 from pipeline.sources import SourceRows, csv_parse_error, open_months
 from pipeline.sql import bounded_connection, run_sql
 

@@ -37,7 +37,7 @@ from pipeline.errors import (
     WarehouseSchemaError,
 )
 from pipeline.months import month_bounds
-from pipeline.schema import (
+from pipeline.schema.tables import (
     CUSTOMER,
     PIPELINE_RUN,
     TABLES,

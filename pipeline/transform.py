@@ -29,7 +29,7 @@ from pipeline.lake import (
     read_manifest,
 )
 from pipeline.months import add_months, format_month, parse_month
-from pipeline.schema import Table, month_tables
+from pipeline.schema.tables import Table, month_tables
 from pipeline.sql import bounded_connection, run_sql
 
 # (sql file, the table it creates), in dependency order. Every file is a query;

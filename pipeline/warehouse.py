@@ -42,7 +42,7 @@ import pyarrow.parquet as pq
 from pipeline.config import Config
 from pipeline.errors import WarehouseLayoutError, WarehouseLockedError
 from pipeline.files import atomic_write, exclusive_lock, fsync, fsync_dir
-from pipeline.schema import (
+from pipeline.schema.tables import (
     CUSTOMER,
     DUCKDB_TYPES,
     PIPELINE_RUN,

@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from pipeline import checks, lake, runner
 from pipeline.config import ChecksConfig
 from pipeline.lake import extract
-from pipeline.schema import TABLES
+from pipeline.schema.tables import TABLES
 from pipeline.transform import compute_month
 from pipeline.warehouse import open_warehouse
 

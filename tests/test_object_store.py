@@ -20,7 +20,7 @@ import pytest
 from pipeline import lake, notify, report, runner, storage
 from pipeline.config import load_config
 from pipeline.months import months_between
-from pipeline.schema import TABLES
+from pipeline.schema.tables import TABLES
 
 from s3_support import list_keys, moto_server, new_bucket, s3_environment
 from support import (
