@@ -35,7 +35,8 @@ from pipeline.postgres import (
     read_source_month,
     redact_dsn,
 )
-from pipeline.schema.tables import DESCRIPTIONS, PIPELINE_RUN, TABLES, WAREHOUSE_TABLES
+from pipeline.schema.descriptions import DESCRIPTIONS
+from pipeline.schema.tables import PIPELINE_RUN, TABLES, WAREHOUSE_TABLES
 from pipeline.sources import SourceError, open_months
 from pipeline.sql import connect
 from pipeline.warehouse import DuckDBWarehouse, conform
