@@ -52,13 +52,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline import gx_report
-from pipeline.config import (
-    CANONICAL_COLUMNS,
-    REQUIRED_COLUMNS,
-    SERVICE_COLUMNS,
-    SERVICE_REQUIRED_COLUMNS,
-    Config,
-)
+from pipeline.config import Config
 from pipeline.errors import GateFailed
 from pipeline.lake import (
     ACTIVITIES,
@@ -69,6 +63,12 @@ from pipeline.lake import (
     read_manifest,
 )
 from pipeline.months import format_month, month_bounds, parse_month
+from pipeline.schema.inputs import (
+    CANONICAL_COLUMNS,
+    REQUIRED_COLUMNS,
+    SERVICE_COLUMNS,
+    SERVICE_REQUIRED_COLUMNS,
+)
 from pipeline.schema.tables import TABLES, month_tables
 from pipeline.sql import bounded_connection, run_sql
 

@@ -29,7 +29,7 @@ import psycopg
 import pyarrow as pa
 from psycopg import sql
 
-from pipeline.config import SourceConfig
+from pipeline.config.sections import SourceConfig
 from pipeline.errors import (
     SourceConnectionError,
     SourceError,

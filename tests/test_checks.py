@@ -26,7 +26,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from pipeline import checks, lake, runner
-from pipeline.config import ChecksConfig
+from pipeline.config.sections import ChecksConfig
 from pipeline.lake import extract
 from pipeline.schema.tables import TABLES
 from pipeline.transform import compute_month

@@ -25,8 +25,9 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from pipeline import lake
-from pipeline.config import ConfigError, SourceConfig, load_config
-from pipeline.errors import PERMANENT, TRANSIENT, SourceConnectionError, classify
+from pipeline.config import load_config
+from pipeline.config.sections import SourceConfig
+from pipeline.errors import PERMANENT, TRANSIENT, ConfigError, SourceConnectionError, classify
 from pipeline.postgres import (
     MIGRATIONS,
     PostgresWarehouse,
