@@ -74,7 +74,7 @@ DUCKDB_TYPES = {
     "text": "VARCHAR",
     "int": "INTEGER",
     "bigint": "BIGINT",
-    "money": "DECIMAL(18, 2)",
+    "money": "DECIMAL(18, 2)",  # also the type `money` the SQL files cast to (sql.connect)
     "float": "DOUBLE",
     "bool": "BOOLEAN",
     "timestamp": "TIMESTAMPTZ",
