@@ -1,9 +1,10 @@
 """The reporting tables: names, columns, types and grain (the spec's contract).
 
 One definition serves the SQL outputs' column order, the DuckDB and PostgreSQL DDL,
-the checks and the descriptions BI tools show (``COMMENT ON``). Logical types: date,
-text, int, bigint, money (exact DECIMAL(18,2)), float (double precision), bool,
-timestamp (with time zone), json.
+the checks and the descriptions BI tools show (``COMMENT ON``, keyed by these names in
+``descriptions.py``). Logical types: date, text, int, bigint, money (exact
+DECIMAL(18,2); the SQL files' type ``money``, see ``pipeline/sql.py``), float (double
+precision), bool, timestamp (with time zone), json.
 """
 
 from __future__ import annotations
