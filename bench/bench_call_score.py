@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline.call_score import score_alerted
-from pipeline.config import CallListConfig, LakeConfig
+from pipeline.config.sections import CallListConfig, LakeConfig
 from pipeline.sql import connect
 
 

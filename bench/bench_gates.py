@@ -28,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_pipeline import synthetic_month  # noqa: E402
 
 from pipeline import demo, gates, lake, runner  # noqa: E402
-from pipeline.config import ChecksConfig, Config, load_config  # noqa: E402
+from pipeline.config import Config, load_config  # noqa: E402
+from pipeline.config.sections import ChecksConfig  # noqa: E402
 from pipeline.months import add_months, months_between  # noqa: E402
 
 GATES = ("raw", "customer_month", "outputs", "before_load")

@@ -101,7 +101,8 @@ def measure(mode: str, dsn: str, table: str) -> dict[str, object]:
     import duckdb
     import pyarrow as pa
 
-    from pipeline.config import Config, SourceConfig
+    from pipeline.config import Config
+    from pipeline.config.sections import SourceConfig
     from pipeline.postgres import read_source_month
     from pipeline.sql import connect
 

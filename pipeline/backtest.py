@@ -74,6 +74,6 @@ def judge(warehouse, timezone: str, first: date, last: date, metric: str, top: i
 
 
 def _empty(name: str) -> pa.Table:
-    from pipeline.schema import TABLES
+    from pipeline.schema.tables import TABLES
 
     return TABLES[name].arrow_schema().empty_table()

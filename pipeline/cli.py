@@ -19,8 +19,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from pipeline.config import Config, ConfigError, load_config
-from pipeline.errors import FORESEEN, BackfillInterrupted, classify
+from pipeline.config import Config, load_config
+from pipeline.errors import FORESEEN, BackfillInterrupted, ConfigError, classify
 from pipeline.months import format_month, months_between, parse_month
 
 app = typer.Typer(

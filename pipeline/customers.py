@@ -15,8 +15,10 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from pipeline.config import CUSTOMER_COLUMNS, Config, CustomersConfig
+from pipeline.config import Config
+from pipeline.config.sections import CustomersConfig
 from pipeline.errors import CustomersError, SourceConnectionError
+from pipeline.schema.inputs import CUSTOMER_COLUMNS
 from pipeline.sources import read_csv_text
 
 _EXAMPLES = 3

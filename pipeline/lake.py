@@ -54,7 +54,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import storage
-from pipeline.config import Config, metrics_available
+from pipeline.config import Config
 from pipeline.errors import (
     BadInputError,
     CorruptPartitionError,
@@ -64,7 +64,8 @@ from pipeline.errors import (
 )
 from pipeline.files import atomic_write, exclusive_lock, fsync_dir
 from pipeline.months import format_month, month_bounds, parse_month
-from pipeline.schema import TABLES
+from pipeline.schema.inputs import metrics_available
+from pipeline.schema.tables import TABLES
 from pipeline.sources import SourceRows, csv_parse_error, open_months
 from pipeline.sql import bounded_connection, run_sql
 

@@ -45,10 +45,12 @@ from pipeline.call_list import (
     last_payment_dates,
     read_history,
 )
-from pipeline.config import ALL_METRICS, Config, NotifyConfig, load_config
+from pipeline.config import Config, load_config
+from pipeline.config.sections import NotifyConfig
 from pipeline.errors import NotifyError, NotifyServerError
 from pipeline.files import atomic_write
 from pipeline.months import format_month, parse_month
+from pipeline.schema.inputs import ALL_METRICS
 from pipeline.storage import location, scratch
 
 CSV_COLUMNS = (

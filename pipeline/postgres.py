@@ -29,7 +29,7 @@ import psycopg
 import pyarrow as pa
 from psycopg import sql
 
-from pipeline.config import SourceConfig
+from pipeline.config.sections import SourceConfig
 from pipeline.errors import (
     SourceConnectionError,
     SourceError,
@@ -37,14 +37,13 @@ from pipeline.errors import (
     WarehouseSchemaError,
 )
 from pipeline.months import month_bounds
-from pipeline.schema import (
+from pipeline.schema.descriptions import comment_statements, description_digest
+from pipeline.schema.tables import (
     CUSTOMER,
     PIPELINE_RUN,
     TABLES,
     WAREHOUSE_TABLES,
     Table,
-    comment_statements,
-    description_digest,
 )
 from pipeline.sql import sql_text
 from pipeline.warehouse import MonthRows, as_arrow, conform, create_table_sql, month_tables, run_row

@@ -34,11 +34,12 @@ from pipeline.call_list import (
     last_payment_dates,
     read_history,
 )
-from pipeline.config import ALL_METRICS, Config, load_config
+from pipeline.config import Config, load_config
 from pipeline.errors import ReportError
 from pipeline.files import atomic_write
 from pipeline.months import add_months, format_month, parse_month
-from pipeline.schema import LOADED
+from pipeline.schema.inputs import ALL_METRICS
+from pipeline.schema.tables import LOADED
 from pipeline.storage import location
 
 LIST_QUALITY_MONTHS = 3  # "How last quarter's list did": the lists of three months

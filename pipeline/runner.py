@@ -41,7 +41,7 @@ from pipeline.customers import customer_rows, read_customers
 from pipeline.errors import BackfillInterrupted, Kind, MonthSupersededError, classify
 from pipeline.files import atomic_write
 from pipeline.months import format_month, months_between, parse_month
-from pipeline.schema import LOADED, TABLES
+from pipeline.schema.tables import LOADED, TABLES
 from pipeline.transform import write_month
 from pipeline.warehouse import open_warehouse
 

@@ -1,7 +1,7 @@
 """Sources: where payments come from (CSV, Parquet, a DuckDB table, PostgreSQL).
 
 Each source exposes the rows of a range of months to a DuckDB connection as the view
-``source_rows`` with the canonical column names (see ``config.CANONICAL_COLUMNS``),
+``source_rows`` with the canonical column names (see ``schema.inputs.CANONICAL_COLUMNS``),
 every value as text, plus ``source_file`` so that errors can point at the file. A
 column that the source already types exactly (a timestamp, a decimal, an integer; see
 ``TYPED``) comes as ``<column>_value`` instead, its text column NULL; an amount or cost
@@ -24,7 +24,7 @@ from pathlib import Path
 import duckdb
 from duckdb import ColumnExpression, ConstantExpression
 
-from pipeline.config import SourceConfig
+from pipeline.config.sections import SourceConfig
 from pipeline.errors import SourceError
 from pipeline.months import month_bounds
 

@@ -1,4 +1,10 @@
-"""Running the SQL files of ``sql/`` on DuckDB, with bound parameters only."""
+"""Running the SQL files of ``sql/`` on DuckDB, with bound parameters only.
+
+Every connection knows the type ``money``: the reporting tables' exact money type
+(``schema.tables.DUCKDB_TYPES["money"]``, DECIMAL(18, 2)), which the SQL files cast to
+(``::money``). DuckDB resolves the alias when it binds a query, so the results have the
+DECIMAL type itself: same tables, same files.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
+
+from pipeline.schema.tables import DUCKDB_TYPES
 
 if TYPE_CHECKING:
     from pipeline.config import Config
@@ -34,6 +42,7 @@ def connect(timezone: str, database: str = ":memory:", **config: Any) -> duckdb.
     con.execute("SET TimeZone = ?", [timezone])
     # no progress bar on stderr: the CLI and Airflow logs show the pipeline's own progress
     con.execute("SET enable_progress_bar = false")
+    con.execute(f"CREATE TYPE money AS {DUCKDB_TYPES['money']}")
     return con
 
 

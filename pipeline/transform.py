@@ -18,7 +18,7 @@ import duckdb
 import pyarrow as pa
 
 from pipeline.call_score import DAYS_PER_MONTH, score_alerted
-from pipeline.config import ALL_METRICS, Config, metrics_available
+from pipeline.config import Config
 from pipeline.customers import read_customers
 from pipeline.errors import ComputeError
 from pipeline.lake import (
@@ -29,7 +29,8 @@ from pipeline.lake import (
     read_manifest,
 )
 from pipeline.months import add_months, format_month, parse_month
-from pipeline.schema import Table, month_tables
+from pipeline.schema.inputs import ALL_METRICS, metrics_available
+from pipeline.schema.tables import Table, month_tables
 from pipeline.sql import bounded_connection, run_sql
 
 # (sql file, the table it creates), in dependency order. Every file is a query;

@@ -42,15 +42,14 @@ import pyarrow.parquet as pq
 from pipeline.config import Config
 from pipeline.errors import WarehouseLayoutError, WarehouseLockedError
 from pipeline.files import atomic_write, exclusive_lock, fsync, fsync_dir
-from pipeline.schema import (
+from pipeline.schema.descriptions import comment_statements, description_digest
+from pipeline.schema.tables import (
     CUSTOMER,
     DUCKDB_TYPES,
     PIPELINE_RUN,
     REPORTING_TABLES,
     TABLES,
     Table,
-    comment_statements,
-    description_digest,
 )
 from pipeline.sql import sql_text
 

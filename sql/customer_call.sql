@@ -78,8 +78,8 @@ scored as (
         -- expected paying days x the value per paying day: what it is expected to bring
         cast(round(
             coalesce(risk.expected_payments, 0) * greatest(features.value_per_paying_day, 0), 2
-        ) as decimal(18, 2)) as expected_value,
-        cast(coalesce(features.recent_value, 0) as decimal(18, 2)) as recent_value,
+        ) as money) as expected_value,
+        cast(coalesce(features.recent_value, 0) as money) as recent_value,
         features.paying_days,
         case when features.paying_days > 1
             then features.recency / (features.paying_days - 1) end as days_between,

@@ -22,7 +22,7 @@ metric_values as (
 ),
 
 final as (
-    select month, metric, customer_id, value::decimal(18, 2) as value
+    select month, metric, customer_id, value::money as value
     from metric_values
     where list_contains($metrics, metric)
       and value is not null

@@ -29,12 +29,12 @@ final as (
     select
         month,
         customer_id,
-        revenue::decimal(18, 2) as revenue,
-        gross_revenue::decimal(18, 2) as gross_revenue,
-        refunds::decimal(18, 2) as refunds,
+        revenue::money as revenue,
+        gross_revenue::money as gross_revenue,
+        refunds::money as refunds,
         payments::integer as payments,
         case when $has_units then units end::bigint as units,
-        case when $has_margin then margin end::decimal(18, 2) as margin
+        case when $has_margin then margin end::money as margin
     from money_per_customer_month
 )
 

@@ -20,7 +20,7 @@ final as (
         refunds,
         payments,
         case when $has_units then units end::bigint as units,
-        case when $has_margin then margin end::decimal(18, 2) as margin
+        case when $has_margin then margin end::money as margin
     from lake_customer_month
 )
 

@@ -32,11 +32,11 @@ final as (
         metric,
         window_months::integer as window_months,
         customer_id,
-        value::decimal(18, 2) as value,
+        value::money as value,
         rank::integer as rank,
         n_customers::integer as n_customers,
-        total_value::decimal(18, 2) as total_value,
-        cum_value_before::decimal(18, 2) as cum_value_before
+        total_value::money as total_value,
+        cum_value_before::money as cum_value_before
     from ranked
 )
 

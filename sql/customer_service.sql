@@ -28,8 +28,8 @@ final as (
         month,
         customer_id,
         activities::integer as activities,
-        case when $has_hours then hours end::decimal(18, 2) as hours,
-        case when $has_cost then cost_to_serve end::decimal(18, 2) as cost_to_serve
+        case when $has_hours then hours end::money as hours,
+        case when $has_cost then cost_to_serve end::money as cost_to_serve
     from per_customer_month
 )
 

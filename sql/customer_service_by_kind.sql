@@ -30,8 +30,8 @@ final as (
         customer_id,
         kind,
         activities::integer as activities,
-        case when $has_hours then hours end::decimal(18, 2) as hours,
-        case when $has_cost then cost_to_serve end::decimal(18, 2) as cost_to_serve
+        case when $has_hours then hours end::money as hours,
+        case when $has_cost then cost_to_serve end::money as cost_to_serve
     from per_kind
 )
 

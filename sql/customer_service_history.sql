@@ -18,9 +18,9 @@ final as (
         month,
         customer_id,
         activities::integer as activities,
-        case when $has_hours then hours end::decimal(18, 2) as hours,
-        case when $has_service_cost then cost_to_serve end::decimal(18, 2) as cost_to_serve,
-        case when $has_hours then hours else activities end::decimal(18, 2) as effort
+        case when $has_hours then hours end::money as hours,
+        case when $has_service_cost then cost_to_serve end::money as cost_to_serve,
+        case when $has_hours then hours else activities end::money as effort
     from lake_customer_service
 )
 

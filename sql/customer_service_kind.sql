@@ -33,8 +33,8 @@ final as (
         customer_id,
         kind,
         activities::integer as activities,
-        effort::decimal(18, 2) as effort,
-        cost_to_serve::decimal(18, 2) as cost_to_serve,
+        effort::money as effort,
+        cost_to_serve::money as cost_to_serve,
         row_number() over (
             partition by customer_id
             order by effort desc, cost_to_serve desc nulls last, kind

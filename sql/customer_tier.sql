@@ -52,8 +52,8 @@ final as (
         $month::date as month,
         $tier_window_months::integer as window_months,
         customer_id,
-        revenue::decimal(18, 2) as revenue,
-        margin::decimal(18, 2) as margin,
+        revenue::money as revenue,
+        margin::money as margin,
         margin_pct,
         tier::integer as tier
     from tiered

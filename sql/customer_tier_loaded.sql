@@ -77,12 +77,12 @@ final as (
         $month::date as month,
         $tier_window_months::integer as window_months,
         customer_id,
-        revenue::decimal(18, 2) as revenue,
-        margin::decimal(18, 2) as margin,
+        revenue::money as revenue,
+        margin::money as margin,
         margin_pct::double as margin_pct,
         tier::integer as tier,
-        cost_to_serve::decimal(18, 2) as cost_to_serve,
-        loaded_margin::decimal(18, 2) as loaded_margin,
+        cost_to_serve::money as cost_to_serve,
+        loaded_margin::money as loaded_margin,
         loaded_margin_pct::double as loaded_margin_pct
     from (
         select customer_id, revenue, margin, margin_pct, tier, cost_to_serve, loaded_margin,

@@ -55,10 +55,10 @@ window_totals_as_values as (
         month,
         window_months,
         customer_id,
-        revenue::decimal(18, 2) as revenue,
-        payments::decimal(18, 2) as payments,
-        units::decimal(18, 2) as units,
-        margin::decimal(18, 2) as margin
+        revenue::money as revenue,
+        payments::money as payments,
+        units::money as units,
+        margin::money as margin
     from window_totals
 ),
 

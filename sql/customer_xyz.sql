@@ -15,10 +15,10 @@ with customer_months_in_window as (
     -- each metric as the DECIMAL(18, 2) value it is ranked by (customer_metric.sql)
     select
         customer_id,
-        revenue::decimal(18, 2) as revenue,
-        payments::decimal(18, 2) as payments,
-        units::decimal(18, 2) as units,
-        margin::decimal(18, 2) as margin
+        revenue::money as revenue,
+        payments::money as payments,
+        units::money as units,
+        margin::money as margin
     from customer_month_history
     where month > $month::date - to_months($xyz_months)
 ),

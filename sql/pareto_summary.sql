@@ -39,7 +39,7 @@ final as (
         metric,
         window_months,
         n_customers::integer as n_customers,
-        total_value::decimal(18, 2) as total_value,
+        total_value::money as total_value,
         top20_value::double / total_value::double as top20_share,
         n_class_a::integer as n_class_a,
         n_class_b::integer as n_class_b,

@@ -67,7 +67,7 @@ loaded_margin_values as (
 
 final as (
     select month, metric, window_months::integer as window_months, customer_id,
-        value::decimal(18, 2) as value
+        value::money as value
     from (
         select * from effort_values
         union all

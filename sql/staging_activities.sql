@@ -68,8 +68,8 @@ parsed as (
             hours_value::decimal(38, 10), hours_float_cent, try_cast(hours_text as decimal(38, 10))
         ) as hours_wide,
         coalesce(
-            try_cast(hours_value as decimal(18, 2)), hours_float_cent,
-            try_cast(hours_text as decimal(18, 2))
+            try_cast(hours_value as money), hours_float_cent,
+            try_cast(hours_text as money)
         ) as hours,
         hours_value is not null or coalesce(isfinite(hours_float), false)
             or coalesce(isfinite(try_cast(hours_text as double)), false) as hours_is_number,
@@ -83,8 +83,8 @@ parsed as (
             cost_value::decimal(38, 10), cost_float_cent, try_cast(cost_text as decimal(38, 10))
         ) as cost_wide,
         coalesce(
-            try_cast(cost_value as decimal(18, 2)), cost_float_cent,
-            try_cast(cost_text as decimal(18, 2))
+            try_cast(cost_value as money), cost_float_cent,
+            try_cast(cost_text as money)
         ) as cost,
         cost_value is not null or coalesce(isfinite(cost_float), false)
             or coalesce(isfinite(try_cast(cost_text as double)), false) as cost_is_number,

@@ -76,8 +76,8 @@ parsed as (
             amount_value::decimal(38, 10), amount_float_cent, try_cast(amount_text as decimal(38, 10))
         ) as amount_wide,
         coalesce(
-            try_cast(amount_value as decimal(18, 2)), amount_float_cent,
-            try_cast(amount_text as decimal(18, 2))
+            try_cast(amount_value as money), amount_float_cent,
+            try_cast(amount_text as money)
         ) as amount,
         amount_value is not null or coalesce(isfinite(amount_float), false)
             or coalesce(isfinite(try_cast(amount_text as double)), false) as amount_is_number,
@@ -99,8 +99,8 @@ parsed as (
             cost_value::decimal(38, 10), cost_float_cent, try_cast(cost_text as decimal(38, 10))
         ) as cost_wide,
         coalesce(
-            try_cast(cost_value as decimal(18, 2)), cost_float_cent,
-            try_cast(cost_text as decimal(18, 2))
+            try_cast(cost_value as money), cost_float_cent,
+            try_cast(cost_text as money)
         ) as cost,
         cost_value is not null or coalesce(isfinite(cost_float), false)
             or coalesce(isfinite(try_cast(cost_text as double)), false) as cost_is_number,

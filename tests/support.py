@@ -108,7 +108,7 @@ def backfill_matching_golden(cfg: Config, case: str, start: str, last: str) -> l
     """Backfill ``start``..``last`` through the real pipeline and assert that every loaded
     reporting table equals the golden case's; returns the months' results."""
     from pipeline import runner
-    from pipeline.schema import TABLES
+    from pipeline.schema.tables import TABLES
 
     from golden import GOLDEN, table_differences
 
@@ -168,7 +168,7 @@ def backfilled_through_the_cli(config: Path, first: str, last: str) -> tuple[dic
     from typer.testing import CliRunner
 
     from pipeline.cli import app
-    from pipeline.schema import TABLES
+    from pipeline.schema.tables import TABLES
     from pipeline.warehouse import open_warehouse
 
     result = CliRunner().invoke(app, ["backfill", "-c", str(config), "--from", first, "--to", last])
@@ -189,7 +189,7 @@ def assert_same_reporting_tables(
     of every reporting table."""
     (tables, files), (expected_tables, expected_files) = found, expected
     assert files == expected_files
-    from pipeline.schema import TABLES
+    from pipeline.schema.tables import TABLES
 
     assert {name: len(by_month) for name, by_month in files.items()} == {
         name: months

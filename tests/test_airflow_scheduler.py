@@ -25,7 +25,7 @@ from airflow_server import AirflowServer
 from pipeline.lake import read_manifest
 from pipeline.months import parse_month
 from pipeline.schedule import pipeline_run_id
-from pipeline.schema import TABLES
+from pipeline.schema.tables import TABLES
 
 from golden import table_differences
 from pg_support import require_postgres

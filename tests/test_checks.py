@@ -26,11 +26,11 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from pipeline import gates, lake, runner
-from pipeline.config import ChecksConfig
+from pipeline.config.sections import ChecksConfig
 from pipeline.errors import GateFailed
 from pipeline.gates import engine
 from pipeline.lake import extract
-from pipeline.schema import TABLES
+from pipeline.schema.tables import TABLES
 from pipeline.transform import compute_month
 from pipeline.warehouse import open_warehouse
 

@@ -28,7 +28,7 @@ from pipeline.schedule import (
     run_month,
     schedule_timezone,
 )
-from pipeline.schema import TABLES
+from pipeline.schema.tables import TABLES
 
 import airflow_support as af
 from golden import expected_rows, table_differences

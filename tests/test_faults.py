@@ -34,7 +34,7 @@ from psycopg import sql as psql
 
 from pipeline import lake, runner
 from pipeline.months import parse_month
-from pipeline.schema import TABLES
+from pipeline.schema.tables import TABLES
 from pipeline.warehouse import open_warehouse
 
 from pg_support import warehouse_url

@@ -20,7 +20,7 @@ import pytest
 from pipeline import lake, notify, report, runner, storage
 from pipeline.config import load_config
 from pipeline.months import months_between
-from pipeline.schema import TABLES
+from pipeline.schema.tables import TABLES
 
 from s3_support import list_keys, moto_server, new_bucket, s3_environment
 from support import (
@@ -396,7 +396,7 @@ def test_quarantine_on_s3_sets_bad_rows_aside_and_removes_them_when_fixed(
 
 
 def test_a_root_with_another_scheme_is_refused(tmp_path) -> None:
-    from pipeline.config import ConfigError
+    from pipeline.errors import ConfigError
 
     source = write_payments(tmp_path / "p.csv", [("p1", "c1", "2026-01-05", "10.00", "EUR")])
     with pytest.raises(ConfigError, match="lake.root.*s3://bucket/prefix"):

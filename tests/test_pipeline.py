@@ -13,7 +13,7 @@ import pytest
 
 from pipeline import runner
 from pipeline.config import load_config
-from pipeline.schema import TABLES, month_tables
+from pipeline.schema.tables import TABLES, month_tables
 
 from support import (
     assert_same_reporting_tables,

@@ -25,8 +25,9 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from pipeline import lake
-from pipeline.config import ConfigError, SourceConfig, load_config
-from pipeline.errors import PERMANENT, TRANSIENT, SourceConnectionError, classify
+from pipeline.config import load_config
+from pipeline.config.sections import SourceConfig
+from pipeline.errors import PERMANENT, TRANSIENT, ConfigError, SourceConnectionError, classify
 from pipeline.postgres import (
     MIGRATIONS,
     PostgresWarehouse,
@@ -35,7 +36,8 @@ from pipeline.postgres import (
     read_source_month,
     redact_dsn,
 )
-from pipeline.schema import DESCRIPTIONS, PIPELINE_RUN, TABLES, WAREHOUSE_TABLES
+from pipeline.schema.descriptions import DESCRIPTIONS
+from pipeline.schema.tables import PIPELINE_RUN, TABLES, WAREHOUSE_TABLES
 from pipeline.sources import SourceError, open_months
 from pipeline.sql import connect
 from pipeline.warehouse import DuckDBWarehouse, conform

@@ -285,7 +285,7 @@ def test_tiers_report_prints_and_records_the_path(loaded) -> None:
 @pytest.mark.postgres
 def test_a_postgresql_warehouse_draws_the_same_page(loaded, tmp_path, pg_dsn, pg_schema) -> None:
     from pipeline.months import months_between
-    from pipeline.schema import TABLES
+    from pipeline.schema.tables import TABLES
 
     cfg = loaded
     pg_cfg = reconfigured(

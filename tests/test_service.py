@@ -19,7 +19,7 @@ from pipeline import runner
 from pipeline.config import load_config
 from pipeline.errors import BadInputError, MissingMonthError
 from pipeline.lake import ACTIVITIES, extract
-from pipeline.schema import TABLES
+from pipeline.schema.tables import TABLES
 from pipeline.transform import compute_month, write_month
 
 from golden import GOLDEN, table_differences

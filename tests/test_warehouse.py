@@ -19,7 +19,7 @@ import pytest
 
 from pipeline.customers import customer_rows
 from pipeline.postgres import PostgresWarehouse
-from pipeline.schema import DUCKDB_TYPES, PIPELINE_RUN, TABLES
+from pipeline.schema.tables import DUCKDB_TYPES, PIPELINE_RUN, TABLES
 from pipeline.warehouse import DuckDBWarehouse, WarehouseLayoutError, create_table_sql
 
 from golden import expected_rows

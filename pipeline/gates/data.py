@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from pipeline.config import Config
 from pipeline.gates.rules import Expect, Subject
-from pipeline.schema import TABLES
+from pipeline.schema.tables import TABLES
 from pipeline.sql import bounded_connection, run_sql
 
 # A computed table: its rows in memory, or the Parquet file the computation wrote (read

@@ -33,7 +33,7 @@ from pipeline.gates.rules import (
 )
 from pipeline.lake import ACTIVITIES, month_files
 from pipeline.months import parse_month
-from pipeline.schema import TABLES, month_tables
+from pipeline.schema.tables import TABLES, month_tables
 
 SEGMENTS = ("vip", "good", "regular")
 MOVEMENTS = ("new_vip", "kept_vip", "dropped_vip")

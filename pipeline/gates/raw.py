@@ -17,13 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import pipeline.gates.data as data
-from pipeline.config import (
-    CANONICAL_COLUMNS,
-    REQUIRED_COLUMNS,
-    SERVICE_COLUMNS,
-    SERVICE_REQUIRED_COLUMNS,
-    Config,
-)
+from pipeline.config import Config
 from pipeline.gates.engine import disabled, run_gate
 from pipeline.gates.results import GateReport
 from pipeline.gates.rules import Expect, Subject, between, not_null
@@ -36,6 +30,12 @@ from pipeline.lake import (
     read_manifest,
 )
 from pipeline.months import format_month, month_bounds, parse_month
+from pipeline.schema.inputs import (
+    CANONICAL_COLUMNS,
+    REQUIRED_COLUMNS,
+    SERVICE_COLUMNS,
+    SERVICE_REQUIRED_COLUMNS,
+)
 
 
 def gate_raw(cfg: Config, month: date, out_dir: Path) -> GateReport:

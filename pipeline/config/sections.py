@@ -1,16 +1,11 @@
-"""Configuration: one TOML file, validated with pydantic, overridable from the environment.
-
-Environment overrides use ``TIERS__<SECTION>__<KEY>`` (double underscores separate
-levels), e.g. ``TIERS__WAREHOUSE__URL=postgresql://...`` or
-``TIERS__SEGMENTATION__VIP_SHARE=0.1``. Values are read as TOML literals when they
-parse as such (numbers, booleans, arrays), otherwise as plain strings.
+"""The sections of the configuration file ([source], [business], [lake], ...): one pydantic
+model each, validated as it is read (unknown keys are an error). ``Config``, in
+``pipeline.config``, gathers them.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import tomllib
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -22,30 +17,19 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
-from pipeline.errors import ConfigError
-from pipeline.months import add_months, format_month, months_between, parse_month
+from pipeline.months import format_month, parse_month
+from pipeline.schema.inputs import (
+    CANONICAL_COLUMNS,
+    CUSTOMER_COLUMNS,
+    REQUIRED_COLUMNS,
+    SERVICE_COLUMNS,
+    SERVICE_REQUIRED_COLUMNS,
+)
 from pipeline.storage import is_url
-
-ENV_PREFIX = "TIERS__"
-CANONICAL_COLUMNS = ("payment_id", "customer_id", "paid_at", "amount", "currency", "units", "cost")
-REQUIRED_COLUMNS = ("payment_id", "customer_id", "paid_at", "amount")
-# the optional [service] source of service activities (spec: "Service effort and cost to
-# serve"): tickets, visits, deliveries, returns, calls
-SERVICE_COLUMNS = ("activity_id", "customer_id", "occurred_at", "hours", "cost", "kind")
-SERVICE_REQUIRED_COLUMNS = ("activity_id", "customer_id", "occurred_at")
-ALL_METRICS = ("revenue", "payments", "units", "margin")
-
-
-def metrics_available(*, has_units: bool, has_margin: bool) -> list[str]:
-    """The metrics a source allows: units needs a units column, margin a cost column."""
-    allowed = {"revenue": True, "payments": True, "units": has_units, "margin": has_margin}
-    return [m for m in ALL_METRICS if allowed[m]]
-
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
@@ -58,11 +42,13 @@ def _exact_decimal(value: Any) -> Any:
 ExactShare = Annotated[Decimal, BeforeValidator(_exact_decimal), Field(ge=0, le=1)]
 
 
-class _Section(BaseModel):
+class Section(BaseModel):
+    """A section of the file: a key it does not know is an error (a misspelt key)."""
+
     model_config = ConfigDict(extra="forbid")
 
 
-class _TableSource(_Section):
+class _TableSource(Section):
     """Where rows are read from: a CSV or Parquet file (or glob), a DuckDB table or
     PostgreSQL; the payments ([source]) and the customer attributes ([customers]) alike."""
 
@@ -133,7 +119,7 @@ class ServiceConfig(SourceConfig):
     time_column: ClassVar[str | None] = "occurred_at"
 
 
-class BusinessConfig(_Section):
+class BusinessConfig(Section):
     timezone: str = "UTC"
     currency: str = "EUR"
     history_start: date
@@ -191,7 +177,7 @@ def _root(value: Any) -> str | Path:
 StorageRoot = Annotated[str | Path, BeforeValidator(_root)]
 
 
-class LakeConfig(_Section):
+class LakeConfig(Section):
     root: StorageRoot = Path("lake")  # or s3://bucket/prefix (pipeline/storage.py)
     quarantine: bool = False
     # DuckDB's memory for each step of a month (extract, compute, checks); beyond it
@@ -208,7 +194,7 @@ class LakeConfig(_Section):
     lock_timeout: float = Field(default=3600.0, ge=0)
 
 
-class WarehouseConfig(_Section):
+class WarehouseConfig(Section):
     url: str = "duckdb:///warehouse.duckdb"
     schema_name: str = Field(default="tiers", alias="schema")
     # seconds a DuckDB warehouse load waits for another writer before it gives up
@@ -229,7 +215,7 @@ class WarehouseConfig(_Section):
         return value
 
 
-class SegmentationConfig(_Section):
+class SegmentationConfig(Section):
     metrics: list[Literal["revenue", "payments", "units", "margin"]] | None = None
     windows: list[int] = Field(default_factory=lambda: [1, 3, 6, 12])
     a_share: ExactShare = Decimal("0.80")
@@ -275,7 +261,7 @@ class SegmentationConfig(_Section):
         )
 
 
-class VolumeConfig(_Section):
+class VolumeConfig(Section):
     """How far a month's volume (rows, customers, amount) may move against the median of the
     months before it before the raw gate stops it (a header-only file, a half delivery)."""
 
@@ -296,7 +282,7 @@ class VolumeConfig(_Section):
         return value
 
 
-class ChecksConfig(_Section):
+class ChecksConfig(Section):
     enabled: bool = True
     volume: VolumeConfig = Field(default_factory=VolumeConfig)
     # check name -> "error" (stop the month, the default) or "warning" (record and go on)
@@ -317,11 +303,8 @@ class ChecksConfig(_Section):
         return value
 
 
-class RunConfig(_Section):
+class RunConfig(Section):
     root: StorageRoot = Path("runs")  # or s3://bucket/prefix
-
-
-CUSTOMER_COLUMNS = ("customer_id", "name", "owner_email")
 
 
 class CustomersConfig(_TableSource):
@@ -339,7 +322,7 @@ class CustomersConfig(_TableSource):
         return self
 
 
-class NotifyConfig(_Section):
+class NotifyConfig(Section):
     """Email delivery of the month's call list (SMTP; the password only from the environment)."""
 
     host: str
@@ -367,7 +350,7 @@ class NotifyConfig(_Section):
         return value
 
 
-class CallListConfig(_Section):
+class CallListConfig(Section):
     """Whom to call first (README "The call list"): the risk model and the list's caps."""
 
     # each account owner gets at most this many 'call' rows a month and metric; the rest,
@@ -382,110 +365,6 @@ class CallListConfig(_Section):
     fit_customers: int = Field(default=5000, ge=10)
 
 
-class ReportConfig(_Section):
+class ReportConfig(Section):
     # the metric a report shows when --metric is not given (default: the first configured)
     metric: Literal["revenue", "payments", "units", "margin"] | None = None
-
-
-class Config(_Section):
-    source: SourceConfig
-    business: BusinessConfig
-    lake: LakeConfig = Field(default_factory=LakeConfig)
-    warehouse: WarehouseConfig = Field(default_factory=WarehouseConfig)
-    segmentation: SegmentationConfig = Field(default_factory=SegmentationConfig)
-    checks: ChecksConfig = Field(default_factory=ChecksConfig)
-    runs: RunConfig = Field(default_factory=RunConfig)
-    customers: CustomersConfig | None = None
-    service: ServiceConfig | None = None
-    notify: NotifyConfig | None = None
-    call_list: CallListConfig = Field(default_factory=CallListConfig)
-    report: ReportConfig = Field(default_factory=ReportConfig)
-    base_dir: Path = Field(default=Path("."), exclude=True)
-
-    def months_read(self, month: date) -> list[date]:
-        """The months the computation of ``month`` reads, oldest first: the
-        ``lookback_months`` ending with it (M-11 .. M), none before ``history_start``."""
-        lookback = self.segmentation.lookback_months
-        return months_between(
-            max(self.business.history_start, add_months(month, 1 - lookback)), month
-        )
-
-    def months_reading(self, month: date) -> list[date]:
-        """The months whose computation reads ``month``, itself first (M .. M+11)."""
-        return months_between(month, add_months(month, self.segmentation.lookback_months - 1))
-
-    @model_validator(mode="after")
-    def _resolve_paths(self) -> Config:
-        base = self.base_dir
-        if self.source.path and self.source.kind != "postgres":
-            self.source.path = str(_resolve(base, self.source.path))
-        if not is_url(self.lake.root):
-            self.lake.root = _resolve(base, self.lake.root)
-        if not is_url(self.runs.root):
-            self.runs.root = _resolve(base, self.runs.root)
-        if self.customers and self.customers.path and self.customers.kind != "postgres":
-            self.customers.path = str(_resolve(base, self.customers.path))
-        if self.service and self.service.path and self.service.kind != "postgres":
-            self.service.path = str(_resolve(base, self.service.path))
-        if self.notify and self.notify.route_by and self.customers is None:
-            raise ValueError("notify.route_by needs a [customers] section to route by")
-        prefix = "duckdb:///"
-        if self.warehouse.url.startswith(prefix) and self.warehouse.url != prefix + ":memory:":
-            self.warehouse.url = prefix + str(_resolve(base, self.warehouse.url[len(prefix) :]))
-        return self
-
-
-def _resolve(base: Path, path: str | Path) -> Path:
-    path = Path(path).expanduser()
-    return path if path.is_absolute() else (base / path).resolve()
-
-
-def _env_value(text: str) -> Any:
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
-def apply_env_overrides(data: dict[str, Any], environ: dict[str, str] | None = None) -> dict:
-    environ = os.environ if environ is None else environ
-    for key, text in sorted(environ.items()):
-        if not key.startswith(ENV_PREFIX):
-            continue
-        path = [p.lower() for p in key[len(ENV_PREFIX) :].split("__") if p]
-        node = data
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"{key}: {'.'.join(path[:-1])} is not a section")
-        if path:
-            node[path[-1]] = _env_value(text)
-    return data
-
-
-def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Config:
-    """Read, override from the environment and validate the configuration file."""
-    path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ConfigError(f"configuration file not found: {path}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    data = apply_env_overrides(data, environ)
-    data["base_dir"] = path.resolve().parent
-    try:
-        return Config.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(
-            f"{path}: invalid configuration\n{format_validation_error(exc)}"
-        ) from None
-
-
-def format_validation_error(exc: ValidationError) -> str:
-    lines = []
-    for error in exc.errors():
-        key = ".".join(str(p) for p in error["loc"]) or "(top level)"
-        message = error["msg"].removeprefix("Value error, ")
-        lines.append(f"  - {key}: {message}")
-    return "\n".join(lines)
