@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from pipeline.config import CUSTOMER_COLUMNS, Config, CustomersConfig
 from pipeline.errors import CustomersError, SourceConnectionError
+from pipeline.pg import qualified_table, redact_dsn, session_lost
 from pipeline.sources import read_csv_text
 
 _EXAMPLES = 3
@@ -101,8 +102,6 @@ def _existing(path: str | None) -> Path:
 
 def _read_postgres(source: CustomersConfig) -> tuple[pa.Table, str]:
     import psycopg
-
-    from pipeline.postgres import qualified_table, redact_dsn, session_lost
 
     relation = f"({source.query}) as customers" if source.query else qualified_table(source.table)
     label = f"postgres {source.table or 'query'} at {redact_dsn(source.dsn)}"

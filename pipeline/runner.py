@@ -372,7 +372,7 @@ def publish_step(cfg: ConfigLike, month: str | date, run_id: str) -> dict[str, A
 def _redacted(url: str) -> str:
     if url.startswith("duckdb://"):
         return url
-    from pipeline.postgres import redact_dsn
+    from pipeline.pg import redact_dsn
 
     return redact_dsn(url)
 

@@ -145,7 +145,7 @@ def test_a_source_server_that_cannot_be_reached_is_transient_a_missing_table_is_
 def test_a_session_ended_by_the_server_is_told_from_a_fault_of_the_query(pg, pg_dsn) -> None:
     import adbc_driver_postgresql.dbapi as adbc
 
-    from pipeline.postgres import session_lost
+    from pipeline.pg import session_lost
 
     def failure(connection, query: str) -> Exception:
         with pytest.raises(adbc.Error) as info:
