@@ -102,7 +102,7 @@ def measure(mode: str, dsn: str, table: str) -> dict[str, object]:
     import pyarrow as pa
 
     from pipeline.config import Config, SourceConfig
-    from pipeline.postgres import read_source_month
+    from pipeline.sources.postgres import read_source_month
     from pipeline.sql import connect
 
     source = SourceConfig(kind="postgres", dsn=dsn, table=table)

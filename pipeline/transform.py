@@ -19,7 +19,6 @@ import pyarrow as pa
 
 from pipeline.call_score import DAYS_PER_MONTH, score_alerted
 from pipeline.config import ALL_METRICS, Config, metrics_available
-from pipeline.customers import read_customers
 from pipeline.errors import ComputeError
 from pipeline.lake import (
     ACTIVITIES,
@@ -30,6 +29,7 @@ from pipeline.lake import (
 )
 from pipeline.months import add_months, format_month, parse_month
 from pipeline.schema import Table, month_tables
+from pipeline.sources.customers import read_customers
 from pipeline.sql import bounded_connection, run_sql
 
 # (sql file, the table it creates), in dependency order. Every file is a query;

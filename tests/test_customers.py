@@ -8,7 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.config import ConfigError
-from pipeline.customers import CustomersError, read_customers
+from pipeline.errors import CustomersError
+from pipeline.sources.customers import read_customers
 
 from support import csv_config, write_payments
 

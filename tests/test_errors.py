@@ -53,7 +53,6 @@ def test_the_modules_that_raised_them_still_export_them():
     from pipeline import (
         checks,
         config,
-        customers,
         faults,
         lake,
         notify,
@@ -61,11 +60,11 @@ def test_the_modules_that_raised_them_still_export_them():
         report,
         runner,
         schedule,
-        sources,
         storage,
         transform,
         warehouse,
     )
+    from pipeline.sources import customers, files
 
     assert checks.GateFailed is errors.GateFailed
     assert config.ConfigError is errors.ConfigError
@@ -86,7 +85,7 @@ def test_the_modules_that_raised_them_still_export_them():
     assert report.ReportError is errors.ReportError
     assert runner.BackfillInterrupted is errors.BackfillInterrupted
     assert schedule.ScheduleError is errors.ScheduleError
-    assert sources.SourceError is errors.SourceError
+    assert files.SourceError is errors.SourceError
     assert storage.ObjectStoreError is errors.ObjectStoreError
     assert transform.ComputeError is errors.ComputeError
     assert warehouse.WarehouseLockedError is errors.WarehouseLockedError

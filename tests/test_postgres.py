@@ -26,17 +26,23 @@ from psycopg.conninfo import make_conninfo
 
 from pipeline import lake
 from pipeline.config import ConfigError, SourceConfig, load_config
-from pipeline.errors import PERMANENT, TRANSIENT, SourceConnectionError, classify
+from pipeline.errors import (
+    PERMANENT,
+    TRANSIENT,
+    SourceConnectionError,
+    SourceError,
+    WarehouseSchemaError,
+    classify,
+)
+from pipeline.pg import redact_dsn
 from pipeline.postgres import (
     MIGRATIONS,
     PostgresWarehouse,
-    WarehouseSchemaError,
     create_readonly_role,
-    read_source_month,
-    redact_dsn,
 )
 from pipeline.schema import DESCRIPTIONS, PIPELINE_RUN, TABLES, WAREHOUSE_TABLES
-from pipeline.sources import SourceError, open_months
+from pipeline.sources import open_months
+from pipeline.sources.postgres import read_source_month
 from pipeline.sql import connect
 from pipeline.warehouse import DuckDBWarehouse, conform
 

@@ -17,9 +17,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.customers import customer_rows
 from pipeline.postgres import PostgresWarehouse
 from pipeline.schema import DUCKDB_TYPES, PIPELINE_RUN, TABLES
+from pipeline.sources.customers import customer_rows
 from pipeline.warehouse import DuckDBWarehouse, WarehouseLayoutError, create_table_sql
 
 from golden import expected_rows

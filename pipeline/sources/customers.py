@@ -18,7 +18,7 @@ import pyarrow as pa
 from pipeline.config import CUSTOMER_COLUMNS, Config, CustomersConfig
 from pipeline.errors import CustomersError, SourceConnectionError
 from pipeline.pg import qualified_table, redact_dsn, session_lost
-from pipeline.sources import read_csv_text
+from pipeline.sources.files import read_csv_text
 
 _EXAMPLES = 3
 
