@@ -56,15 +56,15 @@ def test_the_modules_that_raised_them_still_export_them():
         faults,
         lake,
         notify,
-        postgres,
         report,
         runner,
         schedule,
         storage,
         transform,
-        warehouse,
     )
     from pipeline.sources import customers, files
+    from pipeline.warehouse import duckdb as duckdb_warehouse
+    from pipeline.warehouse import postgres as postgres_warehouse
 
     assert checks.GateFailed is errors.GateFailed
     assert config.ConfigError is errors.ConfigError
@@ -80,15 +80,15 @@ def test_the_modules_that_raised_them_still_export_them():
     )
     assert lake.UnfinishedMonthError is errors.UnfinishedMonthError
     assert notify.NotifyError is errors.NotifyError
-    assert postgres.WarehouseConnectionError is errors.WarehouseConnectionError
-    assert postgres.WarehouseSchemaError is errors.WarehouseSchemaError
+    assert postgres_warehouse.WarehouseConnectionError is errors.WarehouseConnectionError
+    assert postgres_warehouse.WarehouseSchemaError is errors.WarehouseSchemaError
     assert report.ReportError is errors.ReportError
     assert runner.BackfillInterrupted is errors.BackfillInterrupted
     assert schedule.ScheduleError is errors.ScheduleError
     assert files.SourceError is errors.SourceError
     assert storage.ObjectStoreError is errors.ObjectStoreError
     assert transform.ComputeError is errors.ComputeError
-    assert warehouse.WarehouseLockedError is errors.WarehouseLockedError
+    assert duckdb_warehouse.WarehouseLockedError is errors.WarehouseLockedError
 
 
 @pytest.mark.parametrize(

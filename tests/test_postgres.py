@@ -35,16 +35,13 @@ from pipeline.errors import (
     classify,
 )
 from pipeline.pg import redact_dsn
-from pipeline.postgres import (
-    MIGRATIONS,
-    PostgresWarehouse,
-    create_readonly_role,
-)
 from pipeline.schema import DESCRIPTIONS, PIPELINE_RUN, TABLES, WAREHOUSE_TABLES
 from pipeline.sources import open_months
 from pipeline.sources.postgres import read_source_month
 from pipeline.sql import connect
-from pipeline.warehouse import DuckDBWarehouse, conform
+from pipeline.warehouse.duckdb import DuckDBWarehouse
+from pipeline.warehouse.postgres import MIGRATIONS, PostgresWarehouse, create_readonly_role
+from pipeline.warehouse.rows import conform
 
 from golden import expected_rows, table_differences
 from pg_support import (
@@ -897,7 +894,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from pipeline.postgres import PostgresWarehouse
+from pipeline.warehouse.postgres import PostgresWarehouse
 
 url, schema, folder, run_id = sys.argv[1:5]
 tables = {path.stem: pq.read_table(path) for path in Path(folder).glob("*.parquet")}

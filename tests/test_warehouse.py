@@ -17,10 +17,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.postgres import PostgresWarehouse
+from pipeline.errors import WarehouseLayoutError
 from pipeline.schema import DUCKDB_TYPES, PIPELINE_RUN, TABLES
 from pipeline.sources.customers import customer_rows
-from pipeline.warehouse import DuckDBWarehouse, WarehouseLayoutError, create_table_sql
+from pipeline.warehouse.duckdb import DuckDBWarehouse
+from pipeline.warehouse.postgres import PostgresWarehouse
+from pipeline.warehouse.rows import create_table_sql
 
 from golden import expected_rows
 from support import files_of
@@ -244,7 +246,7 @@ LOADER = """
 import sys
 sys.path.insert(0, "tests")
 from datetime import date
-from pipeline.warehouse import DuckDBWarehouse
+from pipeline.warehouse.duckdb import DuckDBWarehouse
 from test_warehouse import golden_tables, run
 
 warehouse = DuckDBWarehouse(sys.argv[1])

@@ -1,20 +1,8 @@
-"""The warehouse: reporting tables that BI tools read, replaced one month at a time.
+"""The DuckDB warehouse (the default): immutable month files and a published catalog.
 
-The DuckDB warehouse (default) keeps each table's month as an immutable Parquet file and
-publishes a small DuckDB catalog of views over the current files at the configured path,
-so that BI tools reading it never block a load and a load never breaks a reader.
-
-``open_warehouse(cfg)`` returns the DuckDB warehouse (default) or the PostgreSQL one
-(``pipeline.postgres``); both offer the same methods:
-
-* ``ensure_schema()`` creates (or migrates) the tables and BI views;
-* ``load_month(month, tables, run)`` replaces every reporting table's rows of that
-  month and records the run, in one transaction: readers see the old month or the
-  new one, never a mix, and a killed load leaves the old month;
-* ``record_run(run)`` records a run that loaded nothing (a failed month);
-* ``replace_customers(rows)`` replaces the customer attributes (names, owners) that the
-  BI views join, from the optional ``[customers]`` source;
-* ``read_table(name, month=None)`` returns rows as Arrow, for checks and tests.
+It keeps each table's month as an immutable Parquet file and publishes a small DuckDB
+catalog of views over the current files at the configured path, so that BI tools
+reading it never block a load and a load never breaks a reader.
 """
 
 from __future__ import annotations
@@ -32,14 +20,13 @@ from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path, PurePosixPath
-from typing import Any, Protocol
+from typing import Any
 
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.config import Config
 from pipeline.errors import WarehouseLayoutError, WarehouseLockedError
 from pipeline.files import atomic_write, exclusive_lock, fsync, fsync_dir
 from pipeline.schema import (
@@ -53,125 +40,10 @@ from pipeline.schema import (
     description_digest,
 )
 from pipeline.sql import sql_text
+from pipeline.warehouse.rows import MonthRows, as_arrow, conform, month_tables, run_row
 
 log = logging.getLogger(__name__)
 
-
-class Warehouse(Protocol):
-    def ensure_schema(self) -> None: ...
-
-    def load_month(
-        self, month: date, tables: Mapping[str, MonthRows], run: dict[str, Any]
-    ) -> None: ...
-
-    def record_run(self, run: dict[str, Any]) -> None: ...
-
-    def replace_customers(self, rows: pa.Table) -> None: ...
-
-    def read_table(self, name: str, month: date | None = None) -> pa.Table: ...
-
-    def close(self) -> None: ...
-
-
-def open_warehouse(cfg: Config) -> Warehouse:
-    url = cfg.warehouse.url
-    if url.startswith("duckdb:///"):
-        return DuckDBWarehouse(
-            url.removeprefix("duckdb:///"), lock_timeout=cfg.warehouse.lock_timeout
-        )
-    from pipeline.postgres import PostgresWarehouse
-
-    return PostgresWarehouse(url, cfg.warehouse.schema_name)
-
-
-def run_row(run: Mapping[str, Any]) -> dict[str, Any]:
-    """A ``pipeline_run`` row from a run record, every column present."""
-    row = {name: run.get(name) for name in PIPELINE_RUN.column_names}
-    if not isinstance(row["check_results"], str | None):
-        row["check_results"] = json.dumps(row["check_results"], default=str)
-    return row
-
-
-def create_table_sql(table: Table, types: Mapping[str, str], qualified: str) -> str:
-    columns = ",\n    ".join(f'"{name}" {types[kind]}' for name, kind in table.columns)
-    key = ", ".join(f'"{c}"' for c in table.key)
-    return f"CREATE TABLE IF NOT EXISTS {qualified} (\n    {columns},\n    PRIMARY KEY ({key})\n)"
-
-
-# A month's table as Arrow rows, or as a Parquet file in the table's types (the files that
-# ``transform.write_month`` computed): the DuckDB warehouse adopts such a file as it is.
-MonthRows = pa.Table | Path
-
-
-def month_tables(month: date, tables: Mapping[str, MonthRows]) -> dict[str, MonthRows]:
-    """Every reporting table of a month's load, conformed to the contract; a missing table
-    or a row of another month is an error (nothing is loaded). The service tables are
-    given only by a month computed with a [service] source: a load without them leaves the
-    month without service rows."""
-    required = {name for name, table in TABLES.items() if not table.service_only}
-    missing = required - set(tables)
-    if missing:
-        raise ValueError(f"load of {month}: missing table(s) {sorted(missing)}")
-    incoming = {
-        name: conform(table, tables[name]) for name, table in TABLES.items() if name in tables
-    }
-    for name, rows in incoming.items():
-        others = _months_of(rows) - {month}
-        if others:
-            raise ValueError(f"load of {month}: {name} has rows of {sorted(others)}")
-    return incoming
-
-
-def conform(table: Table, data: MonthRows) -> MonthRows:
-    """The table's columns in contract order and types (extra columns are an error); a file
-    must hold exactly those columns and types already (checked on its schema)."""
-    schema = data.schema if isinstance(data, pa.Table) else pq.read_schema(data)
-    extra = set(schema.names) - set(table.column_names)
-    if extra:
-        raise ValueError(f"{table.name}: unexpected column(s) {sorted(extra)}")
-    if table.service_columns and not set(table.service_columns) & set(schema.names):
-        table = table.without_service()  # a month computed without a [service] source
-    if isinstance(data, pa.Table):
-        return data.select(table.column_names).cast(table.arrow_schema())
-    found = [(f.name, f.type) for f in schema]
-    wanted = [(f.name, f.type) for f in table.arrow_schema()]
-    if found != wanted:
-        raise ValueError(f"{table.name}: {data} has columns {found}, not the contract's {wanted}")
-    return data
-
-
-def as_arrow(table: Table, rows: MonthRows) -> pa.Table:
-    """The rows in the table's full schema; the service columns a month computed without a
-    [service] source lacks are NULL."""
-    schema = table.arrow_schema()
-    if isinstance(rows, pa.Table):
-        data = rows
-    else:
-        present = pq.read_schema(rows).names
-        data = pq.read_table(rows, schema=pa.schema([f for f in schema if f.name in present]))
-    for column in schema:
-        if column.name not in data.column_names:
-            data = data.append_column(column, pa.nulls(data.num_rows, column.type))
-    return data.select(schema.names).cast(schema)
-
-
-def _months_of(rows: MonthRows) -> set[date]:
-    """The months a table's rows are of; for a file, from its row groups' statistics when
-    the writer recorded them (DuckDB does), else from the column itself."""
-    if isinstance(rows, pa.Table):
-        return set(rows.column("month").unique().to_pylist())
-    metadata = pq.ParquetFile(rows).metadata
-    column = metadata.schema.names.index("month")
-    months = set()
-    for index in range(metadata.num_row_groups):
-        stats = metadata.row_group(index).column(column).statistics
-        if stats is None or not stats.has_min_max:
-            return set(pq.read_table(rows, columns=["month"]).column("month").unique().to_pylist())
-        months |= {stats.min, stats.max}
-    return months
-
-
-# --- the DuckDB warehouse: immutable month files and a published catalog -----------------
 
 # The catalog is written in the storage format DuckDB 1.0 introduced, so that BI drivers
 # that bundle DuckDB 1.x (and 2.x) open it; it holds views only, so the format costs nothing.

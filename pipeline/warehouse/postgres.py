@@ -43,7 +43,14 @@ from pipeline.schema import (
     description_digest,
 )
 from pipeline.sql import sql_text
-from pipeline.warehouse import MonthRows, as_arrow, conform, create_table_sql, month_tables, run_row
+from pipeline.warehouse.rows import (
+    MonthRows,
+    as_arrow,
+    conform,
+    create_table_sql,
+    month_tables,
+    run_row,
+)
 
 log = logging.getLogger(__name__)
 
