@@ -363,7 +363,7 @@ def grant_reader(
     cfg = _load(config)
     if not cfg.warehouse.url.startswith(("postgresql://", "postgres://")):
         _fail("grant-reader needs a PostgreSQL warehouse (warehouse.url = postgresql://...)")
-    from pipeline.warehouse.postgres import create_readonly_role
+    from pipeline.warehouse.postgres_roles import create_readonly_role
 
     try:
         create_readonly_role(cfg.warehouse.url, cfg.warehouse.schema_name, role, password)

@@ -40,7 +40,9 @@ from pipeline.sources import open_months
 from pipeline.sources.postgres import read_source_month
 from pipeline.sql import connect
 from pipeline.warehouse.duckdb import DuckDBWarehouse
-from pipeline.warehouse.postgres import MIGRATIONS, PostgresWarehouse, create_readonly_role
+from pipeline.warehouse.postgres import PostgresWarehouse
+from pipeline.warehouse.postgres_roles import create_readonly_role
+from pipeline.warehouse.postgres_schema import MIGRATIONS
 from pipeline.warehouse.rows import conform
 
 from golden import expected_rows, table_differences

@@ -12,9 +12,11 @@
   BI views join, from the optional ``[customers]`` source;
 * ``read_table(name, month=None)`` returns rows as Arrow, for checks and tests.
 
-The modules: ``duckdb`` (the default warehouse: month files and the catalog BI tools
-open), ``postgres`` (a schema of a PostgreSQL database), and ``rows`` (what a load hands
-to either: the month's tables conformed to the contract, the run's row).
+The modules: ``duckdb`` (the default warehouse: month files) and ``catalog`` (its state
+and the catalog BI tools open); ``postgres`` (a schema of a PostgreSQL database),
+``postgres_schema`` (its tables, migrations and BI views) and ``postgres_roles`` (the BI
+read-only role); ``rows`` (what a load hands to either: the month's tables conformed to
+the contract, the run's row).
 """
 
 from __future__ import annotations

@@ -8,18 +8,15 @@ reading it never block a load and a load never breaks a reader.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass, field
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -27,56 +24,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.errors import WarehouseLayoutError, WarehouseLockedError
-from pipeline.files import atomic_write, exclusive_lock, fsync, fsync_dir
-from pipeline.schema import (
-    CUSTOMER,
-    DUCKDB_TYPES,
-    PIPELINE_RUN,
-    REPORTING_TABLES,
-    TABLES,
-    Table,
-    comment_statements,
-    description_digest,
-)
-from pipeline.sql import sql_text
+from pipeline.errors import WarehouseLockedError
+from pipeline.files import atomic_write, exclusive_lock, fsync
+from pipeline.schema import CUSTOMER, PIPELINE_RUN, REPORTING_TABLES, TABLES, Table
+from pipeline.warehouse.catalog import Catalog, State, remove_catalog
 from pipeline.warehouse.rows import MonthRows, as_arrow, conform, month_tables, run_row
 
 log = logging.getLogger(__name__)
 
 
-# The catalog is written in the storage format DuckDB 1.0 introduced, so that BI drivers
-# that bundle DuckDB 1.x (and 2.x) open it; it holds views only, so the format costs nothing.
-CATALOG_STORAGE_VERSION = "v1.0.0"
 # How long a writer waits for the one before it (seconds; [warehouse] lock_timeout).
 LOCK_TIMEOUT = 600.0
 # Superseded month files stay this long, for readers that still hold an older catalog.
 KEEP_SUPERSEDED = timedelta(hours=48)
-_STATE_FORMAT = 1
 _GLOB_CHARACTERS = set("*?[]{}")
-
-
-@dataclass
-class _State:
-    """What the warehouse holds: the current file of each table's month and every run
-    attempt's file, as paths relative to the data folder. ``state.json`` is the commit
-    point of a load; the catalog is published from it."""
-
-    generation: int = 0
-    files: dict[str, dict[str, str]] = field(default_factory=dict)
-    runs: list[str] = field(default_factory=list)
-    customers: str | None = None  # the customer attributes' file (replaced whole)
-    superseded: list[dict[str, str]] = field(default_factory=list)
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self) | {"format": _STATE_FORMAT}, indent=1, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> _State:
-        data = json.loads(text)
-        if data.pop("format", None) != _STATE_FORMAT:
-            raise ValueError("unknown warehouse state format")
-        return cls(**data)
 
 
 class DuckDBWarehouse:
@@ -106,6 +67,7 @@ class DuckDBWarehouse:
             path = str(Path(self._scratch) / "warehouse.duckdb")
         self.path = Path(path).resolve()
         self.data = self.path.with_name(self.path.name + ".d")
+        self.catalog = Catalog(self.path, self.data)
         if _GLOB_CHARACTERS & set(str(self.data)):
             raise ValueError(
                 f"warehouse path {self.path}: DuckDB reads Parquet paths as glob patterns, so "
@@ -114,13 +76,13 @@ class DuckDBWarehouse:
             )
         self.keep_superseded = keep_superseded
         self.lock_timeout = lock_timeout
-        self._pending: _State | None = None
+        self._pending: State | None = None
         self._created: list[str] = []  # files this write added, removed if it fails
 
     # writing --------------------------------------------------------------------------
 
     @contextmanager
-    def _writing(self, replacing: date | None = None) -> Iterator[_State]:
+    def _writing(self, replacing: date | None = None) -> Iterator[State]:
         """The state under the writer lock; committed and published if the block succeeds.
 
         The new catalog is built before the state is committed, so that a full or
@@ -132,7 +94,7 @@ class DuckDBWarehouse:
         without its ``[service]`` tables).
         """
         if not self.data.exists():  # a catalog moved without its folder: refused untouched
-            self._check_shown(self._read_shown(), _State())
+            self.catalog.check_shown(self.catalog.read_shown(), State())
         self.data.mkdir(parents=True, exist_ok=True)
         lock = self.data / "writer.lock"
         with exclusive_lock(  # loaders queue here; readers never lock
@@ -143,9 +105,9 @@ class DuckDBWarehouse:
             committed = False
             try:
                 self._created = []
-                shown = self._read_shown()  # the catalog this write replaces, under the lock
+                shown = self.catalog.read_shown()  # the catalog this write replaces, under the lock
                 state = self._read_state()
-                self._check_shown(shown, state or _State())  # before anything is written
+                self.catalog.check_shown(shown, state or State())  # before anything is written
                 self._pending = state or self._migrate_legacy()
                 before = self._pending.to_json()
                 yield self._pending
@@ -153,17 +115,17 @@ class DuckDBWarehouse:
                 if changed:
                     self._pending.generation += 1
                 # never hide what readers were shown, but the month this load replaces
-                self._check_shown(shown, self._pending, replacing)
-                catalog = self._build_catalog_if_stale(self._pending)
+                self.catalog.check_shown(shown, self._pending, replacing)
+                catalog = self.catalog.build_if_stale(self._pending)
                 try:
                     if changed:
                         self._commit(self._pending)
                     committed = True
                     if catalog is not None:
-                        self._install_catalog(*catalog)
+                        self.catalog.install(*catalog)
                 finally:
                     if catalog is not None:
-                        _remove_catalog(catalog[0])
+                        remove_catalog(catalog[0])
                 try:
                     self._collect_garbage(self._pending)
                 except OSError as exc:  # the write is committed; the next one collects
@@ -263,158 +225,23 @@ class DuckDBWarehouse:
         finally:
             scratch.unlink(missing_ok=True)
 
-    def _commit(self, state: _State) -> None:
+    def _commit(self, state: State) -> None:
         atomic_write(self.data / "state.json", state.to_json())
 
-    def _read_state(self) -> _State | None:
+    def _read_state(self) -> State | None:
         try:
             text = (self.data / "state.json").read_text()
         except FileNotFoundError:
             return None
         try:
-            return _State.from_json(text)
+            return State.from_json(text)
         except (ValueError, TypeError) as exc:
             raise RuntimeError(
                 f"warehouse state {self.data / 'state.json'} cannot be read ({exc}); restore it "
                 "from a backup or move the warehouse aside and backfill again"
             ) from None
 
-    # the published catalog and its folder ----------------------------------------------
-
-    def _read_shown(self) -> _Shown | None:
-        """What the catalog at the warehouse path shows (None when there is none). Read
-        from a copy when another connection holds the file (a BI tool that opened it
-        read-write, or this process with other settings): a load does not wait for it."""
-        if not self.path.exists():
-            return None
-        try:
-            return _shown_in(self.path)
-        except (duckdb.IOException, duckdb.ConnectionException) as exc:
-            if "lock" not in str(exc).lower() and "configuration" not in str(exc).lower():
-                raise WarehouseLayoutError(
-                    f"warehouse {self.path} is not a DuckDB catalog that tiers can read "
-                    f"({exc}), so it is left as it is. If that file is not the warehouse's "
-                    "catalog, point warehouse.url at another path; if it is, move it aside "
-                    f"and run `tiers warehouse init` to publish the catalog of {self.data} "
-                    "again. The warehouse was not changed."
-                ) from None
-        with tempfile.TemporaryDirectory(prefix="tiers-catalog-") as folder:
-            copy = Path(folder) / self.path.name
-            shutil.copyfile(self.path, copy)
-            return _shown_in(copy)
-
-    def _check_shown(
-        self, shown: _Shown | None, state: _State, replacing: date | None = None
-    ) -> None:
-        """Refuse a write whose catalog would hide a month the published catalog shows (a
-        table's month or a run record), naming the catalog, the folders and the fix."""
-        hidden = shown.hidden_by(state, replacing) if shown is not None else []
-        if not hidden:
-            return
-        months = _months_text(hidden)
-        others = sorted(folder for folder in shown.folders if folder != self.data)
-        if not others:  # the catalog is this folder's, the state lost what it showed
-            state_file = self.data / "state.json"
-            lost = "is missing" if not state_file.exists() else "does not hold them"
-            raise WarehouseLayoutError(
-                f"warehouse {self.path}: this catalog shows {months}, but the warehouse's "
-                f"state {state_file} {lost} (it was replaced or lost), so publishing the "
-                "catalog again would hide them from BI tools. Restore the folder "
-                f"{self.data} from a backup, or move {self.path} and its folder aside and "
-                "backfill again. The warehouse was not changed."
-            )
-        folder = others[0]
-        if not self.data.exists():
-            beside = "is missing"
-        else:
-            held = sorted({m for months in state.files.values() for m in months})
-            beside = f"holds {_months_text(held) if held else 'no month'}"
-        gone = "" if folder.exists() else f" ({folder} is not there either: restore it)"
-        raise WarehouseLayoutError(
-            f"warehouse {self.path}: this catalog shows {months} from files in {folder}"
-            f"{gone}, but its own folder {self.data} {beside}, so publishing the catalog "
-            "again would hide those months from BI tools. A DuckDB warehouse is the catalog "
-            f"file and its folder together: to move it, move the folder {folder} with the "
-            f"file (to {self.data}), then run `tiers warehouse init` to publish the catalog "
-            f"again; or point warehouse.url back at duckdb:///{_catalog_of(folder)}. The "
-            "warehouse was not changed."
-        )
-
-    # publishing -----------------------------------------------------------------------
-
-    def _catalog_digest(self, state: _State) -> str:
-        """What the published catalog was built from: the state, the views and the folder."""
-        held = json.dumps([state.files, state.runs, state.customers], sort_keys=True)
-        text = "\x1f".join((held, str(self.data), catalog_sql_version()))
-        return hashlib.sha256(text.encode()).hexdigest()
-
-    def _build_catalog_if_stale(self, state: _State) -> tuple[Path, str] | None:
-        """A new catalog of ``state`` under a temporary name, and its digest; None when the
-        published catalog is current."""
-        digest = self._catalog_digest(state)
-        marker = self.data / "published"
-        current = marker.read_text().strip() if marker.exists() else None
-        if current == digest and self.path.exists():
-            return None
-        scratch = self.path.with_name(f".{self.path.name}.{os.getpid()}-{uuid.uuid4().hex}")
-        try:
-            self._build_catalog(state, scratch)
-        except BaseException:
-            _remove_catalog(scratch)
-            raise
-        return scratch, digest
-
-    def _install_catalog(self, scratch: Path, digest: str) -> None:
-        """Rename the built catalog onto the stable path (after the state's commit)."""
-        os.replace(scratch, self.path)  # readers of the old catalog keep their inode
-        fsync_dir(self.path.parent)
-        with suppress(OSError):  # the write is committed; without the marker the next one
-            atomic_write(self.data / "published", digest)  # publishes again, that is all
-
-    def _build_catalog(self, state: _State, scratch: Path) -> None:
-        """Write the catalog of ``state`` (views over its files) to ``scratch``."""
-        con = duckdb.connect(
-            str(scratch), config={"storage_compatibility_version": CATALOG_STORAGE_VERSION}
-        )
-        try:
-            con.execute("SET TimeZone = 'UTC'")
-            con.execute("BEGIN TRANSACTION")  # one commit: statement by statement is slow
-            for table in REPORTING_TABLES:
-                paths = sorted(state.files.get(table.name, {}).values())
-                con.execute(self._table_view_sql(table, paths))
-            con.execute(self._table_view_sql(PIPELINE_RUN, sorted(state.runs)))
-            con.execute(self._table_view_sql(CUSTOMER, [state.customers] * bool(state.customers)))
-            con.execute(sql_text("warehouse_views"))
-            for statement in comment_statements(con_columns(con)):
-                con.execute(statement)
-            con.execute("COMMIT")
-            con.execute("CHECKPOINT")
-        finally:
-            con.close()
-        fsync(scratch)
-
-    def _table_view_sql(self, table: Table, paths: list[str]) -> str:
-        no_rows = "SELECT " + ", ".join(
-            f'CAST(NULL AS {DUCKDB_TYPES[kind]}) AS "{name}"' for name, kind in table.columns
-        )
-        if not paths:  # no month loaded yet: the table's columns, no rows
-            return f"CREATE VIEW {table.name} AS {no_rows} WHERE false"
-        files = ", ".join(_sql_string(str(self.data / path)) for path in paths)
-        columns = ", ".join(f'"{name}"' for name in table.column_names)
-        if table is PIPELINE_RUN or table.service_columns:  # run records of earlier versions
-            # lack the columns added since (rows_rounded), and months computed without a
-            # [service] source the service columns: NULL in them
-            return (
-                f"CREATE VIEW {table.name} AS SELECT {columns} FROM ({no_rows} WHERE false "
-                f"UNION ALL BY NAME SELECT * FROM read_parquet([{files}], "
-                "hive_partitioning = false, union_by_name = true))"
-            )
-        return (
-            f"CREATE VIEW {table.name} AS SELECT {columns} "
-            f"FROM read_parquet([{files}], hive_partitioning = false)"
-        )
-
-    def _collect_garbage(self, state: _State) -> None:
+    def _collect_garbage(self, state: State) -> None:
         """Delete superseded files older than ``keep_superseded`` that are not current."""
         current = {p for months in state.files.values() for p in months.values()}
         current.add(state.customers)
@@ -431,9 +258,9 @@ class DuckDBWarehouse:
             state.superseded = keep
             self._commit(state)
 
-    def _migrate_legacy(self) -> _State:
+    def _migrate_legacy(self) -> State:
         """A new state; the tables of a warehouse file of the one-file layout, if any."""
-        state = _State()
+        state = State()
         if not self.path.exists():
             return state
         try:
@@ -482,7 +309,7 @@ class DuckDBWarehouse:
         )
         if table is None:
             raise ValueError(f"unknown table {name!r}")
-        state = self._read_state() or _State()
+        state = self._read_state() or State()
         if table is CUSTOMER:
             paths = [state.customers] if state.customers else []
         elif table is PIPELINE_RUN:
@@ -501,108 +328,9 @@ class DuckDBWarehouse:
             self._scratch = None
 
 
-@dataclass(frozen=True)
-class _Shown:
-    """What a published catalog shows: the folders its views read and, relative to them,
-    each table's months and the run records' files."""
-
-    folders: frozenset[Path]
-    months: frozenset[tuple[str, str]]  # (table, first day of the month)
-    runs: frozenset[str]
-
-    def hidden_by(self, state: _State, replacing: date | None = None) -> list[str]:
-        """The months (YYYY-MM) shown here that a catalog of ``state`` would not show
-        (but in the tables of the month ``replacing``, which its load replaces)."""
-        replaced = replacing.isoformat() if replacing is not None else None
-        hidden = {
-            m for table, m in self.months if m not in state.files.get(table, {}) and m != replaced
-        }
-        hidden |= {_month_part(run) for run in self.runs - set(state.runs)}
-        return sorted(m[:7] for m in hidden if m)
-
-
-_SQL_STRING = re.compile(r"'((?:[^']|'')*)'")
-
-
-def _shown_in(catalog: Path) -> _Shown:
-    """The files the table views of ``catalog`` read (their paths are the string literals
-    of the views' SQL: ``<folder>/<table>/month=YYYY-MM/<name>.parquet``)."""
-    names = [table.name for table in REPORTING_TABLES] + [PIPELINE_RUN.name, CUSTOMER.name]
-    with duckdb.connect(str(catalog), read_only=True) as con:
-        views = con.execute(
-            "SELECT view_name, sql FROM duckdb_views() "
-            "WHERE NOT internal AND list_contains(?, view_name)",
-            [names],
-        ).fetchall()
-    folders, months, runs = set(), set(), set()
-    for name, sql in views:
-        depth = 2 if name == CUSTOMER.name else 3  # customer/<name>.parquet
-        for literal in _SQL_STRING.findall(sql or ""):
-            text = literal.replace("''", "'")
-            if not text.endswith(".parquet"):
-                continue
-            path = PurePosixPath(text)
-            folders.add(Path(path.parents[depth - 1]))
-            relative = path.relative_to(path.parents[depth - 1]).as_posix()
-            if name == PIPELINE_RUN.name:
-                runs.add(relative)
-            elif name != CUSTOMER.name and _month_part(relative):
-                months.add((name, _month_part(relative)))
-    return _Shown(frozenset(folders), frozenset(months), frozenset(runs))
-
-
-def _month_part(relative: str) -> str:
-    """The month of a month file's relative path, as its first day ('' if none)."""
-    part = relative.split("/")[1] if relative.count("/") >= 2 else ""
-    return f"{part.removeprefix('month=')}-01" if part.startswith("month=") else ""
-
-
-def _months_text(months: list[str]) -> str:
-    """Months (YYYY-MM, sorted) for a message: each of a few, or the count and the range."""
-    if len(months) <= 6:
-        return ("month " if len(months) == 1 else "months ") + ", ".join(months)
-    return f"{len(months)} months from {months[0]} to {months[-1]}"
-
-
-def _catalog_of(folder: Path) -> Path:
-    """The catalog whose data folder ``folder`` is (``<catalog>.d``)."""
-    return folder.with_name(folder.name.removesuffix(".d"))
-
-
-def catalog_sql_version() -> str:
-    """A digest of everything besides the state that goes into a published catalog."""
-    text = "\x1f".join(
-        (sql_text("warehouse_views"), repr(TABLES), repr(PIPELINE_RUN), repr(CUSTOMER))
-    )
-    text += description_digest()
-    return hashlib.sha256((text + CATALOG_STORAGE_VERSION).encode()).hexdigest()
-
-
-def con_columns(con: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
-    """Each view of the catalog and its columns, in order."""
-    rows = con.sql(
-        "SELECT table_name, column_name FROM duckdb_columns() "
-        "WHERE database_name = current_database() AND schema_name = 'main' "
-        "ORDER BY table_name, column_index"
-    ).fetchall()
-    columns: dict[str, list[str]] = {}
-    for table, column in rows:
-        columns.setdefault(table, []).append(column)
-    return columns
-
-
-def _remove_catalog(scratch: Path) -> None:
-    scratch.unlink(missing_ok=True)
-    scratch.with_name(scratch.name + ".wal").unlink(missing_ok=True)
-
-
 def _utc_now() -> str:
     return datetime.now(UTC).isoformat()
 
 
 def _file_safe(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in str(text))[:80]
-
-
-def _sql_string(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
