@@ -476,7 +476,7 @@ def test_every_table_view_and_column_has_a_description(warehouse) -> None:
 
 
 def test_names_and_owners_reach_the_bi_views(warehouse) -> None:
-    """The customer attributes (pipeline.customers) are replaced whole and joined by the
+    """The customer attributes (pipeline.sources.customers) are replaced whole and joined by the
     call list and the current VIPs; a customer the source does not know has NULLs."""
     last = FULL_MONTHS[-1]
     for i, month in enumerate(FULL_MONTHS[-2:]):
