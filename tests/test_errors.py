@@ -65,6 +65,7 @@ def test_the_modules_that_raised_them_still_export_them():
     from pipeline.sources import customers, files
     from pipeline.warehouse import duckdb as duckdb_warehouse
     from pipeline.warehouse import postgres as postgres_warehouse
+    from pipeline.warehouse import postgres_schema
 
     assert checks.GateFailed is errors.GateFailed
     assert config.ConfigError is errors.ConfigError
@@ -81,7 +82,7 @@ def test_the_modules_that_raised_them_still_export_them():
     assert lake.UnfinishedMonthError is errors.UnfinishedMonthError
     assert notify.NotifyError is errors.NotifyError
     assert postgres_warehouse.WarehouseConnectionError is errors.WarehouseConnectionError
-    assert postgres_warehouse.WarehouseSchemaError is errors.WarehouseSchemaError
+    assert postgres_schema.WarehouseSchemaError is errors.WarehouseSchemaError
     assert report.ReportError is errors.ReportError
     assert runner.BackfillInterrupted is errors.BackfillInterrupted
     assert schedule.ScheduleError is errors.ScheduleError
