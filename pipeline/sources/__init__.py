@@ -4,11 +4,11 @@ Each source exposes the rows of a range of months to a DuckDB connection as the 
 ``source_rows`` with the canonical column names (see ``config.CANONICAL_COLUMNS``),
 every value as text, plus ``source_file`` so that errors can point at the file. A
 column that the source already types exactly (a timestamp, a decimal, an integer; see
-``TYPED``) comes as ``<column>_value`` instead, its text column NULL; an amount or cost
-held as binary floating point (REAL or DOUBLE) comes as ``<column>_float``, in its own
-type. Parsing and validation happen once, in ``sql/staging_payments.sql``.
-Rows whose paid_at cannot be placed in a month (missing or unparseable) are always
-included, since they could belong to any month.
+``canonical.TYPED``) comes as ``<column>_value`` instead, its text column NULL; an
+amount or cost held as binary floating point (REAL or DOUBLE) comes as
+``<column>_float``, in its own type. Parsing and validation happen once, in
+``sql/staging_payments.sql``. Rows whose paid_at cannot be placed in a month (missing
+or unparseable) are always included, since they could belong to any month.
 
 This module is the one interface (``open_months``, ``SourceRows``); the kinds live in
 ``files`` (csv, parquet, duckdb) and ``postgres``, the view's columns in ``canonical``,
