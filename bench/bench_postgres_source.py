@@ -5,7 +5,7 @@ neighbouring months and payments without a paid_at, in a PostgreSQL table with
 generate_series; then measures each mode in a fresh process (peak RSS from
 resource.getrusage):
 
-* ``stream``: pipeline.postgres.read_source_month, aggregated by DuckDB (count and
+* ``stream``: pipeline.sources.postgres.read_source_month, aggregated by DuckDB (count and
   exact sum of the amounts): what the extract's read costs;
 * ``materialize``: the same relation read into one Arrow table, for comparison: what
   reading the month without streaming would hold;
@@ -103,7 +103,7 @@ def measure(mode: str, dsn: str, table: str) -> dict[str, object]:
 
     from pipeline.config import Config
     from pipeline.config.sections import SourceConfig
-    from pipeline.postgres import read_source_month
+    from pipeline.sources.postgres import read_source_month
     from pipeline.sql import connect
 
     source = SourceConfig(kind="postgres", dsn=dsn, table=table)

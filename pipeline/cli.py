@@ -110,7 +110,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 
 def _told(exc: BaseException) -> str:
     """A foreseen error's message and its notes (which step, whether it was recorded)."""
-    from pipeline.postgres import redact_text
+    from pipeline.pg import redact_text
 
     return redact_text("\n".join([str(exc), *getattr(exc, "__notes__", [])]))
 
@@ -363,7 +363,7 @@ def grant_reader(
     cfg = _load(config)
     if not cfg.warehouse.url.startswith(("postgresql://", "postgres://")):
         _fail("grant-reader needs a PostgreSQL warehouse (warehouse.url = postgresql://...)")
-    from pipeline.postgres import create_readonly_role
+    from pipeline.warehouse.postgres_roles import create_readonly_role
 
     try:
         create_readonly_role(cfg.warehouse.url, cfg.warehouse.schema_name, role, password)
@@ -545,7 +545,7 @@ def _settle() -> None:
 def _plain(exc: BaseException) -> str:
     """The error in one line or a few: its type when the message does not say it."""
     text = str(exc).strip() or type(exc).__name__
-    from pipeline.postgres import redact_text  # a connection error may quote a DSN
+    from pipeline.pg import redact_text  # a connection error may quote a DSN
 
     text = text if ":" in text else f"{type(exc).__name__}: {text}"
     return redact_text("\n".join([text, *getattr(exc, "__notes__", [])]))

@@ -66,7 +66,8 @@ from pipeline.files import atomic_write, exclusive_lock, fsync_dir
 from pipeline.months import format_month, month_bounds, parse_month
 from pipeline.schema.inputs import metrics_available
 from pipeline.schema.tables import TABLES
-from pipeline.sources import SourceRows, csv_parse_error, open_months
+from pipeline.sources import SourceRows, open_months
+from pipeline.sources.files import csv_parse_error
 from pipeline.sql import bounded_connection, run_sql
 
 SCHEMA_VERSION = 2  # 2: the partition carries its derived customer_month and ranking

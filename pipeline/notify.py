@@ -139,8 +139,8 @@ def read_ledger(cfg: Config, month: date) -> dict[str, dict]:
 def plan(cfg: Config, month: date) -> tuple[str, dict[str, list[Call]], dict[str, str]]:
     """The metric, per recipient the calls of the month that concern them, and the
     customers whose routing value is not an address (their calls go to the defaults)."""
-    from pipeline.customers import attributes_by_customer, read_customers
     from pipeline.report import ReportError, choose_metric
+    from pipeline.sources.customers import attributes_by_customer, read_customers
     from pipeline.warehouse import open_warehouse
 
     notify = _settings(cfg)

@@ -187,7 +187,7 @@ def choose_metric(cfg: Config, available: list[str], metric: str | None) -> str:
 def collect(
     cfg: Config, warehouse, month: date, *, metric: str | None = None, run_id: str | None = None
 ) -> ReportData:
-    from pipeline.customers import attributes_by_customer, read_customers
+    from pipeline.sources.customers import attributes_by_customer, read_customers
 
     previous = add_months(month, -1)
     summary = warehouse.read_table("pareto_summary", month).to_pylist()
@@ -496,7 +496,7 @@ def cost_to_serve(
     they are listed in their own box, never among the customers to move away from."""
     if cfg.service is None:
         return None
-    from pipeline.customers import attributes_by_customer
+    from pipeline.sources.customers import attributes_by_customer
 
     profile = warehouse.read_table("customer_service_profile", month).to_pylist()
     kinds = warehouse.read_table("customer_service_kind", month).to_pylist()

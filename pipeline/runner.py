@@ -37,11 +37,11 @@ import pyarrow.parquet as pq
 
 from pipeline import call_score, faults, gates, lake, storage
 from pipeline.config import Config, load_config
-from pipeline.customers import customer_rows, read_customers
 from pipeline.errors import BackfillInterrupted, Kind, MonthSupersededError, classify
 from pipeline.files import atomic_write
 from pipeline.months import format_month, months_between, parse_month
 from pipeline.schema.tables import LOADED, TABLES
+from pipeline.sources.customers import customer_rows, read_customers
 from pipeline.transform import write_month
 from pipeline.warehouse import open_warehouse
 
@@ -372,7 +372,7 @@ def publish_step(cfg: ConfigLike, month: str | date, run_id: str) -> dict[str, A
 def _redacted(url: str) -> str:
     if url.startswith("duckdb://"):
         return url
-    from pipeline.postgres import redact_dsn
+    from pipeline.pg import redact_dsn
 
     return redact_dsn(url)
 

@@ -19,7 +19,6 @@ import pyarrow as pa
 
 from pipeline.call_score import DAYS_PER_MONTH, score_alerted
 from pipeline.config import Config
-from pipeline.customers import read_customers
 from pipeline.errors import ComputeError
 from pipeline.lake import (
     ACTIVITIES,
@@ -31,6 +30,7 @@ from pipeline.lake import (
 from pipeline.months import add_months, format_month, parse_month
 from pipeline.schema.inputs import ALL_METRICS, metrics_available
 from pipeline.schema.tables import Table, month_tables
+from pipeline.sources.customers import read_customers
 from pipeline.sql import bounded_connection, run_sql
 
 # (sql file, the table it creates), in dependency order. Every file is a query;

@@ -1,7 +1,7 @@
 -- staging_activities: the service source's rows, parsed into canonical types and judged
 -- (spec: "Service effort and cost to serve"; the payment rules of "Input: payments").
 --
--- Reads the view `source_rows` (see pipeline/sources.py) of the [service] source: every
+-- Reads the view `source_rows` (see pipeline/sources/) of the [service] source: every
 -- canonical column as text, except the columns a typed source already holds as exact
 -- values (occurred_at, hours, cost), which come as `<column>_value` with the text column
 -- NULL, and hours or cost held as binary floating point, which come as `<column>_float`

@@ -1,6 +1,6 @@
 -- staging_payments: the source's rows, parsed into canonical types and judged.
 --
--- Reads the view `source_rows` (see pipeline/sources.py): every canonical column as
+-- Reads the view `source_rows` (see pipeline/sources/): every canonical column as
 -- text, except the columns a typed source already holds as exact values (paid_at,
 -- amount, cost, units), which come as `<column>_value` with the text column NULL, and an
 -- amount or cost held as binary floating point, which comes as `<column>_float` in its own

@@ -7,8 +7,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.customers import CustomersError, read_customers
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, CustomersError
+from pipeline.sources.customers import read_customers
 
 from support import csv_config, write_payments
 

@@ -52,20 +52,20 @@ def test_every_error_the_pipeline_defines_lives_in_errors_and_has_a_row():
 def test_the_modules_that_raised_them_still_export_them():
     from pipeline import (
         config,
-        customers,
         faults,
         lake,
         notify,
-        postgres,
         report,
         runner,
         schedule,
-        sources,
         storage,
         transform,
-        warehouse,
     )
     from pipeline.gates import results as gate_results
+    from pipeline.sources import customers, files
+    from pipeline.warehouse import duckdb as duckdb_warehouse
+    from pipeline.warehouse import postgres as postgres_warehouse
+    from pipeline.warehouse import postgres_schema
 
     assert gate_results.GateFailed is errors.GateFailed
     assert config.ConfigError is errors.ConfigError
@@ -81,15 +81,15 @@ def test_the_modules_that_raised_them_still_export_them():
     )
     assert lake.UnfinishedMonthError is errors.UnfinishedMonthError
     assert notify.NotifyError is errors.NotifyError
-    assert postgres.WarehouseConnectionError is errors.WarehouseConnectionError
-    assert postgres.WarehouseSchemaError is errors.WarehouseSchemaError
+    assert postgres_warehouse.WarehouseConnectionError is errors.WarehouseConnectionError
+    assert postgres_schema.WarehouseSchemaError is errors.WarehouseSchemaError
     assert report.ReportError is errors.ReportError
     assert runner.BackfillInterrupted is errors.BackfillInterrupted
     assert schedule.ScheduleError is errors.ScheduleError
-    assert sources.SourceError is errors.SourceError
+    assert files.SourceError is errors.SourceError
     assert storage.ObjectStoreError is errors.ObjectStoreError
     assert transform.ComputeError is errors.ComputeError
-    assert warehouse.WarehouseLockedError is errors.WarehouseLockedError
+    assert duckdb_warehouse.WarehouseLockedError is errors.WarehouseLockedError
 
 
 @pytest.mark.parametrize(

@@ -18,9 +18,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline import lake
+from pipeline.errors import SourceError
 from pipeline.lake import BadInputError, MissingMonthError, extract
 from pipeline.months import add_months, format_month
-from pipeline.sources import SourceError, open_months
+from pipeline.sources import open_months
 from pipeline.sql import bounded_connection
 from pipeline.transform import compute_month
 

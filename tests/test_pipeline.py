@@ -125,7 +125,7 @@ def test_cascade_recomputes_the_months_that_read_a_restated_month(golden, tmp_pa
 LOAD_KILLER = """
 import os, signal, sys
 from pipeline import runner
-from pipeline.warehouse import DuckDBWarehouse
+from pipeline.warehouse.duckdb import DuckDBWarehouse
 
 real = DuckDBWarehouse._insert_run
 def die(self, run):  # every table of the month deleted and inserted, not committed

@@ -27,20 +27,26 @@ from psycopg.conninfo import make_conninfo
 from pipeline import lake
 from pipeline.config import load_config
 from pipeline.config.sections import SourceConfig
-from pipeline.errors import PERMANENT, TRANSIENT, ConfigError, SourceConnectionError, classify
-from pipeline.postgres import (
-    MIGRATIONS,
-    PostgresWarehouse,
+from pipeline.errors import (
+    PERMANENT,
+    TRANSIENT,
+    ConfigError,
+    SourceConnectionError,
+    SourceError,
     WarehouseSchemaError,
-    create_readonly_role,
-    read_source_month,
-    redact_dsn,
+    classify,
 )
+from pipeline.pg import redact_dsn
 from pipeline.schema.descriptions import DESCRIPTIONS
 from pipeline.schema.tables import PIPELINE_RUN, TABLES, WAREHOUSE_TABLES
-from pipeline.sources import SourceError, open_months
+from pipeline.sources import open_months
+from pipeline.sources.postgres import read_source_month
 from pipeline.sql import connect
-from pipeline.warehouse import DuckDBWarehouse, conform
+from pipeline.warehouse.duckdb import DuckDBWarehouse
+from pipeline.warehouse.postgres import PostgresWarehouse
+from pipeline.warehouse.postgres_roles import create_readonly_role
+from pipeline.warehouse.postgres_schema import MIGRATIONS
+from pipeline.warehouse.rows import conform
 
 from golden import expected_rows, table_differences
 from pg_support import (
@@ -147,7 +153,7 @@ def test_a_source_server_that_cannot_be_reached_is_transient_a_missing_table_is_
 def test_a_session_ended_by_the_server_is_told_from_a_fault_of_the_query(pg, pg_dsn) -> None:
     import adbc_driver_postgresql.dbapi as adbc
 
-    from pipeline.postgres import session_lost
+    from pipeline.pg import session_lost
 
     def failure(connection, query: str) -> Exception:
         with pytest.raises(adbc.Error) as info:
@@ -893,7 +899,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from pipeline.postgres import PostgresWarehouse
+from pipeline.warehouse.postgres import PostgresWarehouse
 
 url, schema, folder, run_id = sys.argv[1:5]
 tables = {path.stem: pq.read_table(path) for path in Path(folder).glob("*.parquet")}

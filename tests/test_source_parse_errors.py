@@ -67,7 +67,7 @@ def test_a_file_that_is_not_utf8_names_the_line(tmp_path):
 
 
 def test_the_scan_finds_the_first_row_with_another_field_count(tmp_path):
-    from pipeline.sources import _scan_csv
+    from pipeline.sources.files import _scan_csv
 
     path = tmp_path / "x.csv"
     path.write_text(HEADER + good_rows(3) + "p9,c9,2026-01-02\n")

@@ -17,10 +17,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.customers import customer_rows
-from pipeline.postgres import PostgresWarehouse
+from pipeline.errors import WarehouseLayoutError
 from pipeline.schema.tables import DUCKDB_TYPES, PIPELINE_RUN, TABLES
-from pipeline.warehouse import DuckDBWarehouse, WarehouseLayoutError, create_table_sql
+from pipeline.sources.customers import customer_rows
+from pipeline.warehouse.duckdb import DuckDBWarehouse
+from pipeline.warehouse.postgres import PostgresWarehouse
+from pipeline.warehouse.rows import create_table_sql
 
 from golden import expected_rows
 from support import files_of
@@ -244,7 +246,7 @@ LOADER = """
 import sys
 sys.path.insert(0, "tests")
 from datetime import date
-from pipeline.warehouse import DuckDBWarehouse
+from pipeline.warehouse.duckdb import DuckDBWarehouse
 from test_warehouse import golden_tables, run
 
 warehouse = DuckDBWarehouse(sys.argv[1])
@@ -474,7 +476,7 @@ def test_every_table_view_and_column_has_a_description(warehouse) -> None:
 
 
 def test_names_and_owners_reach_the_bi_views(warehouse) -> None:
-    """The customer attributes (pipeline.customers) are replaced whole and joined by the
+    """The customer attributes (pipeline.sources.customers) are replaced whole and joined by the
     call list and the current VIPs; a customer the source does not know has NULLs."""
     last = FULL_MONTHS[-1]
     for i, month in enumerate(FULL_MONTHS[-2:]):

@@ -319,7 +319,7 @@ PIPELINE_RUN = Table(
     key=("run_id", "month", "attempt"),
 )
 
-# Customer attributes from the optional [customers] source (pipeline.customers): not
+# Customer attributes from the optional [customers] source (pipeline.sources.customers): not
 # month-partitioned, replaced whole by each load; the BI views join names and owners on it.
 CUSTOMER = Table(
     "customer",

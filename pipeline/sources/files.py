@@ -1,14 +1,8 @@
-"""Sources: where payments come from (CSV, Parquet, a DuckDB table, PostgreSQL).
+"""Sources of files: CSV files, Parquet files and a table of a DuckDB database, read as a
+DuckDB relation; and a CSV parse error told by file and line.
 
-Each source exposes the rows of a range of months to a DuckDB connection as the view
-``source_rows`` with the canonical column names (see ``schema.inputs.CANONICAL_COLUMNS``),
-every value as text, plus ``source_file`` so that errors can point at the file. A
-column that the source already types exactly (a timestamp, a decimal, an integer; see
-``TYPED``) comes as ``<column>_value`` instead, its text column NULL; an amount or cost
-held as binary floating point (REAL or DOUBLE) comes as ``<column>_float``, in its own
-type. Parsing and validation happen once, in ``sql/staging_payments.sql``.
-Rows whose paid_at cannot be placed in a month (missing or unparseable) are always
-included, since they could belong to any month.
+A CSV file is read in one pinned dialect (``read_csv_text``), every value as text; when
+DuckDB cannot parse it, ``csv_parse_error`` names the file, the line and the reason.
 """
 
 from __future__ import annotations
@@ -17,39 +11,19 @@ import csv
 import glob
 import io
 import re
-from dataclasses import dataclass
-from datetime import date
 from pathlib import Path
 
 import duckdb
-from duckdb import ColumnExpression, ConstantExpression
 
 from pipeline.config.sections import SourceConfig
 from pipeline.errors import SourceError
-from pipeline.months import month_bounds
 
 
-@dataclass(frozen=True)
-class SourceRows:
-    """What an extract knows about the rows it reads."""
-
-    label: str  # the file(s) or table, for messages and the manifest
-    columns_present: tuple[str, ...]  # optional canonical columns the source has
-    # paid_at is typed, so the source's rows of one month are read alone (its row groups
-    # or partitions, by their statistics); a text source is read once for every month
-    reads_by_month: bool = False
-
-
-_TYPED_TIME = ("TIMESTAMP WITH TIME ZONE", "TIMESTAMP", "DATE")
-
-
-def open_months(
-    con: duckdb.DuckDBPyConnection, source: SourceConfig, first: date, last: date, timezone: str
-) -> SourceRows:
-    """Create the view ``source_rows``: the source's rows that may belong to first..last.
-
-    ``source`` is the payments' [source] or the activities' [service]: its class names the
-    canonical columns, the required ones and the column that dates a row."""
+def read_file_source(
+    con: duckdb.DuckDBPyConnection, source: SourceConfig
+) -> tuple[duckdb.DuckDBPyRelation, str]:
+    """The rows of a csv, parquet or duckdb source as a relation (every month's), and the
+    file(s) or table that name it in messages and the manifest."""
     if source.kind == "csv":
         files = _expand(source.path)
         relation = read_csv_text(con, files, source.delimiter, filename=True, union_by_name=True)
@@ -68,21 +42,9 @@ def open_months(
         except duckdb.CatalogException as exc:
             raise SourceError(f"{db}: table {source.table!r} not found") from exc
         label = f"{db}:{source.table}"
-    elif source.kind == "postgres":
-        from pipeline.postgres import read_source_month
-
-        relation, label = read_source_month(con, source, first, last, timezone)
     else:  # pragma: no cover - the config model rejects other kinds
         raise SourceError(f"unknown source kind {source.kind!r}")
-
-    present = _check_columns(relation, source, label)
-    dated_by = source.source_column(source.time_column)
-    typed_time = _kind(relation, dated_by) in _TYPED_TIME
-    if typed_time:
-        relation = _filter_months(relation, dated_by, first, last, timezone)
-    _canonical_view(relation, source, present, label).create_view("source_rows", replace=True)
-    optional = tuple(c for c in present if c not in source.required_columns)
-    return SourceRows(label=label, columns_present=optional, reads_by_month=typed_time)
+    return relation, label
 
 
 def _attach(con: duckdb.DuckDBPyConnection, db: Path) -> None:
@@ -242,111 +204,3 @@ def _expand(pattern: str) -> tuple[str, ...]:
     if not files or missing:
         raise SourceError(f"source file not found: {missing[0] if missing else pattern}")
     return files
-
-
-def _check_columns(
-    relation: duckdb.DuckDBPyRelation, source: SourceConfig, label: str
-) -> list[str]:
-    have = set(relation.columns)
-    missing = [c for c in source.required_columns if source.source_column(c) not in have]
-    if missing:
-        wanted = ", ".join(f"{c} (as {source.source_column(c)!r})" for c in missing)
-        raise SourceError(
-            f"{label}: required column(s) missing: {wanted}; the source has {sorted(have)}. "
-            f"Map them under [{source.section}.columns]."
-        )
-    mapped_missing = [c for c in source.columns if source.columns[c] not in have]
-    if mapped_missing:
-        raise SourceError(
-            f"{label}: [{source.section}.columns] maps {mapped_missing} to columns the source lacks"
-        )
-    return [c for c in source.known_columns if source.source_column(c) in have]
-
-
-def _kind(relation: duckdb.DuckDBPyRelation, column: str) -> str:
-    return str(dict(zip(relation.columns, relation.types, strict=True))[column])
-
-
-def _filter_months(
-    relation: duckdb.DuckDBPyRelation, paid_at: str, first: date, last: date, timezone: str
-) -> duckdb.DuckDBPyRelation:
-    """Push the month filter down to a typed paid_at (text is filtered after parsing)."""
-    kind = _kind(relation, paid_at)
-    start, end = month_bounds(first, timezone)[0], month_bounds(last, timezone)[1]
-    if kind == "TIMESTAMP":  # naive values are business-time-zone wall clock
-        start, end = start.replace(tzinfo=None), end.replace(tzinfo=None)
-    elif kind == "DATE":
-        start, end = start.date(), end.date()
-    column = ColumnExpression(paid_at)
-    in_month = (column >= ConstantExpression(start)) & (column < ConstantExpression(end))
-    return relation.filter(in_month | column.isnull())
-
-
-# Columns that a typed source hands over as values rather than text: parsing their text
-# back (a million timestamps and decimals a month) was most of an extract's time. Each
-# has a companion ``<column>_value`` (the source's value, paid_at as TIMESTAMPTZ, or a
-# NULL of the canonical type); of the two, one is NULL.
-TYPED = {
-    "paid_at": "TIMESTAMP WITH TIME ZONE",
-    "amount": "DECIMAL(38, 10)",
-    "cost": "DECIMAL(38, 10)",
-    "units": "BIGINT",
-    # the activities' ([service]) columns
-    "occurred_at": "TIMESTAMP WITH TIME ZONE",
-    "hours": "DECIMAL(38, 10)",
-}
-TIME_COLUMNS = ("paid_at", "occurred_at")
-# An amount or cost held as binary floating point (REAL or DOUBLE) comes as
-# ``<column>_float`` in its own type, its text column NULL: the staging SQL reads it as its
-# nearest cent within the resolution of that type.
-FLOAT_MONEY = ("amount", "cost", "hours")
-_FLOATS = ("FLOAT", "DOUBLE")
-_EXACT_INTEGERS = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER")
-_DECIMAL = re.compile(r"DECIMAL\((\d+),\s*(\d+)\)")
-
-
-def _typed(canonical: str, kind: str) -> bool:
-    """Whether a source column of DuckDB type ``kind`` converts to the canonical type of
-    ``canonical`` exactly (a naive timestamp or a date is read in the session time zone,
-    the business time zone, as its text would be); anything else is judged as text."""
-    if canonical in TIME_COLUMNS:
-        return kind in _TYPED_TIME
-    if canonical == "units":
-        return kind in _EXACT_INTEGERS
-    decimal = _DECIMAL.fullmatch(kind)
-    if decimal:  # fits DECIMAL(38, 10) without rounding
-        precision, scale = int(decimal[1]), int(decimal[2])
-        return scale <= 10 and precision - scale <= 28
-    return kind in _EXACT_INTEGERS
-
-
-def _canonical_view(
-    relation: duckdb.DuckDBPyRelation, source: SourceConfig, present: list[str], label: str
-) -> duckdb.DuckDBPyRelation:
-    kinds = dict(zip(relation.columns, map(str, relation.types), strict=True))
-    text, double = duckdb.sqltype("VARCHAR"), duckdb.sqltype("DOUBLE")
-    null_text = ConstantExpression(None).cast(text)
-    columns = []
-    for canonical in source.known_columns:
-        column = source.source_column(canonical)
-        typed = canonical in present and canonical in TYPED and _typed(canonical, kinds[column])
-        floating = canonical in FLOAT_MONEY and canonical in present and kinds[column] in _FLOATS
-        if canonical not in present or typed or floating:
-            columns.append(null_text.alias(canonical))
-        else:
-            columns.append(ColumnExpression(column).cast(text).alias(canonical))
-        if canonical in TYPED:  # a typed value keeps its own type (and scale) but for time
-            value = ColumnExpression(column) if typed else ConstantExpression(None)
-            if canonical in TIME_COLUMNS or not typed:
-                value = value.cast(duckdb.sqltype(TYPED[canonical]))
-            columns.append(value.alias(f"{canonical}_value"))
-        if canonical in FLOAT_MONEY:
-            value = ColumnExpression(column) if floating else ConstantExpression(None).cast(double)
-            columns.append(value.alias(f"{canonical}_float"))
-    file_expr = (
-        ColumnExpression("filename")
-        if "filename" in relation.columns
-        else ConstantExpression(label)
-    )
-    columns.append(file_expr.cast(text).alias("source_file"))
-    return relation.select(*columns)

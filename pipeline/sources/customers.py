@@ -18,8 +18,9 @@ import pyarrow as pa
 from pipeline.config import Config
 from pipeline.config.sections import CustomersConfig
 from pipeline.errors import CustomersError, SourceConnectionError
+from pipeline.pg import qualified_table, redact_dsn, session_lost
 from pipeline.schema.inputs import CUSTOMER_COLUMNS
-from pipeline.sources import read_csv_text
+from pipeline.sources.files import read_csv_text
 
 _EXAMPLES = 3
 
@@ -103,8 +104,6 @@ def _existing(path: str | None) -> Path:
 
 def _read_postgres(source: CustomersConfig) -> tuple[pa.Table, str]:
     import psycopg
-
-    from pipeline.postgres import qualified_table, redact_dsn, session_lost
 
     relation = f"({source.query}) as customers" if source.query else qualified_table(source.table)
     label = f"postgres {source.table or 'query'} at {redact_dsn(source.dsn)}"
