@@ -60,7 +60,7 @@ from pipeline.config import (
     Config,
 )
 from pipeline.errors import GateFailed
-from pipeline.lake import (
+from pipeline.lake.partition import (
     ACTIVITIES,
     PAYMENTS_SCHEMA,
     derived_file,

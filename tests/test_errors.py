@@ -55,7 +55,6 @@ def test_the_modules_that_raised_them_still_export_them():
         config,
         customers,
         faults,
-        lake,
         notify,
         postgres,
         report,
@@ -63,9 +62,10 @@ def test_the_modules_that_raised_them_still_export_them():
         schedule,
         sources,
         storage,
-        transform,
         warehouse,
     )
+    from pipeline.compute import month
+    from pipeline.lake import extract, partition
 
     assert checks.GateFailed is errors.GateFailed
     assert config.ConfigError is errors.ConfigError
@@ -74,12 +74,16 @@ def test_the_modules_that_raised_them_still_export_them():
         errors.StorageError,
         errors.MemoryLimitError,
     )
-    assert (lake.BadInputError, lake.MissingMonthError, lake.CorruptPartitionError) == (
+    assert (
+        extract.BadInputError,
+        partition.MissingMonthError,
+        partition.CorruptPartitionError,
+    ) == (
         errors.BadInputError,
         errors.MissingMonthError,
         errors.CorruptPartitionError,
     )
-    assert lake.UnfinishedMonthError is errors.UnfinishedMonthError
+    assert extract.UnfinishedMonthError is errors.UnfinishedMonthError
     assert notify.NotifyError is errors.NotifyError
     assert postgres.WarehouseConnectionError is errors.WarehouseConnectionError
     assert postgres.WarehouseSchemaError is errors.WarehouseSchemaError
@@ -88,7 +92,7 @@ def test_the_modules_that_raised_them_still_export_them():
     assert schedule.ScheduleError is errors.ScheduleError
     assert sources.SourceError is errors.SourceError
     assert storage.ObjectStoreError is errors.ObjectStoreError
-    assert transform.ComputeError is errors.ComputeError
+    assert month.ComputeError is errors.ComputeError
     assert warehouse.WarehouseLockedError is errors.WarehouseLockedError
 
 
