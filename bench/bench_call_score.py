@@ -6,7 +6,7 @@
 Writes (once, into ``--work``) ``--months`` Parquet files of ``--payments`` payments each,
 spread over ``--customers`` customers (lake columns customer_id, paid_at, amount), builds the
 months' customer_month_history and a customer_alert of about ``--alert-share`` of the
-customers in the last month, then runs ``pipeline.call_score.score_alerted`` on them as the
+customers in the last month, then runs ``pipeline.compute.call_score.score_alerted`` on them as the
 month's computation does (a connection with ``[lake] memory_limit``'s default of 2GB). Issue
 20 asks that at 10M payments / 1M customers the scoring completes with a peak RSS under 4 GiB.
 Prints the set-up and scoring seconds, the alerted customers and the process's peak RSS
@@ -24,7 +24,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.call_score import score_alerted
+from pipeline.compute.call_score import score_alerted
 from pipeline.config.sections import CallListConfig, LakeConfig
 from pipeline.sql import connect
 

@@ -27,9 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_pipeline import synthetic_month  # noqa: E402
 
-from pipeline import demo, gates, lake, runner  # noqa: E402
+from pipeline import demo, gates, runner  # noqa: E402
 from pipeline.config import Config, load_config  # noqa: E402
 from pipeline.config.sections import ChecksConfig  # noqa: E402
+from pipeline.lake.extract import extract_months  # noqa: E402
+from pipeline.lake.partition import read_manifest  # noqa: E402
 from pipeline.months import add_months, months_between  # noqa: E402
 
 GATES = ("raw", "customer_month", "outputs", "before_load")
@@ -42,7 +44,7 @@ def time_month(cfg: Config, month, run_id: str) -> tuple[float, dict[str, float]
     total = time.perf_counter() - started
     state = json.loads((runner.run_dir(cfg, month, run_id) / "run.json").read_text())
     seconds = {name: state["gates"][name]["seconds"] for name in GATES}
-    return total, seconds, lake.read_manifest(cfg.lake.root, month).rows_written
+    return total, seconds, read_manifest(cfg.lake.root, month).rows_written
 
 
 def raw_gate_child(config: str, month: str, batch_rows: int) -> None:
@@ -99,7 +101,7 @@ def main() -> None:
         cfg = load_config(demo.write_config(folder, spec))
         month = spec.last_month
         history = months_between(add_months(month, 1 - cfg.segmentation.lookback_months), month)
-        for _, outcome in lake.extract_months(cfg, history):
+        for _, outcome in extract_months(cfg, history):
             if isinstance(outcome, Exception):
                 raise outcome
         rows.append((f"demo month {month:%Y-%m}", *time_month(cfg, month, "bench")))

@@ -9,7 +9,7 @@ resource.getrusage):
   exact sum of the amounts): what the extract's read costs;
 * ``materialize``: the same relation read into one Arrow table, for comparison: what
   reading the month without streaming would hold;
-* ``extract``: the pipeline's whole extract of the month (pipeline.lake.extract:
+* ``extract``: the pipeline's whole extract of the month (pipeline.lake.extract.extract:
   staging SQL, checks, Parquet partition).
 
     .venv/bin/python bench/bench_postgres_source.py --rows 2000000
@@ -124,7 +124,7 @@ def measure(mode: str, dsn: str, table: str) -> dict[str, object]:
         data = relation.to_arrow_table()
         result |= {"rows": data.num_rows, "arrow_mb": round(data.nbytes / 2**20, 1)}
     elif mode == "extract":
-        from pipeline.lake import extract
+        from pipeline.lake.extract import extract
 
         with tempfile.TemporaryDirectory() as lake:
             cfg = Config.model_validate(

@@ -162,16 +162,16 @@ def _fail_unless_history_is_on_its_way(path: str, month: str, error: Exception) 
     """
     from airflow.sdk.exceptions import AirflowFailException
 
-    from pipeline import lake
     from pipeline.config import load_config
+    from pipeline.lake.partition import ACTIVITIES, extracted_months
     from pipeline.months import parse_month
     from pipeline.schedule import missing_history_command, month_start
 
     cfg = load_config(path)
     current = parse_month(month)
-    extracted = set(lake.extracted_months(cfg.lake.root))
+    extracted = set(extracted_months(cfg.lake.root))
     if cfg.service is not None:  # a month is extracted once its activities are too
-        extracted &= set(lake.extracted_months(cfg.lake.root, lake.ACTIVITIES))
+        extracted &= set(extracted_months(cfg.lake.root, ACTIVITIES))
     missing = [m for m in cfg.months_read(current) if m not in extracted]
     if not missing:  # extracted meanwhile: a retry will find it
         return

@@ -136,7 +136,8 @@ def last_payment_dates(
     Every alerted customer paid in M-1 or M (a VIP of M-1 paid in M-1). Months missing from
     the lake on this machine (a report drawn elsewhere) give no date.
     """
-    from pipeline.lake import MissingMonthError, read_month
+    from pipeline.errors import MissingMonthError
+    from pipeline.lake.partition import read_month
 
     zone = ZoneInfo(timezone)
     wanted = pa.array(sorted(customers), pa.string())

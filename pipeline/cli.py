@@ -130,8 +130,8 @@ def extract(
     """Extract one month of payments (and of service activities, with [service]) into the
     lake."""
     from pipeline.faults import storage_fault
-    from pipeline.lake import extract as extract_month
-    from pipeline.lake import partition_dir
+    from pipeline.lake.extract import extract as extract_month
+    from pipeline.lake.partition import partition_dir
 
     the_month = _month(month)
     cfg = _load(config, the_month)
@@ -152,7 +152,7 @@ def extract(
         f"{manifest.rows_written} written (amount {manifest.amount_sum} {cfg.business.currency})"
     )
     if cfg.service is not None:  # the service activities of the month too
-        from pipeline.lake import ACTIVITIES
+        from pipeline.lake.partition import ACTIVITIES
 
         try:
             activities = extract_month(

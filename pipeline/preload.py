@@ -35,9 +35,9 @@ _preloaded = False  # inherited by forked processes: a task does not preload aga
 TASK_MODULES = (
     "pipeline.config",
     "pipeline.runner",
-    "pipeline.lake",
+    "pipeline.lake.extract",
     "pipeline.gates",
-    "pipeline.transform",
+    "pipeline.compute.month",
     "pipeline.warehouse",
     "pipeline.report",
     "pipeline.notify",
@@ -74,9 +74,9 @@ def preload(modules: tuple[str, ...] = TASK_MODULES) -> dict[str, float]:
         timed(module, lambda module=module: importlib.import_module(module))
     if "pipeline.gates" in seconds:
         timed("great_expectations", sys.modules["pipeline.gates"].preload_gx)
-    if "pipeline.transform" in seconds:
+    if "pipeline.compute.month" in seconds:
         # the call list's model (pymc-marketing, pymc, pytensor: ~4 s of imports in compute)
-        timed("pymc_marketing", sys.modules["pipeline.call_score"].import_model)
+        timed("pymc_marketing", sys.modules["pipeline.compute.call_score"].import_model)
     if "pipeline.report" in seconds:
         timed("vega_bundle", _preload_vega_bundle)
     log.info("tiers preload (seconds): %s", seconds)

@@ -35,14 +35,25 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline import call_score, faults, gates, lake, storage
+from pipeline import faults, gates, storage
+from pipeline.compute import call_score
+from pipeline.compute.month import write_month
 from pipeline.config import Config, load_config
 from pipeline.errors import BackfillInterrupted, Kind, MonthSupersededError, classify
 from pipeline.files import atomic_write
+from pipeline.lake.extract import extract as extract_month
+from pipeline.lake.extract import extract_months
+from pipeline.lake.partition import (
+    ACTIVITIES,
+    Manifest,
+    extracted_months,
+    hold_months,
+    partition_dir,
+    read_manifest,
+)
 from pipeline.months import format_month, months_between, parse_month
 from pipeline.schema.tables import LOADED, TABLES
 from pipeline.sources.customers import customer_rows, read_customers
-from pipeline.transform import write_month
 from pipeline.warehouse import open_warehouse
 
 ConfigLike = Config | str | Path
@@ -182,7 +193,7 @@ def _unless_same(told: BaseException, error: BaseException) -> str:
 def _writes_to(cfg: Config, month: date, step: str, folder: Path) -> Path:
     """Where a step writes, for an error that does not say which file it was writing."""
     if step == "extract":
-        return lake.partition_dir(cfg.lake.root, month)
+        return partition_dir(cfg.lake.root, month)
     if step == "load" and cfg.warehouse.url.startswith("duckdb:///"):
         return Path(cfg.warehouse.url.removeprefix("duckdb:///"))
     return folder
@@ -193,9 +204,9 @@ def extract_step(
 ) -> dict[str, Any]:
     cfg, month = _config(cfg), parse_month(month)
     with _step(cfg, month, run_id, "extract") as folder:
-        summary = _record_extract(folder, lake.extract(cfg, month, provisional=provisional))
+        summary = _record_extract(folder, extract_month(cfg, month, provisional=provisional))
         if cfg.service is not None:  # the month's service activities, read like payments
-            activities = lake.extract(cfg, month, provisional=provisional, dataset=lake.ACTIVITIES)
+            activities = extract_month(cfg, month, provisional=provisional, dataset=ACTIVITIES)
             _record_extract(folder, activities, key="extract_activities")
         return summary
 
@@ -215,7 +226,7 @@ _EXTRACT_SUMMARY = (
 )
 
 
-def _record_extract(folder: Path, manifest: lake.Manifest, key: str = "extract") -> dict[str, Any]:
+def _record_extract(folder: Path, manifest: Manifest, key: str = "extract") -> dict[str, Any]:
     """Record an extract's summary in run.json: ``extract`` for the payments (the month's
     pipeline_run row), ``extract_activities`` for the service activities."""
     summary = {name: getattr(manifest, name) for name in _EXTRACT_SUMMARY}
@@ -227,13 +238,13 @@ def raw_gate_step(cfg: ConfigLike, month: str | date, run_id: str) -> dict[str, 
     cfg, month = _config(cfg), parse_month(month)
     with _step(cfg, month, run_id, "raw_gate") as folder:
         if "extract" not in read_run_state(folder):  # a run that reuses the lake as it is
-            _record_extract(folder, lake.read_manifest(cfg.lake.root, month))
+            _record_extract(folder, read_manifest(cfg.lake.root, month))
         report = gates.gate_raw(cfg, month, folder)
         _add_gate(folder, report)
         gates.raise_if_failed(report)
         if cfg.service is not None:  # the month's activity partition, likewise
             if "extract_activities" not in read_run_state(folder):
-                activities = lake.read_manifest(cfg.lake.root, month, lake.ACTIVITIES)
+                activities = read_manifest(cfg.lake.root, month, ACTIVITIES)
                 _record_extract(folder, activities, key="extract_activities")
             service = gates.gate_raw_activities(cfg, month, folder)
             _add_gate(folder, service)
@@ -345,7 +356,7 @@ def _refuse_if_extracted_again(cfg: Config, month: date, state: dict[str, Any]) 
     run read it (Airflow's runs, or runs on two machines): its results are of the earlier
     delivery, and loading them could replace a newer month in the warehouse."""
     read = state.get("extract", {}).get("fingerprint")
-    now = lake.read_manifest(cfg.lake.root, month)
+    now = read_manifest(cfg.lake.root, month)
     if read is not None and now.fingerprint != read:
         raise MonthSupersededError(
             f"month {format_month(month)} was extracted again at {now.extracted_at}, from "
@@ -401,7 +412,7 @@ def _written_tables(folder: Path | storage.RemotePath) -> Iterator[Path]:
 
 @contextmanager
 def _computed_tables(folder: Path | storage.RemotePath) -> Iterator[dict[str, Path]]:
-    """The computed tables' Parquet files (as ``transform.write_month`` wrote them) as local
+    """The computed tables' Parquet files (as ``compute.month.write_month`` wrote them) as local
     files, downloaded afresh when the run's folder is on an object store; a missing table
     is left out (the gates name it)."""
     source = folder / "tables"
@@ -450,7 +461,7 @@ def run_month(
     if cfg.checks.enabled:
         gates.warm_up()
     call_score.warm_up()  # the call list's model, imported while the month extracts
-    with lake.hold_months(cfg, [month], run_id):  # a second run of the month waits
+    with hold_months(cfg, [month], run_id):  # a second run of the month waits
         if extract:
             extract_step(cfg, month, run_id, provisional=provisional)
         for step in MONTH_STEPS:
@@ -461,7 +472,7 @@ def run_month(
 
 def months_reading(cfg: Config, month: date) -> list[date]:
     """The extracted months whose computation reads ``month`` (itself included)."""
-    extracted = set(lake.extracted_months(cfg.lake.root))
+    extracted = set(extracted_months(cfg.lake.root))
     return [m for m in cfg.months_reading(month) if m in extracted]
 
 
@@ -490,7 +501,7 @@ def backfill(
     cfg = _config(cfg)
     months = months_between(parse_month(first), parse_month(last))
     run_id = run_id or new_run_id()
-    with lake.hold_months(cfg, months, run_id):  # another run of these months waits
+    with hold_months(cfg, months, run_id):  # another run of these months waits
         return _backfill(cfg, months, run_id, jobs, extract, on_month)
 
 
@@ -523,7 +534,7 @@ def _backfill(
             on_month(result)
 
     ready = []
-    outcomes = lake.extract_months(cfg, months) if extract else ((m, None) for m in months)
+    outcomes = extract_months(cfg, months) if extract else ((m, None) for m in months)
     for month, outcome in outcomes:  # the source is read and parsed once for all months
         try:
             with _step(cfg, month, run_id, "extract") as folder:
@@ -535,7 +546,7 @@ def _backfill(
         except Exception as exc:
             finish(month, exc)
     if extract and cfg.service is not None and ready:  # then the service activities, likewise
-        extracted = lake.extract_months(cfg, ready, dataset=lake.ACTIVITIES)
+        extracted = extract_months(cfg, ready, dataset=ACTIVITIES)
         for month, outcome in list(extracted):
             try:
                 with _step(cfg, month, run_id, "extract") as folder:

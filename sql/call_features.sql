@@ -1,5 +1,5 @@
 -- call_features: what the call list's risk model knows of each customer it scores
--- (README "The call list"; pipeline/call_score.py fits the BG/NBD model on these rows).
+-- (README "The call list"; pipeline/compute/call_score.py fits the BG/NBD model on these rows).
 --
 -- Reads:    lake_day_payments (the lake's payments of the months read: $month and the
 --           11 before it at most), customer_month_history, customer_alert (month $month)

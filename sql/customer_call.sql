@@ -4,7 +4,7 @@
 -- Reads:    customer_alert (month $month), call_features (as of $month: the alerted
 --           customers' values and paying days, sql/call_features.sql), customer_risk (their
 --           P(alive) and expected paying days over the next $horizon_months months, from
---           the BG/NBD model of pipeline/call_score.py), customer_rank (window 1:
+--           the BG/NBD model of pipeline/compute/call_score.py), customer_rank (window 1:
 --           the VIPs of the months whose VIP lists are read), customer_owner (owner_email of
 --           the [customers] source; empty without one)
 -- Produces: one row per customer_alert row of $month:

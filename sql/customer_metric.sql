@@ -3,7 +3,7 @@
 -- Reads:    customer_month_history
 -- Produces: one row per (month, metric, customer_id) with the metric's value, for the
 --           metrics the run computes ($metrics: revenue, payments, units, margin).
--- The extract ranks its month's window 1 from these rows (pipeline/lake.py, then
+-- The extract ranks its month's window 1 from these rows (pipeline/lake/derived.py, then
 -- customer_ranking.sql); the computation of a month sums the wide customer_month_history
 -- instead (customer_window_values.sql, customer_xyz.sql).
 

@@ -11,7 +11,7 @@
 --             * the VIPs of window 1 in each earlier month whose VIP list is read: the
 --               roster_months months ending with $month and the one before them (the
 --               roster of $month and of $previous_month, movements, alerts; MonthPlan in
---               pipeline/transform.py). Nothing reads their other customers.
+--               pipeline/compute/month.py). Nothing reads their other customers.
 -- Class boundaries and the VIP count are decided on exact DECIMAL sums; shares are
 -- floating point.
 

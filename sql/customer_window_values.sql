@@ -49,8 +49,8 @@ window_totals as (
 
 window_totals_as_values as (
     -- the type of a value, for all four metrics alike. Fits: the extract caps a month's
-    -- money and units (MONTH_MONEY_LIMIT, MONTH_UNITS_LIMIT in pipeline/lake.py), and the
-    -- narrow type ranks much faster than DECIMAL(38)
+    -- money and units (MONTH_MONEY_LIMIT, MONTH_UNITS_LIMIT in pipeline/lake/delivery.py),
+    -- and the narrow type ranks much faster than DECIMAL(38)
     select
         month,
         window_months,

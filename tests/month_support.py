@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import lake, runner
+from pipeline import runner
 from pipeline.config import Config
+from pipeline.lake.extract import extract_months
+from pipeline.lake.partition import Manifest
 from pipeline.months import months_between
 
 from golden import GOLDEN
@@ -33,8 +35,8 @@ def load_full_case(folder: Path, **sections) -> Config:
         history_start="2025-01",
         **sections,
     )
-    for month, outcome in lake.extract_months(cfg, months_between(FULL_START, FULL_LAST)):
-        assert isinstance(outcome, lake.Manifest), (month, outcome)
+    for month, outcome in extract_months(cfg, months_between(FULL_START, FULL_LAST)):
+        assert isinstance(outcome, Manifest), (month, outcome)
     results = runner.backfill(cfg, FULL_LOADED, FULL_LAST, extract=False)
     assert {r.status for r in results} == {"loaded"}, [r.error for r in results]
     return cfg

@@ -84,7 +84,7 @@ def files_of(folder: Path) -> dict[str, str]:
 
 def extracted(folder: Path, rows: Iterable[Iterable[Any]], months: Iterable[str], **config):
     """Write ``rows`` as the CSV source, extract ``months`` and return the configuration."""
-    from pipeline.lake import extract
+    from pipeline.lake.extract import extract
 
     source = write_payments(folder / "payments.csv", rows)
     cfg = csv_config(folder, source, **config)

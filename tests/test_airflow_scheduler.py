@@ -22,7 +22,7 @@ import time
 import pytest
 from airflow_server import AirflowServer
 
-from pipeline.lake import read_manifest
+from pipeline.lake.partition import read_manifest
 from pipeline.months import parse_month
 from pipeline.schedule import pipeline_run_id
 from pipeline.schema.tables import TABLES

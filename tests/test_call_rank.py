@@ -1,7 +1,7 @@
 """customer_call: the risk model orders the alerts, the caps and the wobblers make 'watch'.
 
 Hand-built histories (README "The call list"), computed through the real month computation
-(lake extract, the SQL steps, pipeline/call_score.py's BG/NBD fit).
+(lake extract, the SQL steps, pipeline/compute/call_score.py's BG/NBD fit).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 from pipeline import runner
 from pipeline.cli import app
+from pipeline.compute.month import compute_month, write_month
 from pipeline.months import add_months, months_between
-from pipeline.transform import compute_month, write_month
 
 from golden import SHARED
 from support import extracted, warehouse_rows
@@ -126,7 +126,7 @@ def test_padding_the_fit_sample_changes_no_score() -> None:
     the real customers alone."""
     import pyarrow as pa
 
-    from pipeline.call_score import _fitted, _padded, _predict
+    from pipeline.compute.call_score import _fitted, _padded, _predict
 
     n = 97  # a size no other fit uses: the unpadded fit compiles its own model
     fit = pa.table(

@@ -25,13 +25,14 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from pipeline import gates, lake, runner
+from pipeline import gates, runner
+from pipeline.compute.month import compute_month
 from pipeline.config.sections import ChecksConfig
-from pipeline.errors import GateFailed
+from pipeline.errors import BadInputError, GateFailed
 from pipeline.gates import engine
-from pipeline.lake import extract
+from pipeline.lake.extract import extract
+from pipeline.lake.partition import month_files, partition_dir, read_manifest
 from pipeline.schema.tables import TABLES
-from pipeline.transform import compute_month
 from pipeline.warehouse import open_warehouse
 
 from support import csv_config, write_payments
@@ -119,16 +120,14 @@ def raw_cfg(raw_lake, tmp_path):
 
 
 def partition(cfg, month=JAN) -> pa.Table:
-    return pa.concat_tables(
-        pq.ParquetFile(f).read() for f in lake.month_files(cfg.lake.root, month)
-    )
+    return pa.concat_tables(pq.ParquetFile(f).read() for f in month_files(cfg.lake.root, month))
 
 
 def rewrite_partition(cfg, table: pa.Table | None = None, month=JAN, **manifest_fields) -> None:
     """Replace the partition's data file and/or manifest fields, as a broken writer would
     (naming its file by content, as the extract does: the read's hash check passes)."""
-    folder = lake.partition_dir(cfg.lake.root, month)
-    manifest = lake.read_manifest(cfg.lake.root, month)
+    folder = partition_dir(cfg.lake.root, month)
+    manifest = read_manifest(cfg.lake.root, month)
     if table is not None:
         pq.write_table(table, folder / "part-rewritten.parquet")
         digest = hashlib.sha256((folder / "part-rewritten.parquet").read_bytes()).hexdigest()
@@ -211,7 +210,7 @@ def test_raw_gate_passes_a_clean_partition_and_writes_json_and_html(raw_cfg, tmp
     assert failed(report) == set()
     assert report.passed and report.n_passed == len(RAW_CHECKS)
     assert (report.n_failed, report.n_warned) == (0, 0)
-    assert report.inputs == lake.month_files(raw_cfg.lake.root, JAN)
+    assert report.inputs == month_files(raw_cfg.lake.root, JAN)
     gates.raise_if_failed(report)  # does not raise
 
     json_path, html_path = (tmp_path / "run" / "gates" / f"raw.{ext}" for ext in ("json", "html"))
@@ -351,7 +350,7 @@ def test_raw_gate_checks_the_schema_against_the_canonical_one(raw_cfg, tmp_path)
     broken = table.drop_columns(["cost"]).append_column("note", pa.array(["x"] * 8))
     broken = broken.set_column(amount, "amount", table["amount"].cast(pa.float64()))
     rewrite_partition(raw_cfg, broken)
-    (written,) = lake.read_manifest(raw_cfg.lake.root, JAN).data_files
+    (written,) = read_manifest(raw_cfg.lake.root, JAN).data_files
     report = gates.gate_raw(raw_cfg, JAN, tmp_path)
     assert {"raw.columns", "raw.column_types"} <= failed(report)
     (columns,) = result(report, "raw.columns").examples
@@ -391,11 +390,11 @@ def test_currency_may_be_missing_when_the_source_has_no_currency_column(tmp_path
 def test_a_month_without_payments_passes_once_accepted(raw_cfg, tmp_path) -> None:
     # January had payments: an empty February is a failed delivery until someone says it is
     # real; the extract refuses it (whatever min_rows), and so does the raw gate
-    with pytest.raises(lake.BadInputError, match="month 2026-02 has no payments"):
+    with pytest.raises(BadInputError, match="month 2026-02 has no payments"):
         extract(raw_cfg, FEB)  # the source has no February payments
     raw_cfg.checks.volume.accept.append("2026-02")
     extract(raw_cfg, FEB)
-    assert lake.read_manifest(raw_cfg.lake.root, FEB).rows_written == 0
+    assert read_manifest(raw_cfg.lake.root, FEB).rows_written == 0
     raw_cfg.checks.volume.accept.remove("2026-02")
     raw_cfg.checks.volume.min_rows = 1  # January has 8 rows
     refused = gates.gate_raw(raw_cfg, FEB, tmp_path)
@@ -869,7 +868,7 @@ def test_a_failed_gate_stops_the_month_before_anything_is_loaded(
     assert loaded
 
     # the raw gate: a manifest sum one cent off; nothing of March is loaded
-    real_sum = Decimal(lake.read_manifest(cfg.lake.root, MAR).amount_sum)
+    real_sum = Decimal(read_manifest(cfg.lake.root, MAR).amount_sum)
     rewrite_partition(cfg, month=MAR, amount_sum=str(real_sum - Decimal("0.01")))
     with pytest.raises(GateFailed, match="raw.amount_sum_matches_manifest"):
         runner.run_month(cfg, MAR, extract=False)

@@ -19,8 +19,17 @@ from decimal import Decimal
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import lake, runner
+from pipeline import runner
 from pipeline.errors import MonthSupersededError, classify
+from pipeline.lake.extract import extract
+from pipeline.lake.partition import (
+    Manifest,
+    derived_file,
+    month_files,
+    partition_dir,
+    read_manifest,
+    read_month,
+)
 from pipeline.months import parse_month
 
 from pg_support import warehouse_url
@@ -33,10 +42,10 @@ JAN, FEB = parse_month("2026-01"), parse_month("2026-02")
 
 
 def _partition_names(cfg, month) -> set[str]:
-    return {p.name for p in lake.partition_dir(cfg.lake.root, month).iterdir()}
+    return {p.name for p in partition_dir(cfg.lake.root, month).iterdir()}
 
 
-def _named(manifest: lake.Manifest) -> set[str]:
+def _named(manifest: Manifest) -> set[str]:
     return {*manifest.data_files, manifest.customer_month_file, manifest.monthly_ranking_file}
 
 
@@ -48,23 +57,23 @@ def test_a_replaced_partition_keeps_its_files_for_the_grace_period_then_removes_
 ) -> None:
     source = write_payments(tmp_path / "p.csv", [("p1", "c1", "2026-01-05", "10.00", "EUR")])
     cfg = csv_config(tmp_path, source, lake={"orphan_grace_seconds": 3600})
-    first = lake.extract(cfg, JAN)
-    first_files = lake.month_files(cfg.lake.root, JAN)
+    first = extract(cfg, JAN)
+    first_files = month_files(cfg.lake.root, JAN)
     write_payments(source, [("p1", "c1", "2026-01-05", "20.00", "EUR")])
-    second = lake.extract(cfg, JAN)
+    second = extract(cfg, JAN)
     # a run that read the first manifest still reads its files, whole and verified
     assert set(second.superseded) == _named(first)
     assert pq.read_table(first_files[0]).column("amount").to_pylist() == [Decimal("10.00")]
-    assert lake.read_month(cfg.lake.root, JAN).column("amount").to_pylist() == [Decimal("20.00")]
+    assert read_month(cfg.lake.root, JAN).column("amount").to_pylist() == [Decimal("20.00")]
     # an hour later (the stamps moved back), the next extract removes the first version's
     # files and keeps the second's
-    path = lake.partition_dir(cfg.lake.root, JAN) / "manifest.json"
+    path = partition_dir(cfg.lake.root, JAN) / "manifest.json"
     manifest = json.loads(path.read_text())
     old = (datetime.now(UTC) - timedelta(seconds=3601)).isoformat(timespec="seconds")
     manifest["superseded"] = dict.fromkeys(manifest["superseded"], old)
     path.write_text(json.dumps(manifest))
     write_payments(source, [("p1", "c1", "2026-01-05", "30.00", "EUR")])
-    third = lake.extract(cfg, JAN)
+    third = extract(cfg, JAN)
     assert set(third.superseded) == _named(second)
     assert _partition_names(cfg, JAN) == {*_named(third), *_named(second), "manifest.json"}
 
@@ -72,31 +81,32 @@ def test_a_replaced_partition_keeps_its_files_for_the_grace_period_then_removes_
 def test_with_no_grace_a_replaced_partition_keeps_nothing(tmp_path) -> None:
     source = write_payments(tmp_path / "p.csv", [("p1", "c1", "2026-01-05", "10.00", "EUR")])
     cfg = csv_config(tmp_path, source, lake={"orphan_grace_seconds": 0})
-    lake.extract(cfg, JAN)
+    extract(cfg, JAN)
     write_payments(source, [("p1", "c1", "2026-01-05", "20.00", "EUR")])
-    manifest = lake.extract(cfg, JAN)
+    manifest = extract(cfg, JAN)
     assert manifest.superseded == {}
     assert _partition_names(cfg, JAN) == {*_named(manifest), "manifest.json"}
 
 
 WRITER = """
 import sys
-from pipeline import lake
 from pipeline.config import load_config
+from pipeline.lake.extract import extract
 cfg = load_config(sys.argv[1])
 for _ in range(int(sys.argv[2])):
-    lake.extract(cfg, "2026-01")
+    extract(cfg, "2026-01")
 """
 
 READER = """
 import sys, time
 import pyarrow.parquet as pq
-from pipeline import lake
 from pipeline.config import load_config
+from pipeline.lake.partition import month_files
+from pipeline.months import parse_month
 cfg = load_config(sys.argv[1])
 reads, deadline = 0, time.monotonic() + float(sys.argv[2])
 while time.monotonic() < deadline:
-    for path in lake.month_files(cfg.lake.root, lake.parse_month("2026-01")):
+    for path in month_files(cfg.lake.root, parse_month("2026-01")):
         amounts = set(pq.read_table(path).column("amount").to_pylist())
         assert len(amounts) == 1, amounts  # one writer's delivery, never a mix
     reads += 1
@@ -117,7 +127,7 @@ def test_concurrent_extracts_of_a_month_and_a_reader_never_miss_a_file(tmp_path)
         source = write_payments(folder / "p.csv", rows)
         csv_config(folder, source, lake={"root": str(lake_root)})
         configs.append(folder / "tiers.toml")
-    lake.extract(
+    extract(
         csv_config(tmp_path, tmp_path / "writer-10.00" / "p.csv", lake={"root": str(lake_root)}),
         JAN,
     )
@@ -138,11 +148,11 @@ def test_concurrent_extracts_of_a_month_and_a_reader_never_miss_a_file(tmp_path)
         assert process.returncode == 0, err
     assert int(out) > 10  # the reader read the month many times over
     cfg = csv_config(tmp_path, tmp_path / "writer-10.00" / "p.csv", lake={"root": str(lake_root)})
-    manifest = lake.read_manifest(cfg.lake.root, JAN)
-    amounts = lake.read_month(cfg.lake.root, JAN).column("amount").to_pylist()
+    manifest = read_manifest(cfg.lake.root, JAN)
+    amounts = read_month(cfg.lake.root, JAN).column("amount").to_pylist()
     assert len(amounts) == 40 and len(set(amounts)) == 1
     assert Decimal(manifest.amount_sum) == 40 * amounts[0]
-    derived = pq.read_table(lake.derived_file(cfg.lake.root, JAN, "customer_month"))
+    derived = pq.read_table(derived_file(cfg.lake.root, JAN, "customer_month"))
     assert sum(derived.column("revenue").to_pylist()) == Decimal(manifest.amount_sum)
     assert not [n for n in _partition_names(cfg, JAN) if n.startswith(".tmp")]
 
@@ -151,9 +161,10 @@ def test_concurrent_extracts_of_a_month_and_a_reader_never_miss_a_file(tmp_path)
 
 HOLD_MONTH = """
 import sys, time
-from pipeline import lake
 from pipeline.config import load_config
-with lake.hold_months(load_config(sys.argv[1]), [lake.parse_month("2026-02")], "scheduled-1"):
+from pipeline.lake.partition import hold_months
+from pipeline.months import parse_month
+with hold_months(load_config(sys.argv[1]), [parse_month("2026-02")], "scheduled-1"):
     print("held", flush=True)
     sys.stdin.readline()
 """
@@ -184,7 +195,7 @@ def test_a_second_run_of_a_month_waits_for_the_first_and_then_loads(tmp_path) ->
     holder.stdin.flush()
     assert holder.wait(timeout=30) == 0
     assert second.wait(timeout=180) == 0, second.stderr.read()
-    amounts = lake.read_month(cfg.lake.root, FEB).column("amount").to_pylist()
+    amounts = read_month(cfg.lake.root, FEB).column("amount").to_pylist()
     assert Decimal("5000.00") in amounts  # the second run extracted and loaded the restated month
     assert warehouse_contents(cfg) != before
 
@@ -248,7 +259,7 @@ def test_two_runs_of_a_month_started_together_both_load_many_times_over(
             _, err = run.communicate(timeout=240)
             assert run.returncode == 0, err
         latest = runner_latest_run(cfg, FEB)
-        assert latest["source_fingerprint"] == lake.read_manifest(cfg.lake.root, FEB).fingerprint
+        assert latest["source_fingerprint"] == read_manifest(cfg.lake.root, FEB).fingerprint
 
 
 def pipeline_runs(cfg, month) -> list[dict]:

@@ -53,15 +53,15 @@ def test_the_modules_that_raised_them_still_export_them():
     from pipeline import (
         config,
         faults,
-        lake,
         notify,
         report,
         runner,
         schedule,
         storage,
-        transform,
     )
+    from pipeline.compute import month
     from pipeline.gates import results as gate_results
+    from pipeline.lake import extract, partition
     from pipeline.sources import customers, files
     from pipeline.warehouse import duckdb as duckdb_warehouse
     from pipeline.warehouse import postgres as postgres_warehouse
@@ -74,12 +74,16 @@ def test_the_modules_that_raised_them_still_export_them():
         errors.StorageError,
         errors.MemoryLimitError,
     )
-    assert (lake.BadInputError, lake.MissingMonthError, lake.CorruptPartitionError) == (
+    assert (
+        extract.BadInputError,
+        partition.MissingMonthError,
+        partition.CorruptPartitionError,
+    ) == (
         errors.BadInputError,
         errors.MissingMonthError,
         errors.CorruptPartitionError,
     )
-    assert lake.UnfinishedMonthError is errors.UnfinishedMonthError
+    assert extract.UnfinishedMonthError is errors.UnfinishedMonthError
     assert notify.NotifyError is errors.NotifyError
     assert postgres_warehouse.WarehouseConnectionError is errors.WarehouseConnectionError
     assert postgres_schema.WarehouseSchemaError is errors.WarehouseSchemaError
@@ -88,7 +92,7 @@ def test_the_modules_that_raised_them_still_export_them():
     assert schedule.ScheduleError is errors.ScheduleError
     assert files.SourceError is errors.SourceError
     assert storage.ObjectStoreError is errors.ObjectStoreError
-    assert transform.ComputeError is errors.ComputeError
+    assert month.ComputeError is errors.ComputeError
     assert duckdb_warehouse.WarehouseLockedError is errors.WarehouseLockedError
 
 

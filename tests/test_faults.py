@@ -32,7 +32,14 @@ import pyarrow.parquet as pq
 import pytest
 from psycopg import sql as psql
 
-from pipeline import lake, runner
+from pipeline import runner
+from pipeline.lake.partition import (
+    derived_file,
+    extracted_months,
+    month_files,
+    partition_dir,
+    read_manifest,
+)
 from pipeline.months import parse_month
 from pipeline.schema.tables import TABLES
 from pipeline.warehouse import open_warehouse
@@ -291,7 +298,7 @@ def test_an_empty_delivery_of_an_active_month_is_refused_whatever_min_rows(tmp_p
     csv_config(tmp_path, source, **{"checks.volume": {"accept": ["2026-02"]}})
     accepted = tiers("run", "-c", "tiers.toml", "-m", "2026-02", cwd=tmp_path)
     assert accepted.returncode == 0, accepted.stderr
-    assert lake.read_manifest(cfg.lake.root, FEB).rows_written == 0
+    assert read_manifest(cfg.lake.root, FEB).rows_written == 0
     assert [month for month, *_ in catalog_contents(cfg)] == [JAN]
 
 
@@ -366,8 +373,8 @@ def test_a_month_before_history_start_is_refused_naming_the_setting(tmp_path) ->
     # the stray row belongs to no month: a later month of the same delivery loads without it
     result = tiers("run", "-c", "tiers.toml", "-m", "2026-02", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert lake.extracted_months(cfg.lake.root) == [JAN, FEB]
-    assert lake.read_manifest(cfg.lake.root, FEB).rows_read == 30
+    assert extracted_months(cfg.lake.root) == [JAN, FEB]
+    assert read_manifest(cfg.lake.root, FEB).rows_read == 30
 
 
 def _flip_bytes(path: Path) -> None:
@@ -381,12 +388,12 @@ def _flip_bytes(path: Path) -> None:
 def test_a_damaged_earlier_month_stops_the_later_month_by_name(tmp_path, damage) -> None:
     """February's computation reads January's customer_month file (derived at extract)."""
     cfg = loaded_case(tmp_path)
-    january = lake.derived_file(cfg.lake.root, JAN, "customer_month")
+    january = derived_file(cfg.lake.root, JAN, "customer_month")
     if damage == "bytes damaged":
         _flip_bytes(Path(january))
     else:
         Path(january).unlink()
-    february = files_of(lake.partition_dir(cfg.lake.root, FEB))
+    february = files_of(partition_dir(cfg.lake.root, FEB))
     before = warehouse_contents(cfg)
     result = tiers("run", "-c", "tiers.toml", "-m", "2026-02", "--no-extract", cwd=tmp_path)
     assert_one_message(
@@ -397,12 +404,12 @@ def test_a_damaged_earlier_month_stops_the_later_month_by_name(tmp_path, damage)
         "tiers extract --month 2026-01",
     )
     assert warehouse_contents(cfg) == before
-    assert files_of(lake.partition_dir(cfg.lake.root, FEB)) == february
+    assert files_of(partition_dir(cfg.lake.root, FEB)) == february
     assert runs(cfg)[-1]["status"] == "failed" and "2026-01" in runs(cfg)[-1]["error"]
     repaired = tiers("extract", "-c", "tiers.toml", "-m", "2026-01", cwd=tmp_path)  # the repair
     assert repaired.returncode == 0, repaired.stderr
-    assert pq.read_table(lake.month_files(cfg.lake.root, JAN)[0]).num_rows == 30
-    assert lake.derived_file(cfg.lake.root, JAN, "customer_month")  # verified again
+    assert pq.read_table(month_files(cfg.lake.root, JAN)[0]).num_rows == 30
+    assert derived_file(cfg.lake.root, JAN, "customer_month")  # verified again
 
 
 # --- the DuckDB warehouse held by another process ---------------------------------------
@@ -563,7 +570,7 @@ def test_an_unreachable_postgres_warehouse_is_named_and_the_run_kept(tmp_path, s
         cfg = loaded_case(tmp_path / "duck")  # the lake of January and February
         case = tmp_path / "duck"
         csv_config(case, case / "p.csv", warehouse={"url": url})
-        january = files_of(lake.partition_dir(cfg.lake.root, JAN))
+        january = files_of(partition_dir(cfg.lake.root, JAN))
         result = tiers("run", "-c", "tiers.toml", "-m", "2026-02", cwd=case)
     finally:
         listener.close()
@@ -578,7 +585,7 @@ def test_an_unreachable_postgres_warehouse_is_named_and_the_run_kept(tmp_path, s
         "run.json",
     )
     assert "hunter2" not in result.stderr
-    assert files_of(lake.partition_dir(cfg.lake.root, JAN)) == january
+    assert files_of(partition_dir(cfg.lake.root, JAN)) == january
 
 
 @pytest.mark.postgres
@@ -626,7 +633,7 @@ def test_a_postgres_session_ended_mid_load_keeps_the_previous_month(
     url = warehouse_url(with_password(pg_dsn, "hunter2"), application)
     cfg = loaded_case(tmp_path, warehouse={"url": url, "schema": pg_schema})
     before = warehouse_contents(cfg)
-    january = files_of(lake.partition_dir(cfg.lake.root, JAN))
+    january = files_of(partition_dir(cfg.lake.root, JAN))
     blocker = psycopg.connect(pg_dsn)
     blocker.execute(
         psql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(
@@ -677,7 +684,7 @@ def test_a_postgres_session_ended_mid_load_keeps_the_previous_month(
     failed = runs(cfg)[-1]
     assert failed["status"] == "failed" and "connection ended" in failed["error"]
     assert failed["month"] == FEB
-    assert files_of(lake.partition_dir(cfg.lake.root, JAN)) == january
+    assert files_of(partition_dir(cfg.lake.root, JAN)) == january
 
 
 # --- telling a storage fault (the unit under the tests above) ----------------------------
@@ -728,7 +735,7 @@ def test_a_storage_fault_names_the_file_the_cause_and_the_setting(
     from pipeline.faults import StorageError, storage_fault
 
     cfg = csv_config(tmp_path, tmp_path / "p.csv")
-    where = lake.partition_dir(cfg.lake.root, FEB)
+    where = partition_dir(cfg.lake.root, FEB)
     fault = storage_fault(make(tmp_path), cfg, where)
     assert isinstance(fault, StorageError)
     message = str(fault)

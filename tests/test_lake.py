@@ -17,13 +17,22 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import lake
-from pipeline.errors import SourceError
-from pipeline.lake import BadInputError, MissingMonthError, extract
+from pipeline.compute.month import compute_month
+from pipeline.errors import BadInputError, CorruptPartitionError, MissingMonthError, SourceError
+from pipeline.lake import delivery
+from pipeline.lake.delivery import MONTH_MONEY_LIMIT, MONTH_UNITS_LIMIT
+from pipeline.lake.extract import _judge, extract, extract_months
+from pipeline.lake.partition import (
+    derived_file,
+    extracted_months,
+    month_files,
+    partition_dir,
+    read_manifest,
+    read_month,
+)
 from pipeline.months import add_months, format_month
 from pipeline.sources import open_months
 from pipeline.sql import bounded_connection
-from pipeline.transform import compute_month
 
 from support import FLOAT_CASE_ROWS, csv_config, float_case_values, write_payments
 
@@ -31,7 +40,7 @@ JAN, FEB, MAR = date(2026, 1, 1), date(2026, 2, 1), date(2026, 3, 1)
 
 
 def lake_rows(cfg, month) -> list[dict]:
-    return lake.read_month(cfg.lake.root, month).to_pylist()
+    return read_month(cfg.lake.root, month).to_pylist()
 
 
 def ids(cfg, month) -> list[str]:
@@ -255,7 +264,7 @@ def test_a_typed_source_extracts_month_by_month_as_it_does_alone(tmp_path) -> No
             lake={"quarantine": True},
         )
         if how == "together":
-            found = dict(lake.extract_months(cfg, [JAN, FEB, MAR]))
+            found = dict(extract_months(cfg, [JAN, FEB, MAR]))
         else:
             found = {m: extract(cfg, m) for m in (JAN, FEB, MAR)}
         manifests[how] = {
@@ -360,7 +369,7 @@ def test_each_bad_row_class_stops_the_month(tmp_path, row, problem) -> None:
     assert f"[{problem}]" in message  # an example row is shown
     assert "nothing of this month was written" in message
     with pytest.raises(MissingMonthError):
-        lake.read_manifest(cfg.lake.root, JAN)
+        read_manifest(cfg.lake.root, JAN)
 
 
 @pytest.mark.parametrize(
@@ -391,7 +400,7 @@ def test_whole_units_written_with_zero_decimals_are_whole(tmp_path) -> None:
     )
     cfg = csv_config(tmp_path, source)
     extract(cfg, JAN)
-    assert lake.read_month(cfg.lake.root, JAN)["units"].to_pylist() == [2]
+    assert read_month(cfg.lake.root, JAN)["units"].to_pylist() == [2]
 
 
 def test_a_month_beyond_the_money_limit_is_rejected_by_name(tmp_path) -> None:
@@ -405,9 +414,9 @@ def test_a_month_beyond_the_money_limit_is_rejected_by_name(tmp_path) -> None:
         extract(cfg, JAN)
     message = str(error.value)
     assert "month 2026-01" in message and "27000000000000000.00" in message
-    assert f"{lake.MONTH_MONEY_LIMIT:,}" in message
+    assert f"{MONTH_MONEY_LIMIT:,}" in message
     with pytest.raises(MissingMonthError):
-        lake.read_manifest(cfg.lake.root, JAN)
+        read_manifest(cfg.lake.root, JAN)
     assert extract(cfg, FEB).amount_sum == "1.00"  # other months are not affected
 
 
@@ -415,7 +424,7 @@ def test_a_month_beyond_the_units_limit_is_rejected_and_one_at_it_computes(tmp_p
     """Units are ranked, windowed and squared like money: a month whose units add up to
     more than MONTH_UNITS_LIMIT is refused at extract, by name; one at the limit computes."""
     header = ("payment_id", "customer_id", "paid_at", "amount", "currency", "units")
-    limit = lake.MONTH_UNITS_LIMIT
+    limit = MONTH_UNITS_LIMIT
     rows = [("p1", "c1", "2026-01-05", "1.00", "EUR", str(limit - 1))]
     rows += [("p2", "c2", "2026-01-06", "1.00", "EUR", "1")]
     rows += [
@@ -430,7 +439,7 @@ def test_a_month_beyond_the_units_limit_is_rejected_and_one_at_it_computes(tmp_p
     assert "month 2026-02" in message and f"units is {limit + 1}" in message
     assert f"{limit:,}" in message
     with pytest.raises(MissingMonthError):
-        lake.read_manifest(cfg.lake.root, FEB)
+        read_manifest(cfg.lake.root, FEB)
     tables = compute_month(cfg, JAN)
     units = {
         r["customer_id"]: r["value"]
@@ -476,7 +485,7 @@ def test_a_failed_re_extract_keeps_the_previous_partition(tmp_path) -> None:
     write_payments(source, [("p1", "c1", "2026-01-05", "oops", "EUR")])
     with pytest.raises(BadInputError):
         extract(cfg, JAN)
-    assert lake.read_manifest(cfg.lake.root, JAN).amount_sum == "10.00"
+    assert read_manifest(cfg.lake.root, JAN).amount_sum == "10.00"
 
 
 def test_quarantine_sets_bad_rows_aside_and_counts_them(tmp_path) -> None:
@@ -512,7 +521,7 @@ def test_quarantine_flag_overrides_the_config(tmp_path) -> None:
 
 
 def _partition_bytes(cfg, month) -> dict[str, bytes]:
-    folder = lake.partition_dir(cfg.lake.root, month)
+    folder = partition_dir(cfg.lake.root, month)
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
 
@@ -555,16 +564,16 @@ def test_re_extract_replaces_its_month_only(tmp_path) -> None:
     assert _partition_bytes(cfg, FEB) == february
     # payments, the customer_month and ranking derived from them, the manifest naming all,
     # and the three files the previous manifest named, kept for a run still reading them
-    manifest = lake.read_manifest(cfg.lake.root, JAN)
+    manifest = read_manifest(cfg.lake.root, JAN)
     named = {*manifest.data_files, manifest.customer_month_file, manifest.monthly_ranking_file}
     assert len(named) == 3 and len(manifest.superseded) == 3 and not named & {*manifest.superseded}
-    names = {p.name for p in lake.partition_dir(cfg.lake.root, JAN).iterdir()}
+    names = {p.name for p in partition_dir(cfg.lake.root, JAN).iterdir()}
     assert names == {*named, *manifest.superseded, "manifest.json"}
-    derived = pq.read_table(lake.derived_file(cfg.lake.root, JAN, "customer_month")).to_pylist()
+    derived = pq.read_table(derived_file(cfg.lake.root, JAN, "customer_month")).to_pylist()
     assert [(r["customer_id"], r["revenue"], r["payments"]) for r in derived] == [
         ("c1", Decimal("12.00"), 2)
     ]
-    ranking = pq.read_table(lake.derived_file(cfg.lake.root, JAN, "monthly_ranking"))
+    ranking = pq.read_table(derived_file(cfg.lake.root, JAN, "monthly_ranking"))
     assert {(r["metric"], r["value"]) for r in ranking.to_pylist()} == {
         ("revenue", Decimal("12.00")),
         ("payments", Decimal("2.00")),
@@ -573,23 +582,24 @@ def test_re_extract_replaces_its_month_only(tmp_path) -> None:
 
 KILLER = """
 import os, signal, sys
-import pipeline.lake as lake
+import pipeline.lake.publish as publish
 from pipeline.config import load_config
+from pipeline.lake.extract import extract
 
 where = sys.argv[2]
 if where == "manifest":  # data file written, manifest not yet swapped
-    real = lake.atomic_write
+    real = publish.atomic_write
     def die(path, data):
         os.kill(os.getpid(), signal.SIGKILL)
-    lake.atomic_write = die
+    publish.atomic_write = die
 else:  # in the middle of writing the data file
-    real = lake.pq.write_table
+    real = publish.pq.write_table
     def die(table, where_to, **kw):
         with open(where_to, "wb") as handle:
             handle.write(b"PAR1 truncated")
         os.kill(os.getpid(), signal.SIGKILL)
-    lake.pq.write_table = die
-lake.extract(load_config(sys.argv[1]), "2026-01")
+    publish.pq.write_table = die
+extract(load_config(sys.argv[1]), "2026-01")
 """
 
 
@@ -620,14 +630,12 @@ def test_extract_killed_midway_leaves_the_partition_intact(tmp_path, where) -> N
     assert done.returncode == -signal.SIGKILL, done.stderr.decode()
     # readers still see the previous January, February is untouched
     assert lake_rows(cfg, JAN)[0]["amount"] == Decimal("10.00")
-    assert lake.read_manifest(cfg.lake.root, JAN).amount_sum == "10.00"
+    assert read_manifest(cfg.lake.root, JAN).amount_sum == "10.00"
     assert _partition_bytes(cfg, FEB) == before[FEB]
     # a rerun converges and cleans up the orphan
     assert extract(cfg, JAN).amount_sum == "99.00"
     assert lake_rows(cfg, JAN)[0]["amount"] == Decimal("99.00")
-    assert not [
-        p for p in lake.partition_dir(cfg.lake.root, JAN).iterdir() if p.name.startswith(".tmp")
-    ]
+    assert not [p for p in partition_dir(cfg.lake.root, JAN).iterdir() if p.name.startswith(".tmp")]
     assert _partition_bytes(cfg, FEB) == before[FEB]
 
 
@@ -651,7 +659,7 @@ def test_golden_inputs_extract_with_the_counts_their_customer_month_implies(
         )
     cfg = csv_config(tmp_path, source, timezone=zone, history_start=start)
     months = [date.fromisoformat(m) for m in sorted(expected)]
-    manifests = dict(lake.extract_months(cfg, months))
+    manifests = dict(extract_months(cfg, months))
     duplicates = 0
     for month, manifest in manifests.items():
         revenue, payments = expected[month.isoformat()]
@@ -676,19 +684,19 @@ def test_a_lake_file_replaced_under_its_name_is_refused_by_name(tmp_path, which)
     cfg = csv_config(tmp_path, write_payments(tmp_path / "p.csv", rows))
     extract(cfg, JAN)
     if which == "payments":
-        (path,) = lake.month_files(cfg.lake.root, JAN)
-        read = lambda: lake.month_files(cfg.lake.root, JAN)  # noqa: E731
+        (path,) = month_files(cfg.lake.root, JAN)
+        read = lambda: month_files(cfg.lake.root, JAN)  # noqa: E731
     else:
-        path = lake.derived_file(cfg.lake.root, JAN, which)
-        read = lambda: lake.derived_file(cfg.lake.root, JAN, which)  # noqa: E731
+        path = derived_file(cfg.lake.root, JAN, which)
+        read = lambda: derived_file(cfg.lake.root, JAN, which)  # noqa: E731
     _damage(Path(path))
-    with pytest.raises(lake.CorruptPartitionError) as error:
+    with pytest.raises(CorruptPartitionError) as error:
         read()
     message = str(error.value)
     assert "month 2026-01" in message and Path(path).name in message
     assert "changed after the extract" in message and "tiers extract --month 2026-01" in message
     extract(cfg, JAN)  # the repair the message names
-    assert lake.read_month(cfg.lake.root, JAN).num_rows == 2
+    assert read_month(cfg.lake.root, JAN).num_rows == 2
 
 
 @pytest.mark.parametrize(
@@ -705,9 +713,9 @@ def test_a_damaged_manifest_is_refused_by_name(tmp_path, damage, cause) -> None:
         tmp_path, write_payments(tmp_path / "p.csv", [("p1", "c1", "2026-01-05", "1.00", "EUR")])
     )
     extract(cfg, JAN)
-    damage(lake.partition_dir(cfg.lake.root, JAN) / "manifest.json")
-    with pytest.raises(lake.CorruptPartitionError, match=cause) as error:
-        lake.month_files(cfg.lake.root, JAN)
+    damage(partition_dir(cfg.lake.root, JAN) / "manifest.json")
+    with pytest.raises(CorruptPartitionError, match=cause) as error:
+        month_files(cfg.lake.root, JAN)
     assert "month 2026-01" in str(error.value) and "tiers extract --month 2026-01" in str(
         error.value
     )
@@ -734,7 +742,7 @@ def test_a_payment_id_in_two_months_is_an_error_naming_both(tmp_path) -> None:
     assert "p1: paid_at 2026-02-07" in message and "in 2026-01" in message
     assert "tiers backfill --from 2026-01 --to 2026-02" in message
     with pytest.raises(MissingMonthError):
-        lake.read_manifest(cfg.lake.root, FEB)
+        read_manifest(cfg.lake.root, FEB)
 
 
 def test_a_payment_the_source_moved_to_another_month_extracts_oldest_first(tmp_path) -> None:
@@ -759,7 +767,7 @@ def test_a_payment_the_source_moved_to_another_month_extracts_oldest_first(tmp_p
             ("p2", "c1", "2026-02-05", "20.00", "EUR"),
         ],
     )
-    outcomes = dict(lake.extract_months(cfg, [JAN, FEB]))
+    outcomes = dict(extract_months(cfg, [JAN, FEB]))
     assert not any(isinstance(o, Exception) for o in outcomes.values()), outcomes
     assert ids(cfg, JAN) == ["p0"] and ids(cfg, FEB) == ["p1", "p2"]
 
@@ -772,7 +780,7 @@ def test_months_whose_payment_ids_do_not_overlap_are_not_read(tmp_path, monkeypa
     cfg = csv_config(tmp_path, source)
     extract(cfg, JAN)
     read = []
-    monkeypatch.setattr(lake, "month_files", lambda root, m: read.append(m) or [])
+    monkeypatch.setattr(delivery, "month_files", lambda root, m: read.append(m) or [])
     extract(cfg, FEB)
     assert read == []  # January's ids (a1..a1) cannot clash with February's (b1..b1)
 
@@ -840,7 +848,7 @@ def decimal_case_months(folder: Path) -> dict:
     rows = FLOAT_CASE_ROWS
     amounts, costs = [Decimal(r[3]) for r in rows], [Decimal(r[4]) for r in rows]
     path = money_source(folder, "parquet", rows, amounts, costs, "decimal")
-    return dict(lake.extract_months(money_config(folder, "parquet", path), [JAN, FEB]))
+    return dict(extract_months(money_config(folder, "parquet", path), [JAN, FEB]))
 
 
 MANIFEST_SAME = (
@@ -866,7 +874,7 @@ def test_float_amounts_and_costs_load_as_the_decimal_month(tmp_path, kind, money
     amounts, costs, rounded = float_case_values(money)
     path = money_source(tmp_path / kind, kind, FLOAT_CASE_ROWS, amounts, costs, money)
     cfg = money_config(tmp_path / kind, kind, path)
-    found = dict(lake.extract_months(cfg, [JAN, FEB]))
+    found = dict(extract_months(cfg, [JAN, FEB]))
     for month in (JAN, FEB):
         got, want = found[month], expected[month]
         assert {k: getattr(got, k) for k in MANIFEST_SAME} == {
@@ -887,7 +895,7 @@ def judged(cfg, month: date) -> dict[str, tuple]:
     con = bounded_connection(cfg)
     try:
         source = open_months(con, cfg.source, month, month, cfg.business.timezone)
-        lake._judge(con, cfg, source)
+        _judge(con, cfg, source)
         found = con.execute(
             "select payment_id, amount, cost, problem, rounded from judged_payments"
         ).fetchall()
@@ -998,7 +1006,7 @@ def test_a_float_far_from_every_cent_is_a_bad_row(tmp_path, kind, money) -> None
     assert "[amount with more than 2 decimals] payment_id='b1', customer_id='c1'" in message
     assert "amount='1.234'" in message and "amount='-1.234'" in message
     assert "cost='1.234'" in message
-    assert lake.extracted_months(cfg.lake.root) == []
+    assert extracted_months(cfg.lake.root) == []
     manifest = extract(cfg, JAN, quarantine=True)
     assert (manifest.rows_quarantined, manifest.rows_written) == (4, 0)
     bad = pq.read_table(cfg.lake.root / "quarantine" / "month=2026-01" / "bad-rows.parquet")
@@ -1019,7 +1027,7 @@ def test_a_payment_id_dated_before_history_start_too_is_named_as_such(tmp_path) 
     with pytest.raises(BadInputError) as error:
         extract(cfg, JAN)
     assert "in month(s) 1900-01 (before [business] history_start);" in str(error.value)
-    assert lake.extracted_months(cfg.lake.root) == []
+    assert extracted_months(cfg.lake.root) == []
 
 
 # --- what the history says: empty months, months before its start ------------------
@@ -1048,7 +1056,7 @@ def test_an_empty_month_is_refused_once_the_history_has_payments(tmp_path) -> No
     assert "month 2026-03 has no payments" in refused
     assert "2026-01 has 1 payment(s) in the lake" in refused
     assert 'add "2026-03" to [checks.volume] accept' in refused
-    assert lake.extracted_months(cfg.lake.root) == [date(2025, 12, 1), JAN, FEB]
+    assert extracted_months(cfg.lake.root) == [date(2025, 12, 1), JAN, FEB]
     assert ids(cfg, JAN) == ["p1"]
     # quarantined bad rows are not payments: the month is still empty
     write_payments(source, [("p2", "c1", "2026-03-05", "ten", "EUR")])

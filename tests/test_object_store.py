@@ -17,8 +17,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import lake, notify, report, runner, storage
+from pipeline import notify, report, runner, storage
 from pipeline.config import load_config
+from pipeline.lake.extract import extract
+from pipeline.lake.partition import derived_file, month_files, read_manifest, read_month
 from pipeline.months import months_between
 from pipeline.schema.tables import TABLES
 
@@ -95,7 +97,7 @@ def test_golden_case_with_lake_and_runs_on_s3(golden, tmp_path, bucket, s3_endpo
     months = months_between(date.fromisoformat(start + "-01"), date.fromisoformat(last + "-01"))
     for month in months:
         partition = f"lake/payments/month={month:%Y-%m}/"
-        manifest = lake.read_manifest(cfg.lake.root, month)
+        manifest = read_manifest(cfg.lake.root, month)
         named = {"manifest.json", *manifest.data_files}
         named |= {manifest.customer_month_file, manifest.monthly_ranking_file}
         assert {k.removeprefix(partition) for k in keys if k.startswith(partition)} == named
@@ -177,8 +179,9 @@ def test_extract_and_compute_in_two_processes_share_only_the_bucket(
 
 KILLER = """
 import os, signal, sys
-from pipeline import lake, storage
+from pipeline import storage
 from pipeline.config import load_config
+from pipeline.lake.extract import extract
 
 real_upload = storage.upload
 if sys.argv[2] == "data":  # half of the new data file sent, then killed
@@ -196,12 +199,12 @@ else:  # every data file uploaded, the manifest not yet written
             os.kill(os.getpid(), signal.SIGKILL)
         return real_write(self, text, encoding)
     storage.RemotePath.write_text = write_text
-lake.extract(load_config(sys.argv[1]), "2026-01")
+extract(load_config(sys.argv[1]), "2026-01")
 """
 
 
 def lake_amounts(cfg, month: date) -> list[Decimal]:
-    return lake.read_month(cfg.lake.root, month).column("amount").to_pylist()
+    return read_month(cfg.lake.root, month).column("amount").to_pylist()
 
 
 @pytest.mark.parametrize("where", ["data", "manifest"])
@@ -215,8 +218,8 @@ def test_a_killed_upload_leaves_the_previous_partition_and_a_rerun_converges(
     sections = on_s3(bucket)
     sections["lake"]["orphan_grace_seconds"] = 0
     cfg = csv_config(tmp_path, source, **sections)
-    lake.extract(cfg, JAN)
-    lake.extract(cfg, FEB)
+    extract(cfg, JAN)
+    extract(cfg, FEB)
     february = list_keys(s3_endpoint, bucket, "lake/payments/month=2026-02/")
     write_payments(
         source,
@@ -234,7 +237,7 @@ def test_a_killed_upload_leaves_the_previous_partition_and_a_rerun_converges(
     )
     assert done.returncode == -signal.SIGKILL, done.stderr.decode()
     # readers still see the previous January
-    assert lake.read_manifest(cfg.lake.root, JAN).amount_sum == "10.00"
+    assert read_manifest(cfg.lake.root, JAN).amount_sum == "10.00"
     assert lake_amounts(cfg, JAN) == [Decimal("10.00")]
     assert list_keys(s3_endpoint, bucket, "lake/payments/month=2026-02/") == february
     if where == "data":  # killed while uploading: its local staging folder is left over
@@ -242,9 +245,9 @@ def test_a_killed_upload_leaves_the_previous_partition_and_a_rerun_converges(
 
     # a rerun, on the machine of the killed one, converges and cleans up
     extract_january_in_a_process(tmp_path / "tiers.toml", killed_tmp)
-    assert lake.read_manifest(cfg.lake.root, JAN).amount_sum == "99.00"
+    assert read_manifest(cfg.lake.root, JAN).amount_sum == "99.00"
     assert lake_amounts(cfg, JAN) == [Decimal("99.00")]
-    manifest = lake.read_manifest(cfg.lake.root, JAN)
+    manifest = read_manifest(cfg.lake.root, JAN)
     named = {"manifest.json", *manifest.data_files}
     named |= {manifest.customer_month_file, manifest.monthly_ranking_file}
     keys = list_keys(s3_endpoint, bucket, "lake/payments/month=2026-01/")
@@ -255,9 +258,9 @@ def test_a_killed_upload_leaves_the_previous_partition_and_a_rerun_converges(
 
 WRITER = """
 import sys
-from pipeline import lake
 from pipeline.config import load_config
-lake.extract(load_config(sys.argv[1]), "2026-01")
+from pipeline.lake.extract import extract
+extract(load_config(sys.argv[1]), "2026-01")
 """
 
 
@@ -295,12 +298,12 @@ def test_two_writers_of_one_month_end_with_one_complete_partition(
     for writer in writers:
         assert writer.wait(timeout=120) == 0, writer.stderr.read()
     cfg = load_config(tmp_path / "writer-10.00" / "tiers.toml")
-    manifest = lake.read_manifest(cfg.lake.root, JAN)
+    manifest = read_manifest(cfg.lake.root, JAN)
     assert manifest.amount_sum in ("10.00", "20.00")
     # the partition is whole: every file its manifest names is there and verifies, and its
     # payments and derived tables agree with the manifest
     assert lake_amounts(cfg, JAN) == [Decimal(manifest.amount_sum)]
-    derived = lake.derived_file(cfg.lake.root, JAN, "customer_month")
+    derived = derived_file(cfg.lake.root, JAN, "customer_month")
     assert pq.read_table(derived).column("revenue").to_pylist() == [Decimal(manifest.amount_sum)]
     # the loser's files stay for the grace period (a reader may hold its manifest)
     keys = list_keys(s3_endpoint, bucket, "lake/payments/month=2026-01/")
@@ -384,14 +387,14 @@ def test_quarantine_on_s3_sets_bad_rows_aside_and_removes_them_when_fixed(
     sections = on_s3(bucket)
     sections["lake"]["quarantine"] = True
     cfg = csv_config(tmp_path, source, **sections)
-    manifest = lake.extract(cfg, JAN)
+    manifest = extract(cfg, JAN)
     assert (manifest.rows_written, manifest.rows_quarantined) == (1, 1)
     bad = "lake/quarantine/month=2026-01/bad-rows.parquet"
     assert bad in list_keys(s3_endpoint, bucket, "lake/quarantine/")
     path, filesystem = storage.arrow_file(storage.location(cfg.lake.root) / bad[5:])
     assert pq.read_table(path, filesystem=filesystem).column("payment_id").to_pylist() == ["p2"]
     write_payments(source, rows[:1])
-    assert lake.extract(cfg, JAN).rows_quarantined == 0
+    assert extract(cfg, JAN).rows_quarantined == 0
     assert list_keys(s3_endpoint, bucket, "lake/quarantine/") == []
 
 
@@ -408,11 +411,11 @@ def test_local_copies_are_reused_and_old_copies_of_replaced_files_removed(
 ) -> None:
     source = write_payments(tmp_path / "p.csv", [("p1", "c1", "2026-01-05", "10.00", "EUR")])
     cfg = csv_config(tmp_path, source, **on_s3(bucket))
-    lake.extract(cfg, JAN)
-    copy = Path(lake.month_files(cfg.lake.root, JAN)[0])
+    extract(cfg, JAN)
+    copy = Path(month_files(cfg.lake.root, JAN)[0])
     assert copy.is_relative_to(tmp_path / "scratch")  # this process's temporary folder
     written = copy.stat().st_mtime_ns
-    assert lake.month_files(cfg.lake.root, JAN) == [str(copy)]
+    assert month_files(cfg.lake.root, JAN) == [str(copy)]
     assert copy.stat().st_mtime_ns == written  # reused, not fetched again
     # copies of earlier versions of the month: one over an hour old, one recent
     stale, recent = copy.parent / "part-stale.parquet", copy.parent / "part-recent.parquet"

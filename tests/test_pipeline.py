@@ -12,8 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline import runner
+from pipeline.compute.models import MONTH_ORDER
 from pipeline.config import load_config
 from pipeline.schema.tables import TABLES, month_tables
+from pipeline.sql import SQL_DIR
 
 from support import (
     assert_same_reporting_tables,
@@ -32,6 +34,15 @@ GOLDEN_CASES = {
     # the payments of full plus activities.csv (spec: "Service effort and cost to serve")
     "service": ("Europe/Oslo", "2025-01", "2026-03"),
 }
+
+
+def test_every_model_of_sql_has_its_place_in_the_months_order() -> None:
+    """A model file of sql/ runs in the month's one order (pipeline/compute/models.py); the
+    others stage a source's rows for the extract, define the BI views or the backtest."""
+    staging = {"staging_payments", "staging_activities", "month_payments", "month_activities"}
+    others = {"warehouse_views", "backtest"}
+    models = {path.stem for path in SQL_DIR.glob("*.sql")} - staging - others
+    assert {sql_file for sql_file, _, _ in MONTH_ORDER} == models
 
 
 @pytest.mark.parametrize("case", sorted(GOLDEN_CASES))
@@ -166,8 +177,9 @@ def test_a_month_large_enough_to_run_in_parallel_computes_to_the_same_bytes(tmp_
     table must still be the same bytes, run after run (exact sums, a total order)."""
     import duckdb
 
-    from pipeline.lake import extract, month_files
-    from pipeline.transform import write_month
+    from pipeline.compute.month import write_month
+    from pipeline.lake.extract import extract
+    from pipeline.lake.partition import month_files
 
     source = tmp_path / "payments.parquet"
     duckdb.sql(

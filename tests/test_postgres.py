@@ -24,18 +24,20 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from pipeline import lake
 from pipeline.config import load_config
 from pipeline.config.sections import SourceConfig
 from pipeline.errors import (
     PERMANENT,
     TRANSIENT,
+    BadInputError,
     ConfigError,
     SourceConnectionError,
     SourceError,
     WarehouseSchemaError,
     classify,
 )
+from pipeline.lake.extract import extract, extract_months
+from pipeline.lake.partition import read_manifest, read_month
 from pipeline.pg import redact_dsn
 from pipeline.schema.descriptions import DESCRIPTIONS
 from pipeline.schema.tables import PIPELINE_RUN, TABLES, WAREHOUSE_TABLES
@@ -259,8 +261,8 @@ def test_a_month_is_read_with_its_business_time_zone_boundaries(
         },
     )
     cfg = load_config(path, environ={"TIERS__SOURCE__DSN": pg_dsn})
-    manifest = lake.extract(cfg, FEB)
-    assert sorted(r["payment_id"] for r in lake.read_month(cfg.lake.root, FEB).to_pylist()) == [
+    manifest = extract(cfg, FEB)
+    assert sorted(r["payment_id"] for r in read_month(cfg.lake.root, FEB).to_pylist()) == [
         "p2",
         "p3",
     ]
@@ -307,8 +309,8 @@ def test_amounts_stay_exact_decimals(pg, pg_dsn, source_schema, tmp_path) -> Non
     )
     cfg = load_config(path, environ={"TIERS__SOURCE__DSN": pg_dsn})
     # a month carrying 2e16 of money could overflow a year of sums: refused by name ...
-    with pytest.raises(lake.BadInputError, match="month 2026-02: the sum of its amounts"):
-        lake.extract(cfg, FEB)
+    with pytest.raises(BadInputError, match="month 2026-02: the sum of its amounts"):
+        extract(cfg, FEB)
     # ... and below the limit every cent is exact (a float sum gives 0.1100000000093...)
     pg.execute(
         sql.SQL(
@@ -317,8 +319,8 @@ def test_amounts_stay_exact_decimals(pg, pg_dsn, source_schema, tmp_path) -> Non
         ).format(table)
     )
     assert 49999999999.90 - 49999999999.89 + 0.10 != 0.11
-    assert lake.extract(cfg, FEB).amount_sum == "0.11"
-    stored = {r["payment_id"]: r for r in lake.read_month(cfg.lake.root, FEB).to_pylist()}
+    assert extract(cfg, FEB).amount_sum == "0.11"
+    stored = {r["payment_id"]: r for r in read_month(cfg.lake.root, FEB).to_pylist()}
     assert stored["a"]["amount"] == Decimal("49999999999.90")
     assert stored["a"]["cost"] == Decimal("12.34")  # money, not 1234 cents
 
@@ -358,8 +360,8 @@ def test_a_query_source_with_mapped_columns(
         },
     )
     cfg = load_config(path, environ={"TIERS__SOURCE__DSN": pg_dsn})
-    lake.extract(cfg, FEB)
-    rows = lake.read_month(cfg.lake.root, FEB).to_pylist()
+    extract(cfg, FEB)
+    rows = read_month(cfg.lake.root, FEB).to_pylist()
     assert [(r["payment_id"], r["customer_id"], r["amount"]) for r in rows] == [
         ("s1", "k1", Decimal("10.50")),
         ("s4", "k3", Decimal("0.25")),
@@ -403,8 +405,8 @@ def test_a_postgres_source_extracts_exactly_what_the_csv_extracts(
     )
     from_pg = load_config(path, environ={"TIERS__SOURCE__DSN": pg_dsn})
     months = [date.fromisoformat(f"{m}-01") for m in _months(start, last)]
-    pg_manifests = dict(lake.extract_months(from_pg, months))
-    csv_manifests = dict(lake.extract_months(from_csv, months))
+    pg_manifests = dict(extract_months(from_pg, months))
+    csv_manifests = dict(extract_months(from_csv, months))
     compared = (
         "rows_read",
         "rows_duplicate",
@@ -420,9 +422,7 @@ def test_a_postgres_source_extracts_exactly_what_the_csv_extracts(
     for month in months:
         got, want = pg_manifests[month], csv_manifests[month]
         assert {k: getattr(got, k) for k in compared} == {k: getattr(want, k) for k in compared}
-        assert lake.read_month(from_pg.lake.root, month).equals(
-            lake.read_month(from_csv.lake.root, month)
-        )
+        assert read_month(from_pg.lake.root, month).equals(read_month(from_csv.lake.root, month))
     assert sum(m.rows_duplicate for m in pg_manifests.values()) >= 1  # a duplicate delivery
 
 
@@ -1204,7 +1204,7 @@ def test_float_amounts_and_costs_load_as_the_decimal_month(
                 "business": {"history_start": "2026-01"},
             },
         )
-        found[name] = (load_config(path), dict(lake.extract_months(load_config(path), [JAN, FEB])))
+        found[name] = (load_config(path), dict(extract_months(load_config(path), [JAN, FEB])))
     compared = (
         "rows_read",
         "rows_duplicate",
@@ -1226,10 +1226,10 @@ def test_float_amounts_and_costs_load_as_the_decimal_month(
             sql.Identifier(source_schema, "floats")
         )
     )
-    before = lake.read_manifest(cfg.lake.root, FEB)
-    with pytest.raises(lake.BadInputError) as refused:
-        lake.extract(cfg, FEB)
+    before = read_manifest(cfg.lake.root, FEB)
+    with pytest.raises(BadInputError) as refused:
+        extract(cfg, FEB)
     assert "month 2026-02 has 1 bad row(s)" in str(refused.value)
     assert "amount with more than 2 decimals: 1 row(s)" in str(refused.value)
     assert "payment_id='f10'" in str(refused.value) and "amount='1.234'" in str(refused.value)
-    assert lake.read_manifest(cfg.lake.root, FEB) == before
+    assert read_manifest(cfg.lake.root, FEB) == before

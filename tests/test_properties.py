@@ -12,7 +12,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.transform import compute_month
+from pipeline.compute.month import compute_month
 
 from support import extracted
 

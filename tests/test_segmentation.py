@@ -9,10 +9,11 @@ from decimal import Decimal
 import duckdb
 import pytest
 
-from pipeline import lake
-from pipeline.lake import MissingMonthError, extract
+from pipeline.compute.month import compute_month
+from pipeline.errors import ComputeError, MissingMonthError
+from pipeline.lake.extract import extract
+from pipeline.lake.partition import partition_dir
 from pipeline.months import months_between
-from pipeline.transform import ComputeError, compute_month
 
 from support import csv_config, extracted, write_payments
 
@@ -342,7 +343,7 @@ def test_partitions_without_derived_files_compute_the_same(golden, tmp_path) -> 
         extract(cfg, month)
     with_derived = compute_month(cfg, MAR)
     for month in months[::2]:  # every other month, so that both kinds are read together
-        path = lake.partition_dir(cfg.lake.root, month) / "manifest.json"
+        path = partition_dir(cfg.lake.root, month) / "manifest.json"
         manifest = json.loads(path.read_text())
         manifest.update(schema_version=1, customer_month_file=None, monthly_ranking_file=None)
         path.write_text(json.dumps(manifest))

@@ -16,11 +16,12 @@ import pytest
 from psycopg import sql
 
 from pipeline import runner
+from pipeline.compute.month import compute_month, write_month
 from pipeline.config import load_config
 from pipeline.errors import BadInputError, MissingMonthError
-from pipeline.lake import ACTIVITIES, extract
+from pipeline.lake.extract import extract
+from pipeline.lake.partition import ACTIVITIES
 from pipeline.schema.tables import TABLES
-from pipeline.transform import compute_month, write_month
 
 from golden import GOLDEN, table_differences
 from pg_support import pg, pg_dsn, pg_schema, source_schema  # noqa: F401 (fixtures)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline import lake
-from pipeline.lake import BadInputError
+from pipeline.errors import BadInputError
+from pipeline.lake.extract import extract
+from pipeline.lake.partition import read_month
 from pipeline.months import parse_month
 
 from support import csv_config
@@ -30,7 +31,7 @@ def extract_january(tmp_path, text: str):
     source.write_bytes(text.encode("utf-8") if isinstance(text, str) else text)
     cfg = csv_config(tmp_path, source)
     with pytest.raises(BadInputError) as caught:
-        lake.extract(cfg, parse_month("2026-01"))
+        extract(cfg, parse_month("2026-01"))
     assert not (tmp_path / "lake" / "payments" / "month=2026-01").exists()
     return str(caught.value), source
 
@@ -125,10 +126,10 @@ def extracted_rows(tmp_path, text: str, **source) -> dict[str, tuple]:
     path = tmp_path / "payments.csv"
     path.write_bytes(text.encode("utf-8"))
     cfg = csv_config(tmp_path, path, source=source)
-    lake.extract(cfg, parse_month("2026-01"))
+    extract(cfg, parse_month("2026-01"))
     return {
         row["payment_id"]: (row["customer_id"], str(row["amount"]))
-        for row in lake.read_month(cfg.lake.root, parse_month("2026-01")).to_pylist()
+        for row in read_month(cfg.lake.root, parse_month("2026-01")).to_pylist()
     }
 
 

@@ -31,7 +31,7 @@ from pipeline.gates.rules import (
     not_null,
     share,
 )
-from pipeline.lake import ACTIVITIES, month_files
+from pipeline.lake.partition import ACTIVITIES, month_files
 from pipeline.months import parse_month
 from pipeline.schema.tables import TABLES, month_tables
 

@@ -21,7 +21,7 @@ from pipeline.config import Config
 from pipeline.gates.engine import disabled, run_gate
 from pipeline.gates.results import GateReport
 from pipeline.gates.rules import Expect, Subject, between, not_null
-from pipeline.lake import (
+from pipeline.lake.partition import (
     ACTIVITIES,
     PAYMENTS_SCHEMA,
     derived_file,

@@ -199,7 +199,7 @@ class DuckDBWarehouse:
         """Write ``rows`` (or copy a file of them) as an immutable Parquet file named by its
         content (same rows in the same order, same bytes, same name); returns its path
         relative to the data folder. Snappy: the fastest codec every DuckDB reader has (zstd
-        cost 1.5x the write time); ``transform.write_month`` writes its files so too."""
+        cost 1.5x the write time); ``compute.month.write_month`` writes its files so too."""
         folder = prefix or f"{table.name}/month={month:%Y-%m}/"
         target_dir = self.data / folder.rsplit("/", 1)[0]
         target_dir.mkdir(parents=True, exist_ok=True)

@@ -32,7 +32,7 @@ def create_table_sql(table: Table, types: Mapping[str, str], qualified: str) -> 
 
 
 # A month's table as Arrow rows, or as a Parquet file in the table's types (the files that
-# ``transform.write_month`` computed): the DuckDB warehouse adopts such a file as it is.
+# ``compute.month.write_month`` computed): the DuckDB warehouse adopts such a file as it is.
 MonthRows = pa.Table | Path
 
 

@@ -17,74 +17,17 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from pipeline.call_score import DAYS_PER_MONTH, score_alerted
+from pipeline.compute.call_score import DAYS_PER_MONTH, score_alerted
+from pipeline.compute.models import MONTH_MODELS, REPORTING_SOURCE, SERVICE_METRICS, SERVICE_MODELS
 from pipeline.config import Config
 from pipeline.errors import ComputeError
-from pipeline.lake import (
-    ACTIVITIES,
-    MONTHLY_RANKING_SCHEMA,
-    derived_file,
-    month_files,
-    read_manifest,
-)
+from pipeline.lake.derived import MONTHLY_RANKING_SCHEMA
+from pipeline.lake.partition import ACTIVITIES, derived_file, month_files, read_manifest
 from pipeline.months import add_months, format_month, parse_month
 from pipeline.schema.inputs import ALL_METRICS, metrics_available
 from pipeline.schema.tables import Table, month_tables
 from pipeline.sources.customers import read_customers
 from pipeline.sql import bounded_connection, run_sql
-
-# (sql file, the table it creates), in dependency order. Every file is a query;
-# the reporting tables are the rows of month M of the tables named like them.
-STEPS: tuple[tuple[str, str], ...] = (
-    ("customer_month_history", "customer_month_history"),
-    ("customer_window_values", "window_values"),
-    ("customer_ranking", "computed_ranking"),
-    ("customer_rank", "customer_rank"),
-    ("customer_xyz", "customer_xyz"),
-    ("customer_abc", "customer_abc"),
-    ("customer_segment", "customer_segment"),
-    ("vip_roster_membership", "vip_roster_membership"),
-    ("vip_roster", "vip_roster"),
-    ("vip_roster_change", "vip_roster_change"),
-    ("customer_alert", "customer_alert"),
-    ("customer_tier", "customer_tier"),
-    ("pareto_summary", "pareto_summary"),
-    ("criteria_overlap", "criteria_overlap"),
-)
-# With a [service] source, after STEPS (spec: "Service effort and cost to serve"):
-# customer_ranking.sql and customer_rank.sql rank the effort (and the tier window's revenue
-# and loaded margin) as they rank the metrics, pareto_summary.sql summarises the effort,
-# customer_tier_loaded.sql replaces customer_tier.
-SERVICE_STEPS: tuple[tuple[str, str, dict[str, str]], ...] = (
-    ("customer_service_history", "customer_service_history", {}),
-    ("service_window_values", "service_window_values", {}),
-    (
-        "customer_ranking",
-        "service_ranking",
-        {"window_values": "select * from service_window_values"},
-    ),
-    (
-        "customer_rank",
-        "service_rank",
-        {
-            "monthly_ranking": "select * from service_ranking where false",
-            "computed_ranking": "select * from service_ranking",
-        },
-    ),
-    (
-        "pareto_summary",
-        "effort_pareto_summary",
-        {"customer_rank": "select * from service_rank where metric = 'effort'"},
-    ),
-    ("customer_service_profile", "customer_service_profile", {}),
-    ("customer_service_kind", "customer_service_kind", {}),
-    ("customer_tier_loaded", "customer_tier_with_service", {}),
-)
-SERVICE_METRICS = ("effort", "revenue", "loaded_margin")
-REPORTING_SOURCE = {
-    "customer_month": "customer_month_history",
-    "customer_service": "customer_service_history",
-}
 
 
 @dataclass(frozen=True)
@@ -182,7 +125,8 @@ def _reporting_rows(table: Table, month: date) -> str:
 
 @contextmanager
 def _computed(cfg: Config, month: date) -> Iterator[tuple[duckdb.DuckDBPyConnection, MonthPlan]]:
-    """A connection holding every table of ``STEPS`` computed for ``month``."""
+    """A connection holding every table of the month's models (``pipeline/compute/models.py``)
+    computed for ``month``."""
     plan = plan_month(cfg, month)
     seg = cfg.segmentation
     params = {
@@ -215,8 +159,8 @@ def _computed(cfg: Config, month: date) -> Iterator[tuple[duckdb.DuckDBPyConnect
     try:
         _lake_customer_month(con, cfg, plan, params)
         params["unranked_months"] = _lake_monthly_ranking(con, cfg, plan)
-        for sql_file, table in STEPS:
-            run_sql(con, sql_file, create=table, **params)
+        for sql_file, table, inputs in MONTH_MODELS:
+            run_sql(con, sql_file, create=table, inputs=inputs, **params)
         _call_steps(con, cfg, plan, params)
         if plan.service:
             _service_steps(con, cfg, plan, params)
@@ -226,8 +170,9 @@ def _computed(cfg: Config, month: date) -> Iterator[tuple[duckdb.DuckDBPyConnect
 
 
 def _call_steps(con: duckdb.DuckDBPyConnection, cfg: Config, plan: MonthPlan, params: dict) -> None:
-    """customer_call: the alerts' risk (pipeline/call_score.py), their call order and priority
-    (sql/customer_call.sql), with the account owners of the [customers] source."""
+    """customer_call (CALL_MODELS): the alerts' risk (pipeline/compute/call_score.py), their
+    call order and priority (sql/customer_call.sql), with the account owners of the
+    [customers] source."""
     files = [f for m in plan.months_read for f in month_files(cfg.lake.root, m)]
     score_alerted(con, files, params, cfg.call_list.fit_customers)
     customers = read_customers(cfg)
@@ -245,7 +190,7 @@ def _call_steps(con: duckdb.DuckDBPyConnection, cfg: Config, plan: MonthPlan, pa
 def _service_steps(
     con: duckdb.DuckDBPyConnection, cfg: Config, plan: MonthPlan, params: dict
 ) -> None:
-    """The service tables of the month (SERVICE_STEPS): customer_service, the effort rows of
+    """The service tables of the month (SERVICE_MODELS): customer_service, the effort rows of
     pareto_summary, customer_service_profile and customer_tier on the loaded margin."""
     seg = cfg.segmentation
     files = [
@@ -264,7 +209,7 @@ def _service_steps(
         "service_windows": sorted({*seg.windows, seg.tier_window_months}),
         "metrics": list(SERVICE_METRICS),
     }
-    for sql_file, table, inputs in SERVICE_STEPS:
+    for sql_file, table, inputs in SERVICE_MODELS:
         run_sql(con, sql_file, create=table, inputs=inputs, **service_params)
     con.execute("insert into pareto_summary by name select * from effort_pareto_summary")
     con.execute("drop table customer_tier")

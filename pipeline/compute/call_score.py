@@ -72,7 +72,7 @@ def score_alerted(
     else:
         con.execute(
             "create temp view lake_day_payments as select null::varchar as customer_id, "
-            "null::timestamptz as paid_at, null::decimal(18, 2) as amount where false"
+            "null::timestamptz as paid_at, null::money as amount where false"
         )
     run_sql(con, "call_features", create="call_features", **params, fit_customers=fit_customers)
     alerted = con.sql(
