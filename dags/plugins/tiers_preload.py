@@ -35,7 +35,7 @@ class PreloadForTasks:
     def on_starting(self, component) -> None:
         from airflow.configuration import conf
 
-        from pipeline import preload
+        from pipeline.run import preload
 
         executor = conf.get("core", "executor")
         if preload.enabled() and runs_local_tasks(component, sys.argv, executor):
