@@ -143,13 +143,8 @@ def _run(name: str, step: Callable[..., dict[str, Any]]) -> dict[str, Any]:
     run = None
     try:
         run = _this_run()
-        log.info(
-            "%s: month %s, run %s, configuration %s",
-            name,
-            f"{run.month:%Y-%m}",
-            run.run_id,
-            run.path,
-        )
+        month = f"{run.month:%Y-%m}"
+        log.info("%s: month %s, run %s, configuration %s", name, month, run.run_id, run.path)
         summary = step(run.cfg, run.month, run.run_id)
     except MissingMonthError as exc:
         _fail_unless_history_is_on_its_way(run, exc)

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import lake, runner
+from pipeline import lake
 from pipeline.config import Config
 from pipeline.months import months_between
+from pipeline.run import backfill
 
 from golden import GOLDEN
 from support import csv_config
@@ -35,7 +36,7 @@ def load_full_case(folder: Path, **sections) -> Config:
     )
     for month, outcome in lake.extract_months(cfg, months_between(FULL_START, FULL_LAST)):
         assert isinstance(outcome, lake.Manifest), (month, outcome)
-    results = runner.backfill(cfg, FULL_LOADED, FULL_LAST, extract=False)
+    results = backfill.backfill(cfg, FULL_LOADED, FULL_LAST, extract=False)
     assert {r.status for r in results} == {"loaded"}, [r.error for r in results]
     return cfg
 

@@ -25,9 +25,10 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from pipeline import checks, lake, runner
+from pipeline import checks, lake
 from pipeline.config import ChecksConfig
 from pipeline.lake import extract
+from pipeline.run import backfill, steps
 from pipeline.schema import TABLES
 from pipeline.transform import compute_month
 from pipeline.warehouse import open_warehouse
@@ -193,7 +194,7 @@ def march(shop) -> dict[str, pa.Table]:
 
 def test_importing_checks_does_not_import_great_expectations() -> None:
     code = (
-        "import sys, pipeline.checks, pipeline.runner; "
+        "import sys, pipeline.checks, pipeline.run.steps; "
         "print('great_expectations' in sys.modules, 'pandas' in sys.modules)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -847,7 +848,7 @@ def test_before_load_gate(shop_cfg, march, tmp_path) -> None:
     assert example == {"metric": "revenue", "window_months": 1, "rank": 1, "n_rows": 2}
 
 
-# --- through the runner: a failed gate loads nothing ------------------------------------------
+# --- through the steps: a failed gate loads nothing ------------------------------------------
 
 
 def _warehouse(cfg, name: str, month: date | None = None) -> list[dict]:
@@ -864,7 +865,7 @@ def test_a_failed_gate_stops_the_month_before_anything_is_loaded(
     shop_cfg, march = shop
     shutil.copytree(Path(shop_cfg.lake.root), tmp_path / "lake")
     cfg = csv_config(tmp_path, Path(shop_cfg.source.path), timezone="Europe/Oslo")
-    runner.run_month(cfg, FEB, extract=False)
+    backfill.run_month(cfg, FEB, extract=False)
     loaded = _warehouse(cfg, "customer_segment", FEB)
     assert loaded
 
@@ -872,7 +873,7 @@ def test_a_failed_gate_stops_the_month_before_anything_is_loaded(
     real_sum = Decimal(lake.read_manifest(cfg.lake.root, MAR).amount_sum)
     rewrite_partition(cfg, month=MAR, amount_sum=str(real_sum - Decimal("0.01")))
     with pytest.raises(checks.GateFailed, match="raw.amount_sum_matches_manifest"):
-        runner.run_month(cfg, MAR, extract=False)
+        backfill.run_month(cfg, MAR, extract=False)
     assert _warehouse(cfg, "customer_month", MAR) == []
     (run,) = [r for r in _warehouse(cfg, "pipeline_run") if r["month"] == MAR]
     assert run["status"] == "failed" and run["checks_failed"] == 1
@@ -891,9 +892,9 @@ def test_a_failed_gate_stops_the_month_before_anything_is_loaded(
             pq.write_table(table, folder / f"{name}.parquet")
         return {name: folder / f"{name}.parquet" for name in broken}
 
-    monkeypatch.setattr(runner, "write_month", write_broken)
+    monkeypatch.setattr(steps, "write_month", write_broken)
     with pytest.raises(checks.GateFailed, match="outputs.customer_segment.vip_count"):
-        runner.run_month(cfg, FEB, extract=False)
+        backfill.run_month(cfg, FEB, extract=False)
     assert _warehouse(cfg, "customer_segment", FEB) == loaded
 
 

@@ -32,8 +32,9 @@ import pyarrow.parquet as pq
 import pytest
 from psycopg import sql as psql
 
-from pipeline import lake, runner
+from pipeline import lake
 from pipeline.months import parse_month
+from pipeline.run import backfill
 from pipeline.schema import TABLES
 from pipeline.warehouse import open_warehouse
 
@@ -79,7 +80,7 @@ def loaded_case(folder: Path, **config):
     folder.mkdir(parents=True, exist_ok=True)
     source = write_payments(folder / "p.csv", payments())
     cfg = csv_config(folder, source, **config)
-    results = runner.backfill(cfg, JAN, FEB)
+    results = backfill.backfill(cfg, JAN, FEB)
     assert [r.status for r in results] == ["loaded", "loaded"], [r.error for r in results]
     write_payments(source, payments(extra=[("p999", "c1", "2026-02-27", "5000.00", "EUR")]))
     return cfg

@@ -27,6 +27,7 @@ from psycopg.conninfo import make_conninfo
 from pipeline import lake
 from pipeline.config import ConfigError, SourceConfig, load_config
 from pipeline.errors import PERMANENT, TRANSIENT, SourceConnectionError, classify
+from pipeline.months import parse_month
 from pipeline.postgres import (
     MIGRATIONS,
     PostgresWarehouse,
@@ -1083,7 +1084,7 @@ def test_a_role_with_more_rights_is_not_made_the_bi_role(pg, pg_dsn, pg_schema, 
 def test_golden_case_from_a_postgres_source_into_a_postgres_warehouse(
     golden, pg, pg_dsn, pg_schema, source_schema, tmp_path, case
 ) -> None:
-    from pipeline import runner
+    from pipeline.run import backfill
     from pipeline.warehouse import open_warehouse
 
     zone, start, last = GOLDEN_CASES[case]
@@ -1104,7 +1105,7 @@ def test_golden_case_from_a_postgres_source_into_a_postgres_warehouse(
         },
     )
     cfg = load_config(path, environ={"TIERS__SOURCE__DSN": pg_dsn})
-    results = runner.backfill(cfg, start, last)
+    results = backfill.backfill(cfg, parse_month(start), parse_month(last))
     assert {r.status for r in results} == {"loaded"}, [r.error for r in results]
     warehouse = open_warehouse(cfg)
     assert isinstance(warehouse, PostgresWarehouse)
@@ -1112,7 +1113,7 @@ def test_golden_case_from_a_postgres_source_into_a_postgres_warehouse(
     reference_cfg = csv_config(
         tmp_path / "duckdb", golden / case / "payments.csv", timezone=zone, history_start=start
     )
-    reference_results = runner.backfill(reference_cfg, start, last)
+    reference_results = backfill.backfill(reference_cfg, parse_month(start), parse_month(last))
     assert {r.status for r in reference_results} == {"loaded"}
     reference = open_warehouse(reference_cfg)
     try:
