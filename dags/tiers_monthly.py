@@ -139,6 +139,7 @@ def _this_run() -> _Run:
 def _run(name: str, step: Callable[..., dict[str, Any]]) -> dict[str, Any]:
     """Run ``step`` (a step of pipeline.run.steps) for this DAG run's month; log its summary."""
     from pipeline.errors import MissingMonthError
+    from pipeline.run.steps import describe
 
     run = None
     try:
@@ -152,7 +153,7 @@ def _run(name: str, step: Callable[..., dict[str, Any]]) -> dict[str, Any]:
     except Exception as exc:
         _fail_now_if_permanent(name, exc)
         raise
-    log.info("%s %s: %s", name, month, _describe(name, summary))
+    log.info("%s %s: %s", name, month, describe(name, summary))
     log.info("%s %s summary: %s", name, month, json.dumps(summary, sort_keys=True, default=str))
     return summary
 
@@ -297,36 +298,6 @@ def _cascade() -> dict[str, Any]:
         _fail_now_if_permanent(f"cascade {month}", error, backfill.failure_kind(results))
         raise error
     return {"months": [format_month(r.month) for r in results], "run_id": run_id}
-
-
-def _describe(step: str, summary: dict[str, Any]) -> str:
-    """One log line with the counts and check results of a step."""
-    if step == "extract":
-        return (
-            f"{summary.get('rows_read')} row(s) read, {summary.get('rows_duplicate')} duplicate(s) "
-            f"dropped, {summary.get('rows_rounded')} float(s) rounded to the cent, "
-            f"{summary.get('rows_quarantined')} quarantined, "
-            f"{summary.get('rows_written')} written, amount {summary.get('amount_sum')}"
-        )
-    gates = _gate_reports(summary)
-    if gates:
-        return "; ".join(
-            f"gate {name}: {g.get('n_passed')} passed, {g.get('n_failed')} failed, "
-            f"{g.get('n_warned')} warned"
-            for name, g in gates.items()
-        )
-    rows = summary.get("rows", summary)
-    if isinstance(rows, dict) and rows and all(isinstance(v, int) for v in rows.values()):
-        return f"{sum(rows.values())} row(s): " + ", ".join(
-            f"{k}={v}" for k, v in sorted(rows.items())
-        )
-    return json.dumps(summary, sort_keys=True, default=str)
-
-
-def _gate_reports(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    if "n_passed" in summary:
-        return {str(summary.get("gate", "gate")): summary}
-    return {k: v for k, v in summary.items() if isinstance(v, dict) and "n_passed" in v}
 
 
 @dag(

@@ -398,27 +398,22 @@ def dag_module():
 
 
 def run_failing_step(dag_module, monkeypatch, error, *, at_month=False):
-    """``_run_step`` as a task runs it, with a step that raises ``error`` (or with the
-    month that cannot be told, when ``at_month``)."""
-    import sys
-    from types import ModuleType, SimpleNamespace
+    """``_run`` as a task runs it, with a step that raises ``error`` (or with the month
+    that cannot be told, when ``at_month``)."""
+    from types import SimpleNamespace
 
-    def extract_step(path, month, run_id):
+    def extract_step(cfg, month, run_id):
         raise error
 
-    def month_of(context, path):
+    def this_run():
         if at_month:
             raise error
-        return "2026-01"
+        return dag_module._Run("t.toml", None, parse_month("2026-01"), "manual")
 
-    steps = ModuleType("failing_steps")
-    steps.extract_step = extract_step
-    monkeypatch.setitem(sys.modules, "failing_steps", steps)
     context = {"dag_run": SimpleNamespace(run_id="manual__2026-02-03T10:00:00+00:00")}
     monkeypatch.setattr(dag_module, "get_current_context", lambda: context)
-    monkeypatch.setattr(dag_module, "Variable", SimpleNamespace(get=lambda *a, **k: "t.toml"))
-    monkeypatch.setattr(dag_module, "_month", month_of)
-    return dag_module._run_step("extract", "failing_steps")
+    monkeypatch.setattr(dag_module, "_this_run", this_run)
+    return dag_module._run("extract", extract_step)
 
 
 def test_a_missing_source_file_fails_the_task_at_once(dag_module, monkeypatch):

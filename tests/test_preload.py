@@ -1,6 +1,6 @@
 """Warm tasks under the LocalExecutor: the scheduler imports what the tasks import.
 
-``pipeline/preload.py`` does the importing; the plugin ``dags/plugins/tiers_preload.py``
+``pipeline/run/preload.py`` does the importing; the plugin ``dags/plugins/tiers_preload.py``
 calls it in ``airflow scheduler`` only. The real scheduler test
 (``test_airflow_scheduler.py``) checks that its scheduler preloaded.
 """

@@ -47,6 +47,8 @@ from pipeline.deliver.call_list import (
     last_payment_dates,
     read_history,
 )
+from pipeline.deliver.report import template_environment
+from pipeline.deliver.report_data import choose_metric
 from pipeline.errors import NotifyError, NotifyServerError, ReportError
 from pipeline.files import atomic_write
 from pipeline.months import format_month
@@ -118,7 +120,6 @@ def plan(cfg: Config, month: date) -> tuple[str, dict[str, list[Call]], dict[str
     """The metric, per recipient the calls of the month that concern them, and the
     customers whose routing value is not an address (their calls go to the defaults)."""
     from pipeline.customers import attributes_by_customer, read_customers
-    from pipeline.deliver.report_data import choose_metric
     from pipeline.warehouse import open_warehouse
 
     notify = _settings(cfg)
@@ -324,8 +325,6 @@ def call_list_csv(month: date, calls: list[Call]) -> str:
 
 
 def compose(cfg: Config, month: date, metric: str, recipient: str, calls: list[Call]):
-    from pipeline.deliver.report import template_environment
-
     notify = _settings(cfg)
     env = template_environment()
     integer = metric in ("payments", "units")

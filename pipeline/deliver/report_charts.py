@@ -274,5 +274,5 @@ def vega_bundle() -> str:
 
 def set_vega_bundle(bundle: str) -> None:
     """Use ``bundle`` (``vega_bundle()`` of another process of this installation): the
-    Airflow scheduler gets it from a child process (``pipeline.preload``)."""
+    Airflow scheduler gets it from a child process (``pipeline.run.preload``)."""
     _VEGA_BUNDLE[:] = [bundle]

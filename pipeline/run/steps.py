@@ -13,6 +13,7 @@ of the month is loaded unless every gate passed.
 from __future__ import annotations
 
 import contextlib
+import json
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -243,6 +244,37 @@ def notify_step(cfg: Config, month: date, run_id: str) -> dict[str, Any]:
         raise
     update_run_state(folder, notify=outcome.to_dict(), notify_error=None)
     return outcome.to_dict()
+
+
+def describe(step: str, summary: dict[str, Any]) -> str:
+    """One log line with the counts and check results of a step's summary (the DAG's
+    task logs)."""
+    if step == "extract":
+        return (
+            f"{summary.get('rows_read')} row(s) read, {summary.get('rows_duplicate')} duplicate(s) "
+            f"dropped, {summary.get('rows_rounded')} float(s) rounded to the cent, "
+            f"{summary.get('rows_quarantined')} quarantined, "
+            f"{summary.get('rows_written')} written, amount {summary.get('amount_sum')}"
+        )
+    gates = _gate_reports(summary)
+    if gates:
+        return "; ".join(
+            f"gate {name}: {g.get('n_passed')} passed, {g.get('n_failed')} failed, "
+            f"{g.get('n_warned')} warned"
+            for name, g in gates.items()
+        )
+    rows = summary.get("rows", summary)
+    if isinstance(rows, dict) and rows and all(isinstance(v, int) for v in rows.values()):
+        return f"{sum(rows.values())} row(s): " + ", ".join(
+            f"{k}={v}" for k, v in sorted(rows.items())
+        )
+    return json.dumps(summary, sort_keys=True, default=str)
+
+
+def _gate_reports(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    if "n_passed" in summary:
+        return {str(summary.get("gate", "gate")): summary}
+    return {k: v for k, v in summary.items() if isinstance(v, dict) and "n_passed" in v}
 
 
 @contextmanager
