@@ -55,7 +55,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any, NamedTuple
 
 import pendulum
@@ -110,7 +110,7 @@ class _Run(NamedTuple):
 
     path: str
     cfg: Any  # pipeline.config.Config
-    month: Any  # datetime.date
+    month: date
     run_id: str
 
 
@@ -136,8 +136,9 @@ def _this_run() -> _Run:
     return _Run(path, cfg, parse_month(month), pipeline_run_id(dag_run.run_id))
 
 
-def _run(name: str, step: Callable[..., dict[str, Any]]) -> dict[str, Any]:
-    """Run ``step`` (a step of pipeline.run.steps) for this DAG run's month; log its summary."""
+def _run(name: str, step: Callable[..., dict[str, Any]]) -> tuple[_Run, dict[str, Any]]:
+    """Run ``step`` (a step of pipeline.run.steps) for this DAG run's month; log its summary.
+    Returns the run (its configuration, loaded once for the task) and the summary."""
     from pipeline.errors import MissingMonthError
     from pipeline.run.steps import describe
 
@@ -155,7 +156,7 @@ def _run(name: str, step: Callable[..., dict[str, Any]]) -> dict[str, Any]:
         raise
     log.info("%s %s: %s", name, month, describe(name, summary))
     log.info("%s %s summary: %s", name, month, json.dumps(summary, sort_keys=True, default=str))
-    return summary
+    return run, summary
 
 
 def _fail_now_if_permanent(what: str, error: Exception, kind: str | None = None) -> None:
@@ -200,17 +201,17 @@ def _fail_unless_history_is_on_its_way(run: _Run | None, error: Exception) -> No
     raise AirflowFailException(f"{error}. {message}") from error
 
 
-def _after_load() -> list[str]:
+def _after_load(run: _Run) -> list[str]:
     """The tasks that follow a load: ``report`` when the month's report is due
     (``pipeline.run.schedule.report_due``), and ``publish``. A report not due is skipped,
     with why and how to draw it in this task's log; ``run.json`` then names no report."""
     from pipeline.months import add_months
+    from pipeline.run import steps
 
     context = get_current_context()
     wanted = (context.get("params") or {}).get(REPORT_PARAM)
     run_type = str(getattr(context["dag_run"].run_type, "value", context["dag_run"].run_type))
     try:
-        run = _this_run()
 
         def next_month_has_run() -> bool:
             later = month_start(add_months(run.month, 1), SCHEDULE_TIMEZONE)
@@ -220,8 +221,6 @@ def _after_load() -> list[str]:
         log.info("report %s: %s: %s", f"{run.month:%Y-%m}", "to draw" if due else "not drawn", why)
         if due:
             return ["report", "publish"]
-        from pipeline.run import steps
-
         steps.report_not_drawn(run.cfg, run.month, run.run_id, why)
     except Exception as exc:
         _fail_now_if_permanent("load (choosing the next tasks)", exc)
@@ -229,24 +228,16 @@ def _after_load() -> list[str]:
     return ["publish"]
 
 
-def _after_publish() -> list[str]:
+def _after_publish(run: _Run) -> list[str]:
     """The tasks that follow publish: ``notify`` when ``[notify]`` is configured and
     ``cascade`` when the run asks for it; the others are skipped (this task's log says
     why) without starting a process."""
-    from pipeline.config import load_config
-
     context = get_current_context()
-    try:
-        path = config_path(Variable.get(CONFIG_VARIABLE, default=None))
-        notify_configured = load_config(path).notify is not None
-    except Exception as exc:
-        _fail_now_if_permanent("publish (choosing the next tasks)", exc)
-        raise
     follow = []
-    if notify_configured:
+    if run.cfg.notify is not None:
         follow.append("notify")
     else:
-        log.info("notify: skipped: no [notify] section in %s, so no call list is mailed", path)
+        log.info("notify: skipped: no [notify] section in %s, so no call list is mailed", run.path)
     if (context.get("params") or {}).get(CASCADE_PARAM):
         follow.append("cascade")
     else:
@@ -348,28 +339,28 @@ def tiers_monthly() -> None:
         """Read the month from the source into its lake partition."""
         from pipeline.run import steps
 
-        return _run("extract", steps.extract_step)
+        return _run("extract", steps.extract_step)[1]
 
     @task
     def raw_gate() -> dict[str, Any]:
         """Check the extracted payments before anything is computed."""
         from pipeline.run import steps
 
-        return _run("raw_gate", steps.raw_gate_step)
+        return _run("raw_gate", steps.raw_gate_step)[1]
 
     @task
     def compute() -> dict[str, Any]:
         """Compute every reporting table of the month from the lake."""
         from pipeline.run import steps
 
-        return _run("compute", steps.compute_step)
+        return _run("compute", steps.compute_step)[1]
 
     @task
     def output_gates() -> dict[str, Any]:
         """Check the computed tables against the spec's rules."""
         from pipeline.run import steps
 
-        return _run("output_gates", steps.output_gates_step)
+        return _run("output_gates", steps.output_gates_step)[1]
 
     @task.branch(pool=WAREHOUSE_POOL, pool_slots=1)
     def load() -> list[str]:
@@ -377,15 +368,15 @@ def tiers_monthly() -> None:
         slot); then draw the report if it is due (a backfill: its last month), else skip it."""
         from pipeline.run import steps
 
-        _run("load", steps.load_step)
-        return _after_load()
+        run, _ = _run("load", steps.load_step)
+        return _after_load(run)
 
     @task
     def report() -> dict[str, Any]:
         """Draw the month's report (a self-contained HTML page) from the warehouse."""
         from pipeline.run import steps
 
-        return _run("report", steps.report_step)
+        return _run("report", steps.report_step)[1]
 
     # after load and the report, or after load alone when the report is skipped
     @task.branch(outlets=[REPORTING_TABLES], trigger_rule="none_failed_min_one_success")
@@ -394,21 +385,21 @@ def tiers_monthly() -> None:
         (when configured) and cascade (when asked for)."""
         from pipeline.run import steps
 
-        summary = _run("publish", steps.publish_step)
+        run, summary = _run("publish", steps.publish_step)
         get_current_context()["outlet_events"][REPORTING_TABLES].extra = {
             "month": summary.get("month"),
             "run_id": summary.get("run_id"),
             "rows": summary.get("rows", {}),
             "report": summary.get("report"),
         }
-        return _after_publish()
+        return _after_publish(run)
 
     @task
     def notify() -> dict[str, Any]:
         """Send the month's call list to its recipients ([notify]; nothing when not set)."""
         from pipeline.run import steps
 
-        return _run("notify", steps.notify_step)
+        return _run("notify", steps.notify_step)[1]
 
     @task(outlets=[REPORTING_TABLES], pool=WAREHOUSE_POOL, pool_slots=1)
     def cascade() -> dict[str, Any]:

@@ -413,7 +413,7 @@ def run_failing_step(dag_module, monkeypatch, error, *, at_month=False):
     context = {"dag_run": SimpleNamespace(run_id="manual__2026-02-03T10:00:00+00:00")}
     monkeypatch.setattr(dag_module, "get_current_context", lambda: context)
     monkeypatch.setattr(dag_module, "_this_run", this_run)
-    return dag_module._run("extract", extract_step)
+    return dag_module._run("extract", extract_step)[1]
 
 
 def test_a_missing_source_file_fails_the_task_at_once(dag_module, monkeypatch):
