@@ -143,7 +143,8 @@ def run(
             later = months.cascade_months(cfg, first)
             if later:
                 results += progress(
-                    later, lambda advance: months.cascade(cfg, later, on_month=advance)
+                    months_between(later[0], later[-1]),
+                    lambda advance: months.cascade(cfg, later, on_month=advance),
                 )
     except known_errors() as exc:
         fail_with(exc)
