@@ -246,10 +246,10 @@ def notify_step(cfg: Config, month: date, run_id: str) -> dict[str, Any]:
     return outcome.to_dict()
 
 
-def describe(step: str, summary: dict[str, Any]) -> str:
+def describe(name: str, summary: dict[str, Any]) -> str:
     """One log line with the counts and check results of a step's summary (the DAG's
     task logs)."""
-    if step == "extract":
+    if name == "extract":
         return (
             f"{summary.get('rows_read')} row(s) read, {summary.get('rows_duplicate')} duplicate(s) "
             f"dropped, {summary.get('rows_rounded')} float(s) rounded to the cent, "
