@@ -93,7 +93,10 @@ def test_the_notify_step_does_nothing_without_a_notify_section(tmp_path) -> None
     from pipeline.run.steps import notify_step
 
     cfg = config(tmp_path)
-    assert notify_step(cfg, date(2026, 1, 1), "run-1") == {"month": "2026-01", "notify": "not configured"}
+    assert notify_step(cfg, date(2026, 1, 1), "run-1") == {
+        "month": "2026-01",
+        "notify": "not configured",
+    }
     assert not (tmp_path / "runs").exists()
 
 
