@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_gates.py [--payments 1000000] [--customers 50000]
 
 Prints a table: seconds per gate (as each gate's report records it, inside a real
-``runner.run_month``), the gates' total and their share of the month's run. Then the
+``backfill.run_month``), the gates' total and their share of the month's run. Then the
 one-off cost of importing Great Expectations, and the raw gate alone on the synthetic
 month for several ``checks.batch_rows`` (each in a fresh process): seconds and peak
 resident memory growth. Numbers are wall-clock on this machine.
@@ -27,12 +27,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_pipeline import synthetic_month  # noqa: E402
 
-from pipeline import demo, gates, runner  # noqa: E402
+from pipeline import demo, gates  # noqa: E402
 from pipeline.config import Config, load_config  # noqa: E402
 from pipeline.config.sections import ChecksConfig  # noqa: E402
 from pipeline.lake.extract import extract_months  # noqa: E402
 from pipeline.lake.partition import read_manifest  # noqa: E402
 from pipeline.months import add_months, months_between  # noqa: E402
+from pipeline.run import backfill  # noqa: E402
+from pipeline.run.state import run_dir  # noqa: E402
 
 GATES = ("raw", "customer_month", "outputs", "before_load")
 
@@ -40,9 +42,9 @@ GATES = ("raw", "customer_month", "outputs", "before_load")
 def time_month(cfg: Config, month, run_id: str) -> tuple[float, dict[str, float], int]:
     """Run the month through the pipeline; its wall-clock seconds, the gates' and its rows."""
     started = time.perf_counter()
-    runner.run_month(cfg, month, run_id=run_id)
+    backfill.run_month(cfg, month, run_id=run_id)
     total = time.perf_counter() - started
-    state = json.loads((runner.run_dir(cfg, month, run_id) / "run.json").read_text())
+    state = json.loads((run_dir(cfg, month, run_id) / "run.json").read_text())
     seconds = {name: state["gates"][name]["seconds"] for name in GATES}
     return total, seconds, read_manifest(cfg.lake.root, month).rows_written
 

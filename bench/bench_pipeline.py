@@ -20,16 +20,17 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline import demo, runner  # noqa: E402
+from pipeline import demo  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from pipeline.months import format_month  # noqa: E402
+from pipeline.run import backfill, steps  # noqa: E402
 
 STEPS = [
-    ("extract", runner.extract_step),
-    ("raw gate", runner.raw_gate_step),
-    ("compute", runner.compute_step),
-    ("output gates", runner.output_gates_step),
-    ("load (+ before-load gate)", runner.load_step),
+    ("extract", steps.extract_step),
+    ("raw gate", steps.raw_gate_step),
+    ("compute", steps.compute_step),
+    ("output gates", steps.output_gates_step),
+    ("load (+ before-load gate)", steps.load_step),
 ]
 
 
@@ -88,7 +89,7 @@ def main() -> None:
         config = demo.write_config(folder, spec)
         cfg = load_config(config)
         started = time.perf_counter()
-        runner.backfill(cfg, spec.first_month, spec.last_month)
+        backfill.backfill(cfg, spec.first_month, spec.last_month)
         backfill_seconds = time.perf_counter() - started
         month = format_month(spec.last_month)
         rows.append(

@@ -4,7 +4,7 @@
 the run that starts on the 1st of month M+1 processes M. A manual run processes the month
 in its `month` Param (YYYY-MM), whatever its dates, and carries no logical date (one that
 is the 1st of a month would take the date of that month's scheduled or backfill run and
-is refused). `pipeline/schedule.py` has the rules. Every task logs the month, and its
+is refused). `pipeline/run/schedule.py` has the rules. Every task logs the month, and its
 `month` (and `cascade`) show in the run's conf.
 
     extract -> raw_gate -> compute -> output_gates -> load -> report -> publish -> notify
@@ -43,7 +43,10 @@ is refused). `pipeline/schedule.py` has the rules. Every task logs the month, an
   and the pipeline once, before it forks the task processes (plugin
   `plugins/tiers_preload.py`), so each task starts warm.
 
-Only `pipeline.schedule` (pure Python) is imported here: DuckDB, Arrow and Great
+Tasks only: each calls a step of `pipeline.run.steps` (the cascade `pipeline.run.backfill`)
+with the configuration loaded once and the month parsed once; what waits, cascades or is
+retried is decided there and in `pipeline/errors.py`, as for the CLI. Only
+`pipeline.run.schedule` (pure Python) is imported here: DuckDB, Arrow and Great
 Expectations load inside the tasks, so parsing this file stays fast.
 """
 
@@ -51,8 +54,9 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import timedelta
-from typing import Any
+from collections.abc import Callable
+from datetime import date, timedelta
+from typing import Any, NamedTuple
 
 import pendulum
 from airflow.sdk import (
@@ -65,7 +69,7 @@ from airflow.sdk import (
     task,
 )
 
-from pipeline.schedule import (
+from pipeline.run.schedule import (
     CASCADE_PARAM,
     CONFIG_VARIABLE,
     DAG_ID,
@@ -101,28 +105,58 @@ DEFAULT_ARGS: dict[str, Any] = {
 }
 
 
-def _run_step(step: str, module: str = "pipeline.runner") -> dict[str, Any]:
-    """Run ``<module>.<step>_step`` for this DAG run's month and log its summary."""
-    import importlib
+class _Run(NamedTuple):
+    """What every task of a run needs: loaded and parsed once per task."""
 
-    from pipeline.errors import MissingMonthError
+    path: str
+    cfg: Any  # pipeline.config.Config
+    month: date
+    run_id: str
+
+
+def _this_run() -> _Run:
+    """The configuration (once the schedule's zone is known to be the business one), the
+    run's business month and the pipeline's run id."""
+    from pipeline.config import load_config
+    from pipeline.months import parse_month
 
     context = get_current_context()
+    path = config_path(Variable.get(CONFIG_VARIABLE, default=None))
+    cfg = load_config(path)
+    check_business_timezone(SCHEDULE_TIMEZONE, cfg.business.timezone)
+    dag_run = context["dag_run"]
+    month = run_month(
+        dag_run.run_type,
+        (context.get("params") or {}).get(MONTH_PARAM),
+        context.get("data_interval_start"),
+        context.get("data_interval_end"),
+        context.get("logical_date"),
+        timezone=SCHEDULE_TIMEZONE,
+    )
+    return _Run(path, cfg, parse_month(month), pipeline_run_id(dag_run.run_id))
+
+
+def _run(name: str, step: Callable[..., dict[str, Any]]) -> tuple[_Run, dict[str, Any]]:
+    """Run ``step`` (a step of pipeline.run.steps) for this DAG run's month; log its summary.
+    Returns the run (its configuration, loaded once for the task) and the summary."""
+    from pipeline.errors import MissingMonthError
+    from pipeline.run.steps import describe
+
+    run = None
     try:
-        path = config_path(Variable.get(CONFIG_VARIABLE, default=None))
-        month = _month(context, path)
-        run_id = pipeline_run_id(context["dag_run"].run_id)
-        log.info("%s: month %s, run %s, configuration %s", step, month, run_id, path)
-        summary = getattr(importlib.import_module(module), f"{step}_step")(path, month, run_id)
+        run = _this_run()
+        month = f"{run.month:%Y-%m}"
+        log.info("%s: month %s, run %s, configuration %s", name, month, run.run_id, run.path)
+        summary = step(run.cfg, run.month, run.run_id)
     except MissingMonthError as exc:
-        _fail_unless_history_is_on_its_way(path, month, exc)
+        _fail_unless_history_is_on_its_way(run, exc)
         raise
     except Exception as exc:
-        _fail_now_if_permanent(step, exc)
+        _fail_now_if_permanent(name, exc)
         raise
-    log.info("%s %s: %s", step, month, _describe(step, summary))
-    log.info("%s %s summary: %s", step, month, json.dumps(summary, sort_keys=True, default=str))
-    return summary
+    log.info("%s %s: %s", name, month, describe(name, summary))
+    log.info("%s %s summary: %s", name, month, json.dumps(summary, sort_keys=True, default=str))
+    return run, summary
 
 
 def _fail_now_if_permanent(what: str, error: Exception, kind: str | None = None) -> None:
@@ -137,112 +171,73 @@ def _fail_now_if_permanent(what: str, error: Exception, kind: str | None = None)
         raise AirflowFailException(f"{what}: {error}") from error
 
 
-def _month(context: Any, path: str) -> str:
-    """The run's business month, once the schedule's zone is known to be the business one."""
-    from pipeline.config import load_config
-
-    check_business_timezone(SCHEDULE_TIMEZONE, load_config(path).business.timezone)
-    dag_run = context["dag_run"]
-    return run_month(
-        dag_run.run_type,
-        (context.get("params") or {}).get(MONTH_PARAM),
-        context.get("data_interval_start"),
-        context.get("data_interval_end"),
-        context.get("logical_date"),
-        timezone=SCHEDULE_TIMEZONE,
-    )
-
-
-def _fail_unless_history_is_on_its_way(path: str, month: str, error: Exception) -> None:
-    """Retry only while an active run of this DAG is extracting a month the lake lacks.
-
-    In a backfill, month M+1 may compute before the run of M has extracted M: waiting
-    fixes that. A month whose history no active run extracts would retry for nothing,
-    so it fails at once with the command that extracts the history.
-    """
+def _fail_unless_history_is_on_its_way(run: _Run | None, error: Exception) -> None:
+    """Retry only while an active run of this DAG extracts a month the lake lacks
+    (``pipeline.run.backfill.wait_for_history`` decides); else fail at once, with the
+    command that extracts the history."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    from pipeline.config import load_config
-    from pipeline.lake.partition import ACTIVITIES, extracted_months
-    from pipeline.months import parse_month
-    from pipeline.schedule import missing_history_command, month_start
+    from pipeline.run.backfill import wait_for_history
 
-    cfg = load_config(path)
-    current = parse_month(month)
-    extracted = set(extracted_months(cfg.lake.root))
-    if cfg.service is not None:  # a month is extracted once its activities are too
-        extracted &= set(extracted_months(cfg.lake.root, ACTIVITIES))
-    missing = [m for m in cfg.months_read(current) if m not in extracted]
-    if not missing:  # extracted meanwhile: a retry will find it
+    if run is None:  # no month to wait for
+        _fail_now_if_permanent("history", error)
         return
-    earlier = [m for m in missing if m != current]  # the run's own month is its own job
     ti = get_current_context()["ti"]
-    active = earlier == missing and ti.get_dr_count(
-        dag_id=DAG_ID,
-        logical_dates=[month_start(m, SCHEDULE_TIMEZONE) for m in earlier],
-        states=["queued", "running"],
-    )
-    if active:
-        log.info(
-            "%d active run(s) of %s are extracting the missing month(s): retrying", active, DAG_ID
+
+    def active_runs(months: list) -> int:
+        return ti.get_dr_count(
+            dag_id=DAG_ID,
+            logical_dates=[month_start(m, SCHEDULE_TIMEZONE) for m in months],
+            states=["queued", "running"],
         )
+
+    retry, message = wait_for_history(
+        run.cfg, run.month, active_runs, config=run.path, timezone=SCHEDULE_TIMEZONE
+    )
+    if retry:
+        if message:
+            log.info("%s", message)
         return
-    raise AirflowFailException(
-        f"{error}. No active run of {DAG_ID} extracts "
-        + ", ".join(f"{m:%Y-%m}" for m in missing)
-        + ": extract the history first, e.g. "
-        + missing_history_command(path, missing[0], missing[-1], SCHEDULE_TIMEZONE)
-    ) from error
+    raise AirflowFailException(f"{error}. {message}") from error
 
 
-def _after_load() -> list[str]:
+def _after_load(run: _Run) -> list[str]:
     """The tasks that follow a load: ``report`` when the month's report is due
-    (``pipeline.schedule.report_due``), and ``publish``. A report not due is skipped,
+    (``pipeline.run.schedule.report_due``), and ``publish``. A report not due is skipped,
     with why and how to draw it in this task's log; ``run.json`` then names no report."""
-    from pipeline.months import add_months, parse_month
+    from pipeline.months import add_months
+    from pipeline.run import steps
 
     context = get_current_context()
     wanted = (context.get("params") or {}).get(REPORT_PARAM)
     run_type = str(getattr(context["dag_run"].run_type, "value", context["dag_run"].run_type))
     try:
-        path = config_path(Variable.get(CONFIG_VARIABLE, default=None))
-        month = _month(context, path)
 
         def next_month_has_run() -> bool:
-            later = month_start(add_months(parse_month(month), 1), SCHEDULE_TIMEZONE)
+            later = month_start(add_months(run.month, 1), SCHEDULE_TIMEZONE)
             return context["ti"].get_dr_count(dag_id=DAG_ID, logical_dates=[later]) > 0
 
-        due, why = report_due(wanted, run_type, parse_month(month), next_month_has_run)
-        log.info("report %s: %s: %s", month, "to draw" if due else "not drawn", why)
+        due, why = report_due(wanted, run_type, run.month, next_month_has_run)
+        log.info("report %s: %s: %s", f"{run.month:%Y-%m}", "to draw" if due else "not drawn", why)
         if due:
             return ["report", "publish"]
-        from pipeline.report import report_not_drawn
-
-        report_not_drawn(path, month, pipeline_run_id(context["dag_run"].run_id), why)
+        steps.report_not_drawn(run.cfg, run.month, run.run_id, why)
     except Exception as exc:
         _fail_now_if_permanent("load (choosing the next tasks)", exc)
         raise
     return ["publish"]
 
 
-def _after_publish() -> list[str]:
+def _after_publish(run: _Run) -> list[str]:
     """The tasks that follow publish: ``notify`` when ``[notify]`` is configured and
     ``cascade`` when the run asks for it; the others are skipped (this task's log says
     why) without starting a process."""
-    from pipeline.config import load_config
-
     context = get_current_context()
-    try:
-        path = config_path(Variable.get(CONFIG_VARIABLE, default=None))
-        notify_configured = load_config(path).notify is not None
-    except Exception as exc:
-        _fail_now_if_permanent("publish (choosing the next tasks)", exc)
-        raise
     follow = []
-    if notify_configured:
+    if run.cfg.notify is not None:
         follow.append("notify")
     else:
-        log.info("notify: skipped: no [notify] section in %s, so no call list is mailed", path)
+        log.info("notify: skipped: no [notify] section in %s, so no call list is mailed", run.path)
     if (context.get("params") or {}).get(CASCADE_PARAM):
         follow.append("cascade")
     else:
@@ -251,29 +246,27 @@ def _after_publish() -> list[str]:
 
 
 def _cascade() -> dict[str, Any]:
-    """With the cascade Param: recompute and load the later months that read this one."""
+    """With the cascade Param: recompute and load the later months that read this one
+    (``pipeline.run.backfill.cascade``, as ``tiers run --cascade``)."""
     from airflow.sdk.exceptions import AirflowSkipException
 
-    from pipeline import runner
-    from pipeline.config import load_config
-    from pipeline.errors import PERMANENT, TRANSIENT
-    from pipeline.months import format_month, parse_month
+    from pipeline.months import format_month
+    from pipeline.run import backfill
 
     context = get_current_context()
     if not (context.get("params") or {}).get(CASCADE_PARAM):
         # skipped, not successful: a skipped task sends no asset event
         raise AirflowSkipException(f"no cascade asked for (Param {CASCADE_PARAM} is false)")
     try:
-        path = config_path(Variable.get(CONFIG_VARIABLE, default=None))
-        month = _month(context, path)
-        cfg = load_config(path)
+        run = _this_run()
     except Exception as exc:
         _fail_now_if_permanent("cascade", exc)
         raise
-    later = runner.months_reading(cfg, parse_month(month))[1:]
+    month = format_month(run.month)
+    later = backfill.cascade_months(run.cfg, run.month)
     if not later:
         raise AirflowSkipException(f"cascade {month}: no later month in the lake reads it")
-    run_id = pipeline_run_id(context["dag_run"].run_id) + "-cascade"
+    run_id = run.run_id + "-cascade"
     log.info(
         "cascade %s: recomputing %s .. %s (run %s)",
         month,
@@ -281,7 +274,7 @@ def _cascade() -> dict[str, Any]:
         format_month(later[-1]),
         run_id,
     )
-    results = runner.backfill(cfg, later[0], later[-1], extract=False, run_id=run_id)
+    results = backfill.cascade(run.cfg, later, run_id=run_id)
     for result in results:
         log.info(
             "cascade %s: %s %s %s",
@@ -293,41 +286,9 @@ def _cascade() -> dict[str, Any]:
     failed = [r for r in results if r.status != "loaded"]
     if failed:
         error = RuntimeError("; ".join(f"{format_month(r.month)}: {r.error}" for r in failed))
-        # a retry recomputes every later month: worth it when it can help one of them
-        kind = PERMANENT if all(r.kind == PERMANENT for r in failed) else TRANSIENT
-        _fail_now_if_permanent(f"cascade {month}", error, kind)
+        _fail_now_if_permanent(f"cascade {month}", error, backfill.failure_kind(results))
         raise error
     return {"months": [format_month(r.month) for r in results], "run_id": run_id}
-
-
-def _describe(step: str, summary: dict[str, Any]) -> str:
-    """One log line with the counts and check results of a step."""
-    if step == "extract":
-        return (
-            f"{summary.get('rows_read')} row(s) read, {summary.get('rows_duplicate')} duplicate(s) "
-            f"dropped, {summary.get('rows_rounded')} float(s) rounded to the cent, "
-            f"{summary.get('rows_quarantined')} quarantined, "
-            f"{summary.get('rows_written')} written, amount {summary.get('amount_sum')}"
-        )
-    gates = _gate_reports(summary)
-    if gates:
-        return "; ".join(
-            f"gate {name}: {g.get('n_passed')} passed, {g.get('n_failed')} failed, "
-            f"{g.get('n_warned')} warned"
-            for name, g in gates.items()
-        )
-    rows = summary.get("rows", summary)
-    if isinstance(rows, dict) and rows and all(isinstance(v, int) for v in rows.values()):
-        return f"{sum(rows.values())} row(s): " + ", ".join(
-            f"{k}={v}" for k, v in sorted(rows.items())
-        )
-    return json.dumps(summary, sort_keys=True, default=str)
-
-
-def _gate_reports(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    if "n_passed" in summary:
-        return {str(summary.get("gate", "gate")): summary}
-    return {k: v for k, v in summary.items() if isinstance(v, dict) and "n_passed" in v}
 
 
 @dag(
@@ -376,53 +337,69 @@ def tiers_monthly() -> None:
     @task
     def extract() -> dict[str, Any]:
         """Read the month from the source into its lake partition."""
-        return _run_step("extract")
+        from pipeline.run import steps
+
+        return _run("extract", steps.extract_step)[1]
 
     @task
     def raw_gate() -> dict[str, Any]:
         """Check the extracted payments before anything is computed."""
-        return _run_step("raw_gate")
+        from pipeline.run import steps
+
+        return _run("raw_gate", steps.raw_gate_step)[1]
 
     @task
     def compute() -> dict[str, Any]:
         """Compute every reporting table of the month from the lake."""
-        return _run_step("compute")
+        from pipeline.run import steps
+
+        return _run("compute", steps.compute_step)[1]
 
     @task
     def output_gates() -> dict[str, Any]:
         """Check the computed tables against the spec's rules."""
-        return _run_step("output_gates")
+        from pipeline.run import steps
+
+        return _run("output_gates", steps.output_gates_step)[1]
 
     @task.branch(pool=WAREHOUSE_POOL, pool_slots=1)
     def load() -> list[str]:
         """Replace the month in the warehouse, atomically (one writer: the pool has one
         slot); then draw the report if it is due (a backfill: its last month), else skip it."""
-        _run_step("load")
-        return _after_load()
+        from pipeline.run import steps
+
+        run, _ = _run("load", steps.load_step)
+        return _after_load(run)
 
     @task
     def report() -> dict[str, Any]:
         """Draw the month's report (a self-contained HTML page) from the warehouse."""
-        return _run_step("report", "pipeline.report")
+        from pipeline.run import steps
+
+        return _run("report", steps.report_step)[1]
 
     # after load and the report, or after load alone when the report is skipped
     @task.branch(outlets=[REPORTING_TABLES], trigger_rule="none_failed_min_one_success")
     def publish() -> list[str]:
         """Announce the loaded month and its report to the Asset's consumers; then notify
         (when configured) and cascade (when asked for)."""
-        summary = _run_step("publish")
+        from pipeline.run import steps
+
+        run, summary = _run("publish", steps.publish_step)
         get_current_context()["outlet_events"][REPORTING_TABLES].extra = {
             "month": summary.get("month"),
             "run_id": summary.get("run_id"),
             "rows": summary.get("rows", {}),
             "report": summary.get("report"),
         }
-        return _after_publish()
+        return _after_publish(run)
 
     @task
     def notify() -> dict[str, Any]:
         """Send the month's call list to its recipients ([notify]; nothing when not set)."""
-        return _run_step("notify", "pipeline.notify")
+        from pipeline.run import steps
+
+        return _run("notify", steps.notify_step)[1]
 
     @task(outlets=[REPORTING_TABLES], pool=WAREHOUSE_POOL, pool_slots=1)
     def cascade() -> dict[str, Any]:

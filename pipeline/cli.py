@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import os
-import sys
-import threading
 import time
 from datetime import date
-from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
-from rich.text import Text
 
+from pipeline.cli_errors import fail, fail_with, known_errors, run_app
+from pipeline.cli_output import backtest_table, console, progress, summary
 from pipeline.config import Config, load_config
-from pipeline.errors import FORESEEN, BackfillInterrupted, ConfigError, classify
+from pipeline.errors import BackfillInterrupted, ConfigError
 from pipeline.months import format_month, months_between, parse_month
 
 app = typer.Typer(
@@ -29,8 +21,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-errors = Console(stderr=True)
 
 ConfigOption = Annotated[
     Path, typer.Option("--config", "-c", help="The pipeline's TOML configuration file.")
@@ -62,57 +52,11 @@ def _load(path: Path, *months: date) -> Config:
     try:
         cfg = load_config(path)
     except ConfigError as exc:
-        _fail(str(exc), code=2)
+        fail(str(exc), code=2)
     for month in months:
         if refused := cfg.business.before_start(month):
-            _fail(refused, code=2)
+            fail(refused, code=2)
     return cfg
-
-
-_debug = False  # --debug or TIERS_DEBUG=1: foreseen errors raise too (their traceback)
-
-
-def _fail_with(exc: BaseException) -> None:
-    """A foreseen error's message and exit 1 (with --debug: the traceback)."""
-    if _debug:
-        raise exc
-    _release(exc)
-    _fail(_told(exc))
-
-
-def _release(exc: BaseException | None) -> None:
-    """Drop the tracebacks of a reported error and its causes: their frames hold DuckDB
-    objects that would otherwise outlive the interpreter's shutdown (nanobind then prints
-    "leaked instance" warnings after the message)."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        exc.__traceback__ = None
-        exc = exc.__cause__ or exc.__context__
-
-
-def _fail(message: str, code: int = 1) -> None:
-    _print_error("error:", message)
-    raise typer.Exit(code)
-
-
-def _print_error(label: str, message: str) -> None:
-    """``label`` in red, then the message verbatim: no markup (``[lake]`` stays), and not
-    wrapped, so that a log or a pipe gets the lines as the pipeline wrote them."""
-    errors.print(Text.assemble((label, "bold red"), " ", message), soft_wrap=True, highlight=False)
-
-
-def _known_errors() -> tuple[type[BaseException], ...]:
-    """The foreseen errors (pipeline.errors) a command tells as one message and exit 1;
-    BackfillInterrupted, foreseen too, has an exit code of its own."""
-    return tuple(kind for kind in FORESEEN if issubclass(kind, Exception))
-
-
-def _told(exc: BaseException) -> str:
-    """A foreseen error's message and its notes (which step, whether it was recorded)."""
-    from pipeline.pg import redact_text
-
-    return redact_text("\n".join([str(exc), *getattr(exc, "__notes__", [])]))
 
 
 @app.command()
@@ -137,14 +81,14 @@ def extract(
     cfg = _load(config, the_month)
     try:
         manifest = extract_month(cfg, the_month, quarantine=quarantine, provisional=provisional)
-    except _known_errors() as exc:
-        _fail_with(exc)
+    except known_errors() as exc:
+        fail_with(exc)
     except Exception as exc:  # a full or read-only lake (OSError, DuckDB's IOException)
         fault = storage_fault(exc, cfg, partition_dir(cfg.lake.root, the_month))
         if fault is None:
             raise
         fault.__cause__ = exc
-        _fail_with(fault)
+        fail_with(fault)
     console.print(
         f"{manifest.month}: {manifest.rows_read} row(s) read, {manifest.rows_duplicate} "
         f"duplicate(s) dropped, {manifest.rows_rounded} float(s) rounded to the cent, "
@@ -158,14 +102,14 @@ def extract(
             activities = extract_month(
                 cfg, the_month, quarantine=quarantine, provisional=provisional, dataset=ACTIVITIES
             )
-        except _known_errors() as exc:
-            _fail_with(exc)
+        except known_errors() as exc:
+            fail_with(exc)
         except Exception as exc:
             fault = storage_fault(exc, cfg, partition_dir(cfg.lake.root, the_month, ACTIVITIES))
             if fault is None:
                 raise
             fault.__cause__ = exc
-            _fail_with(fault)
+            fail_with(fault)
         console.print(
             f"{activities.month}: {activities.rows_read} activit(y/ies) read, "
             f"{activities.rows_duplicate} duplicate(s) dropped, "
@@ -188,20 +132,23 @@ def run(
     provisional: ProvisionalOption = False,
 ) -> None:
     """Run one month: extract, check, compute, check, load."""
-    from pipeline import runner
+    from pipeline.run import backfill as months
 
     first = _month(month)
     cfg = _load(config, first)
     try:
-        results = [runner.run_month(cfg, first, extract=do_extract, provisional=provisional)]
+        results = [months.run_month(cfg, first, extract=do_extract, provisional=provisional)]
         console.print(f"{format_month(first)}: loaded")
         if cascade:
-            later = runner.months_reading(cfg, first)[1:]
+            later = months.cascade_months(cfg, first)
             if later:
-                results += _backfill(cfg, later[0], later[-1], jobs=1, extract=False)
-    except _known_errors() as exc:
-        _fail_with(exc)
-    _summary(cfg, results)
+                results += progress(
+                    months_between(later[0], later[-1]),
+                    lambda advance: months.cascade(cfg, later, on_month=advance),
+                )
+    except known_errors() as exc:
+        fail_with(exc)
+    summary(cfg, results)
     if any(r.status != "loaded" for r in results):
         raise typer.Exit(1)
 
@@ -221,61 +168,24 @@ def backfill(
     cfg = _load(config, first_month)
     try:
         results = _backfill(cfg, first_month, last_month, jobs=jobs, extract=do_extract)
-    except _known_errors() as exc:
-        _fail_with(exc)
+    except known_errors() as exc:
+        fail_with(exc)
     except BackfillInterrupted as exc:
-        _fail(str(exc), code=128 + 15)
-    _summary(cfg, results)
+        fail(str(exc), code=128 + 15)
+    summary(cfg, results)
     if any(r.status != "loaded" for r in results):
         raise typer.Exit(1)
 
 
-def _backfill(cfg: Config, first: date, last: date, *, jobs: int, extract: bool):
-    from pipeline import runner
+def _backfill(cfg: Config, first: date, last: date, *, jobs: int, extract: bool) -> list:
+    from pipeline.run import backfill as months
 
-    months = months_between(first, last)
-    failures = []
-    with Progress(
-        TextColumn("[bold]backfill"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        console=console,
-    ) as progress:
-        task = progress.add_task("", total=len(months))
-
-        def advance(result: runner.MonthResult) -> None:
-            if result.status != "loaded":
-                failures.append(result)
-            progress.update(task, advance=1, description=format_month(result.month))
-
-        results = runner.backfill(cfg, first, last, jobs=jobs, extract=extract, on_month=advance)
-    for failure in failures:
-        _print_error(f"{format_month(failure.month)} failed:", failure.error or "")
-    return results
-
-
-def _summary(cfg: Config, results: list) -> None:
-    """One line per loaded month, from the month's own run record (never a warehouse scan)."""
-    from pipeline import runner
-
-    loaded = sorted((r for r in results if r.status == "loaded"), key=lambda r: r.month)
-    if not loaded:
-        return
-    lines = [(r.month, runner.month_headline(cfg, r.month, r.run_id) or {}) for r in loaded]
-    metric = next((h["metric"] for _, h in lines if h.get("metric")), "revenue")
-    table = Table(title=f"Monthly summary (metric: {metric}, window 1)")
-    for column in ("month", "customers", "VIPs", "A", "B", "C", "alerts", metric):
-        table.add_column(column, justify="right")
-    for month, h in lines:
-        table.add_row(
-            format_month(month),
-            *(str(h.get(k, 0)) for k in ("customers", "vips", "class_a", "class_b", "class_c")),
-            str(h.get("alerts", 0)),
-            f"{Decimal(h.get('value', '0')):,}",
-        )
-    console.print(table)
+    return progress(
+        months_between(first, last),
+        lambda advance: months.backfill(
+            cfg, first, last, jobs=jobs, extract=extract, on_month=advance
+        ),
+    )
 
 
 @app.command()
@@ -289,8 +199,8 @@ def demo(
 ) -> None:
     """Create a realistic sample (24 months) and run the whole pipeline on it."""
     from pipeline import demo as sample
-    from pipeline.charts import write_charts
-    from pipeline.report import write_report
+    from pipeline.deliver.charts import write_charts
+    from pipeline.deliver.report import write_report
     from pipeline.warehouse import open_warehouse
 
     started = time.perf_counter()
@@ -310,7 +220,7 @@ def demo(
     cfg = _load(config_path)
     results = _backfill(cfg, spec.first_month, spec.last_month, jobs=jobs, extract=True)
     loaded = [r.month for r in results if r.status == "loaded"]
-    _summary(cfg, results)
+    summary(cfg, results)
     warehouse = open_warehouse(cfg)
     try:
         charts = write_charts(warehouse, folder / "charts", spec.last_month)
@@ -343,8 +253,8 @@ def warehouse_init(config: ConfigOption) -> None:
     warehouse = open_warehouse(cfg)
     try:
         warehouse.ensure_schema()
-    except _known_errors() as exc:
-        _fail_with(exc)
+    except known_errors() as exc:
+        fail_with(exc)
     finally:
         warehouse.close()
     console.print("warehouse schema is up to date")
@@ -362,13 +272,13 @@ def grant_reader(
     """Create a read-only login role for BI tools (PostgreSQL warehouse only)."""
     cfg = _load(config)
     if not cfg.warehouse.url.startswith(("postgresql://", "postgres://")):
-        _fail("grant-reader needs a PostgreSQL warehouse (warehouse.url = postgresql://...)")
+        fail("grant-reader needs a PostgreSQL warehouse (warehouse.url = postgresql://...)")
     from pipeline.warehouse.postgres_roles import create_readonly_role
 
     try:
         create_readonly_role(cfg.warehouse.url, cfg.warehouse.schema_name, role, password)
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     console.print(f"role {role!r} can read schema {cfg.warehouse.schema_name!r} and nothing more")
 
 
@@ -393,13 +303,14 @@ def report(
     ] = None,
 ) -> None:
     """Draw a loaded month's report: one self-contained HTML page from the warehouse."""
-    from pipeline.report import record_report, write_report
+    from pipeline.deliver.report import write_report
+    from pipeline.run.state import record_report
 
     the_month, cfg = _month(month), _load(config)
     try:
         path, chosen, run_id = write_report(cfg, the_month, output, metric=metric)
-    except _known_errors() as exc:
-        _fail_with(exc)
+    except known_errors() as exc:
+        fail_with(exc)
     record_report(cfg, the_month, chosen, path, run_id)
     console.print(f"{format_month(the_month)}: report by {chosen} -> {path}")
 
@@ -415,45 +326,21 @@ def backtest(
     """Replay the call lists of loaded months: the share of leaving customers (value over the
     3 months after below half of the 3 months before) among all alerts, the first --top by
     value at stake and the first --top by call_rank, and the value that left with them."""
-    from rich.table import Table as RichTable
-
-    from pipeline.backtest import backtest as replay
+    from pipeline.deliver.backtest import backtest as replay
 
     first_month, last_month = _month(first, "--from"), _month(last, "--to")
     cfg = _load(config)
     try:
         rows = replay(cfg, first_month, last_month, metric, top).to_pylist()
-    except _known_errors() as exc:
-        _fail_with(exc)
+    except known_errors() as exc:
+        fail_with(exc)
     judged = [r for r in rows if r["month"] is not None]
     if not judged:
-        _fail(
+        fail(
             f"no month of {format_month(first_month)}..{format_month(last_month)} has its "
             "call list and the 3 months after it loaded: load later months, or pick earlier ones"
         )
-    table = RichTable(
-        title=f"How the call lists did ({metric}): share leaving 3 months later, value that left",
-        caption=f"all: every alert; stake: the first {top} by value at stake; rank: the first "
-        f"{top} by call_rank. Leaving: value over the 3 months after below half of the 3 before.",
-    )
-    for heading in ("month", "alerts", "all", "stake", "rank", "left: all", "stake", "rank"):
-        table.add_column(heading, justify="right", no_wrap=True)
-
-    def share(value) -> str:
-        return "-" if value is None else f"{value:.0%}"
-
-    for r in rows:
-        table.add_row(
-            format_month(r["month"]) if r["month"] else "overall",
-            str(r["alerts"]),
-            share(r["leaving_all"]),
-            share(r["leaving_top_stake"]),
-            share(r["leaving_top_call"]),
-            f"{r['value_left_all'] or 0:,.0f}",
-            f"{r['value_left_top_stake'] or 0:,.0f}",
-            f"{r['value_left_top_call'] or 0:,.0f}",
-        )
-    console.print(table)
+    console.print(backtest_table(rows, metric, top))
     overall = rows[-1]
     if overall["leaving_top_stake"]:
         ratio = overall["leaving_top_call"] / overall["leaving_top_stake"]
@@ -470,85 +357,20 @@ def notify(
 ) -> None:
     """Email the month's call list: one message per recipient with the alerts that concern
     them (HTML summary, CSV attachment); a month is sent once per recipient."""
-    from pipeline.notify import send_month
+    from pipeline.deliver.notify import send_month
 
     the_month, cfg = _month(month), _load(config)
     try:
         outcome = send_month(cfg, the_month, resend=resend)
-    except _known_errors() as exc:
-        _fail_with(exc)
+    except known_errors() as exc:
+        fail_with(exc)
     for line in outcome.lines():
         console.print(line, highlight=False)
 
 
 def main() -> None:
-    """The ``tiers`` command. An error the pipeline did not foresee (a database that cannot
-    be reached, a full disk) ends in one message, not a traceback; ``--debug`` (anywhere
-    on the command line) or TIERS_DEBUG=1 shows the traceback instead."""
-    global _debug
-    debug = _debug = "--debug" in sys.argv[1:] or os.environ.get("TIERS_DEBUG") == "1"
-    if "--debug" in sys.argv[1:]:
-        sys.argv.remove("--debug")
-    try:
-        app()
-    except SystemExit as exc:
-        _settle()
-        _exit(exc.code)
-    except Exception as exc:
-        _settle()
-        if debug:
-            raise
-        from pipeline.faults import storage_fault
-
-        fault = storage_fault(exc)
-        if fault is not None:  # a full or read-only disk outside any step (a run's folder)
-            notes = [] if fault is exc else getattr(exc, "__notes__", [])
-            message = "\n".join([_told(fault), *notes])
-        elif classify(exc) is not None:  # foreseen, outside a step (e.g. `warehouse init`)
-            message = _told(exc)
-        else:
-            message = (
-                f"{_plain(exc)}\n(unexpected: run the command again with --debug for the "
-                "traceback; what a step recorded is in the run's folder and in pipeline_run)"
-            )
-        _release(exc)
-    else:
-        return
-    _print_error("error:", message)
-    _exit(1)  # outside the except block: the exit does not carry the error's frames
-
-
-def _exit(code: int | str | None) -> None:
-    """End the process at once, with ``sys.exit``'s meaning of ``code``, once the output is
-    flushed. Everything the command wrote is closed by then; what is skipped is the
-    interpreter's teardown of the modules it imported, which takes most of a second after
-    Great Expectations (longer than many a month's gates)."""
-    if code is not None and not isinstance(code, int):
-        print(code, file=sys.stderr)
-        code = 1
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    os._exit(code or 0)
-
-
-def _settle() -> None:
-    """Let the Great Expectations import that ``gates.warm_up`` started finish: a process
-    that exits in the middle of it (a run that failed early) makes DuckDB's bindings print
-    "leaked instance" warnings under the message."""
-    for thread in threading.enumerate():
-        if thread.name == "gx-import":
-            thread.join(timeout=60)
-
-
-def _plain(exc: BaseException) -> str:
-    """The error in one line or a few: its type when the message does not say it."""
-    text = str(exc).strip() or type(exc).__name__
-    from pipeline.pg import redact_text  # a connection error may quote a DSN
-
-    text = text if ":" in text else f"{type(exc).__name__}: {text}"
-    return redact_text("\n".join([text, *getattr(exc, "__notes__", [])]))
+    """The ``tiers`` command (errors told as ``pipeline.cli_errors`` says)."""
+    run_app(app)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -249,6 +249,6 @@ class AirflowServer:
 
 
 def af_dag_id() -> str:
-    from pipeline.schedule import DAG_ID
+    from pipeline.run.schedule import DAG_ID
 
     return DAG_ID

@@ -126,7 +126,10 @@ HEAVY_MODULES = (
     "pandas",
     "pipeline.lake.partition",
     "pipeline.compute.month",
-    "pipeline.runner",
+    "pipeline.run.state",
+    "pipeline.run.steps",
+    "pipeline.run.backfill",
+    "pipeline.deliver.report",
     "pipeline.warehouse",
     "pipeline.gates",
 )
@@ -214,7 +217,7 @@ def _intervals(dag) -> dict[str, Any]:
     from airflow.timetables.base import TimeRestriction
 
     from pipeline.months import parse_month
-    from pipeline.schedule import backfill_window
+    from pipeline.run.schedule import backfill_window
 
     timetable = coerce_to_core_timetable(dag.timetable)
     zone = str(dag.timetable.timezone)

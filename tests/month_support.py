@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import runner
 from pipeline.config import Config
 from pipeline.lake.extract import extract_months
 from pipeline.lake.partition import Manifest
 from pipeline.months import months_between
+from pipeline.run import backfill
 
 from golden import GOLDEN
 from support import csv_config
@@ -37,7 +37,7 @@ def load_full_case(folder: Path, **sections) -> Config:
     )
     for month, outcome in extract_months(cfg, months_between(FULL_START, FULL_LAST)):
         assert isinstance(outcome, Manifest), (month, outcome)
-    results = runner.backfill(cfg, FULL_LOADED, FULL_LAST, extract=False)
+    results = backfill.backfill(cfg, FULL_LOADED, FULL_LAST, extract=False)
     assert {r.status for r in results} == {"loaded"}, [r.error for r in results]
     return cfg
 

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import date
 
 import pytest
 from airflow_server import AirflowServer
 
 from pipeline.lake.partition import read_manifest
 from pipeline.months import parse_month
-from pipeline.schedule import pipeline_run_id
+from pipeline.run.schedule import pipeline_run_id
 from pipeline.schema.tables import TABLES
 
 from golden import table_differences
@@ -213,13 +214,13 @@ def test_runs_under_a_real_scheduler_load_exactly_the_months_asked_for(golden, t
             (FEB, this_run + "-cascade", "loaded"),
             (MAR, this_run + "-cascade", "loaded"),
         } <= records(config_file)
-        from pipeline import runner
+        from pipeline.run import backfill
 
         cli_payments = tmp_path / "cli" / "payments.csv"
         cli_payments.parent.mkdir()
         cli_payments.write_text(restated)
         cli_config = config(tmp_path / "cli", cli_payments)
-        results = runner.backfill(str(cli_config), "2026-01", "2026-03")
+        results = backfill.backfill(str(cli_config), date(2026, 1, 1), date(2026, 3, 1))
         assert [r.status for r in results] == ["loaded"] * 3
         for name in TABLES:
             if name != "pipeline_run":

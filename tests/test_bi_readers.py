@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import runner
 from pipeline.months import format_month, months_between
+from pipeline.run import backfill
 
 from golden import expected_rows
 from support import csv_config
@@ -180,7 +180,9 @@ def test_duckdb_readers_and_a_12_month_backfill_never_get_in_each_others_way(
     golden, tmp_path
 ) -> None:
     cfg = golden_config(tmp_path, golden)
-    assert [r.status for r in runner.backfill(cfg, "2025-01", "2025-02")] == ["loaded"] * 2
+    assert [r.status for r in backfill.backfill(cfg, date(2025, 1, 1), date(2025, 2, 1))] == [
+        "loaded"
+    ] * 2
     catalog = cfg.warehouse.url.removeprefix("duckdb:///")
     modes = ["hold", "reconnect", "sqlalchemy"]
     stop, readers = start_readers(tmp_path, "duckdb", catalog, modes)
@@ -201,7 +203,9 @@ def test_postgres_readers_and_a_12_month_backfill_never_get_in_each_others_way(
 ) -> None:
     sections = {"warehouse": {"url": pg_dsn, "schema": pg_schema}}
     cfg = golden_config(tmp_path, golden, **sections)
-    assert [r.status for r in runner.backfill(cfg, "2025-01", "2025-02")] == ["loaded"] * 2
+    assert [r.status for r in backfill.backfill(cfg, date(2025, 1, 1), date(2025, 2, 1))] == [
+        "loaded"
+    ] * 2
     stop, readers = start_readers(tmp_path, "postgres", pg_dsn, ["hold", "reconnect"], pg_schema)
     try:
         done = run_backfill(tmp_path / "tiers.toml")
@@ -215,7 +219,9 @@ def test_the_catalog_is_readable_by_duckdb_1_x_and_describes_everything(golden, 
     import duckdb
 
     cfg = golden_config(tmp_path, golden)
-    assert {r.status for r in runner.backfill(cfg, "2025-01", "2025-03")} == {"loaded"}
+    assert {r.status for r in backfill.backfill(cfg, date(2025, 1, 1), date(2025, 3, 1))} == {
+        "loaded"
+    }
     catalog = cfg.warehouse.url.removeprefix("duckdb:///")
     con = duckdb.connect()
     con.execute("ATTACH ? AS warehouse (READ_ONLY)", [catalog])

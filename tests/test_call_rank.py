@@ -13,10 +13,10 @@ from datetime import date, timedelta
 import pytest
 from typer.testing import CliRunner
 
-from pipeline import runner
 from pipeline.cli import app
 from pipeline.compute.month import compute_month, write_month
 from pipeline.months import add_months, months_between
+from pipeline.run import backfill
 
 from golden import SHARED
 from support import extracted, warehouse_rows
@@ -153,7 +153,7 @@ def test_tiers_backtest_agrees_with_the_shared_tool(tmp_path) -> None:
     months = [m.strftime("%Y-%m") for m in months_between(date(2025, 6, 1), date(2026, 2, 1))]
     rows = [r for r in _history(until=date(2026, 2, 1)) if r[2] >= "2025-06"]
     cfg = extracted(tmp_path, rows, months, business={"history_start": "2025-06"})
-    results = runner.backfill(cfg, date(2025, 6, 1), date(2026, 2, 1), extract=False)
+    results = backfill.backfill(cfg, date(2025, 6, 1), date(2026, 2, 1), extract=False)
     assert {r.status for r in results} == {"loaded"}, [r.error for r in results]
     config = str(tmp_path / "tiers.toml")
     printed = CliRunner().invoke(

@@ -25,13 +25,14 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from pipeline import gates, runner
+from pipeline import gates
 from pipeline.compute.month import compute_month
 from pipeline.config.sections import ChecksConfig
 from pipeline.errors import BadInputError, GateFailed
 from pipeline.gates import engine
 from pipeline.lake.extract import extract
 from pipeline.lake.partition import month_files, partition_dir, read_manifest
+from pipeline.run import backfill, steps
 from pipeline.schema.tables import TABLES
 from pipeline.warehouse import open_warehouse
 
@@ -194,7 +195,7 @@ def march(shop) -> dict[str, pa.Table]:
 
 def test_importing_the_gates_does_not_import_great_expectations() -> None:
     code = (
-        "import sys, pipeline.gates, pipeline.runner; "
+        "import sys, pipeline.gates, pipeline.run.steps; "
         "print('great_expectations' in sys.modules, 'pandas' in sys.modules)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -846,7 +847,7 @@ def test_before_load_gate(shop_cfg, march, tmp_path) -> None:
     assert example == {"metric": "revenue", "window_months": 1, "rank": 1, "n_rows": 2}
 
 
-# --- through the runner: a failed gate loads nothing ------------------------------------------
+# --- through the steps: a failed gate loads nothing ------------------------------------------
 
 
 def _warehouse(cfg, name: str, month: date | None = None) -> list[dict]:
@@ -863,7 +864,7 @@ def test_a_failed_gate_stops_the_month_before_anything_is_loaded(
     shop_cfg, march = shop
     shutil.copytree(Path(shop_cfg.lake.root), tmp_path / "lake")
     cfg = csv_config(tmp_path, Path(shop_cfg.source.path), timezone="Europe/Oslo")
-    runner.run_month(cfg, FEB, extract=False)
+    backfill.run_month(cfg, FEB, extract=False)
     loaded = _warehouse(cfg, "customer_segment", FEB)
     assert loaded
 
@@ -871,7 +872,7 @@ def test_a_failed_gate_stops_the_month_before_anything_is_loaded(
     real_sum = Decimal(read_manifest(cfg.lake.root, MAR).amount_sum)
     rewrite_partition(cfg, month=MAR, amount_sum=str(real_sum - Decimal("0.01")))
     with pytest.raises(GateFailed, match="raw.amount_sum_matches_manifest"):
-        runner.run_month(cfg, MAR, extract=False)
+        backfill.run_month(cfg, MAR, extract=False)
     assert _warehouse(cfg, "customer_month", MAR) == []
     (run,) = [r for r in _warehouse(cfg, "pipeline_run") if r["month"] == MAR]
     assert run["status"] == "failed" and run["checks_failed"] == 1
@@ -890,9 +891,9 @@ def test_a_failed_gate_stops_the_month_before_anything_is_loaded(
             pq.write_table(table, folder / f"{name}.parquet")
         return {name: folder / f"{name}.parquet" for name in broken}
 
-    monkeypatch.setattr(runner, "write_month", write_broken)
+    monkeypatch.setattr(steps, "write_month", write_broken)
     with pytest.raises(GateFailed, match="outputs.customer_segment.vip_count"):
-        runner.run_month(cfg, FEB, extract=False)
+        backfill.run_month(cfg, FEB, extract=False)
     assert _warehouse(cfg, "customer_segment", FEB) == loaded
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import date
 from pathlib import Path
 
 import duckdb
@@ -216,23 +217,23 @@ def test_a_foreseen_error_outside_a_step_is_told_without_the_debug_hint(tmp_path
 
 
 def test_a_failed_month_of_a_backfill_says_whether_a_retry_can_help(tmp_path: Path) -> None:
-    from pipeline import runner
     from pipeline.errors import PERMANENT
+    from pipeline.run import backfill
 
     source = write_payments(tmp_path / "p.csv", [("p1", "c1", "2026-01-05", "1,00.0", "EUR")])
     # no gates: their warm-up import would outlive the test
     cfg = csv_config(tmp_path, source, lake={"quarantine": False}, checks={"enabled": False})
-    (result,) = runner.backfill(cfg, "2026-01", "2026-01")
+    (result,) = backfill.backfill(cfg, date(2026, 1, 1), date(2026, 1, 1))
     assert (result.status, result.kind) == ("failed", PERMANENT)  # bad input: fix the source
     assert "unparseable amount" in result.error
 
 
 def test_unforeseen_errors_never_show_a_password() -> None:
-    from pipeline.cli import _plain
+    from pipeline.cli_errors import plain
 
     error = OSError("cannot reach postgresql://tiers:hunter2@db:5432/x?sslmode=require")
     error.add_note("(retry with host=db password=hunter2 user=tiers)")
-    text = _plain(error)
+    text = plain(error)
     assert "hunter2" not in text
     assert "postgresql://tiers:***@db:5432/x" in text and "password=***" in text
 

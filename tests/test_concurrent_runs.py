@@ -19,7 +19,6 @@ from decimal import Decimal
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import runner
 from pipeline.errors import MonthSupersededError, classify
 from pipeline.lake.extract import extract
 from pipeline.lake.partition import (
@@ -31,6 +30,7 @@ from pipeline.lake.partition import (
     read_month,
 )
 from pipeline.months import parse_month
+from pipeline.run import backfill, steps
 
 from pg_support import warehouse_url
 from support import csv_config, files_of, write_payments
@@ -281,14 +281,14 @@ def runner_latest_run(cfg, month) -> dict:
 
 
 def _first_steps(cfg, run_id: str) -> None:
-    runner.extract_step(cfg, FEB, run_id)
-    runner.raw_gate_step(cfg, FEB, run_id)
+    steps.extract_step(cfg, FEB, run_id)
+    steps.raw_gate_step(cfg, FEB, run_id)
 
 
 def _last_steps(cfg, run_id: str) -> None:
-    runner.compute_step(cfg, FEB, run_id)
-    runner.output_gates_step(cfg, FEB, run_id)
-    runner.load_step(cfg, FEB, run_id)
+    steps.compute_step(cfg, FEB, run_id)
+    steps.output_gates_step(cfg, FEB, run_id)
+    steps.load_step(cfg, FEB, run_id)
 
 
 def test_a_run_whose_month_was_extracted_again_meanwhile_loads_nothing(tmp_path) -> None:
@@ -297,7 +297,7 @@ def test_a_run_whose_month_was_extracted_again_meanwhile_loads_nothing(tmp_path)
     write_payments(
         tmp_path / "p.csv", payments(extra=[("p998", "c2", "2026-02-26", "7.00", "EUR")])
     )
-    runner.run_month(cfg, FEB, run_id="manual")  # the manual re-run, start to end
+    backfill.run_month(cfg, FEB, run_id="manual")  # the manual re-run, start to end
     after_manual = warehouse_contents(cfg)
     with pytest.raises(MonthSupersededError) as refused:
         _last_steps(cfg, "scheduled")  # the scheduled run goes on, after its compute
@@ -315,6 +315,6 @@ def test_a_run_whose_month_was_extracted_again_meanwhile_loads_nothing(tmp_path)
 def test_a_run_whose_month_was_extracted_again_unchanged_loads(tmp_path) -> None:
     cfg = loaded_case(tmp_path)
     _first_steps(cfg, "scheduled")
-    runner.run_month(cfg, FEB, run_id="manual")  # the same rows again
+    backfill.run_month(cfg, FEB, run_id="manual")  # the same rows again
     _last_steps(cfg, "scheduled")  # same fingerprint: its results are the month's
     assert runner_latest_run(cfg, FEB)["run_id"] == "scheduled"

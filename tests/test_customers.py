@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -88,17 +90,20 @@ def test_notify_configuration_is_checked(tmp_path) -> None:
 
 
 def test_the_notify_step_does_nothing_without_a_notify_section(tmp_path) -> None:
-    from pipeline.notify import notify_step
+    from pipeline.run.steps import notify_step
 
     cfg = config(tmp_path)
-    assert notify_step(cfg, "2026-01", "run-1") == {"month": "2026-01", "notify": "not configured"}
+    assert notify_step(cfg, date(2026, 1, 1), "run-1") == {
+        "month": "2026-01",
+        "notify": "not configured",
+    }
     assert not (tmp_path / "runs").exists()
 
 
 def test_a_load_puts_the_attributes_in_the_warehouse_for_the_bi_views(tmp_path) -> None:
     """Each month's load replaces the warehouse's customer table from the source; a source
     that cannot be read stops the load before anything of the month is loaded."""
-    from pipeline import runner
+    from pipeline.run import backfill
     from pipeline.warehouse import open_warehouse
 
     (tmp_path / "customers.csv").write_text(ROWS)
@@ -109,7 +114,7 @@ def test_a_load_puts_the_attributes_in_the_warehouse_for_the_bi_views(tmp_path) 
     cfg = csv_config(
         tmp_path, payments, customers={"kind": "csv", "path": "customers.csv", "columns": MAPPING}
     )
-    runner.run_month(cfg, "2026-01")
+    backfill.run_month(cfg, date(2026, 1, 1))
     warehouse = open_warehouse(cfg)
     try:
         stored = warehouse.read_table("customer").to_pylist()
@@ -131,4 +136,4 @@ def test_a_load_puts_the_attributes_in_the_warehouse_for_the_bi_views(tmp_path) 
     ]
     (tmp_path / "customers.csv").write_text("id,display_name,account_manager\nc1,A,\nc1,B,\n")
     with pytest.raises(CustomersError, match="more than once"):
-        runner.run_month(cfg, "2026-01")
+        backfill.run_month(cfg, date(2026, 1, 1))

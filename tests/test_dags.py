@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.months import parse_month
-from pipeline.schedule import (
+from pipeline.run.schedule import (
     CONFIG_ENV,
     ScheduleError,
     backfill_window,
@@ -59,10 +59,16 @@ def test_dag_file_parses_fast_without_heavy_imports(probe):
     assert probe["parse_seconds"] < 2.0
     assert all(seconds < 2.0 for seconds in probe["dagbag"]["file_seconds"])
     watched = {"duckdb", "pyarrow", "great_expectations", "pandas", "pipeline.lake.partition"}
-    assert watched | {"pipeline.compute.month", "pipeline.runner"} <= set(af.HEAVY_MODULES)
+    assert watched | {"pipeline.compute.month", "pipeline.run.steps"} <= set(af.HEAVY_MODULES)
     assert probe["heavy_modules"] == []  # none of them is in sys.modules after parsing
     # from the project, only the pure scheduling helpers are imported at parse time
-    allowed = {"pipeline", "pipeline.errors", "pipeline.months", "pipeline.schedule"}
+    allowed = {
+        "pipeline",
+        "pipeline.errors",
+        "pipeline.months",
+        "pipeline.run",
+        "pipeline.run.schedule",
+    }
     assert set(probe["pipeline_modules"]) <= allowed
 
 
@@ -392,27 +398,22 @@ def dag_module():
 
 
 def run_failing_step(dag_module, monkeypatch, error, *, at_month=False):
-    """``_run_step`` as a task runs it, with a step that raises ``error`` (or with the
-    month that cannot be told, when ``at_month``)."""
-    import sys
-    from types import ModuleType, SimpleNamespace
+    """``_run`` as a task runs it, with a step that raises ``error`` (or with the month
+    that cannot be told, when ``at_month``)."""
+    from types import SimpleNamespace
 
-    def extract_step(path, month, run_id):
+    def extract_step(cfg, month, run_id):
         raise error
 
-    def month_of(context, path):
+    def this_run():
         if at_month:
             raise error
-        return "2026-01"
+        return dag_module._Run("t.toml", None, parse_month("2026-01"), "manual")
 
-    steps = ModuleType("failing_steps")
-    steps.extract_step = extract_step
-    monkeypatch.setitem(sys.modules, "failing_steps", steps)
     context = {"dag_run": SimpleNamespace(run_id="manual__2026-02-03T10:00:00+00:00")}
     monkeypatch.setattr(dag_module, "get_current_context", lambda: context)
-    monkeypatch.setattr(dag_module, "Variable", SimpleNamespace(get=lambda *a, **k: "t.toml"))
-    monkeypatch.setattr(dag_module, "_month", month_of)
-    return dag_module._run_step("extract", "failing_steps")
+    monkeypatch.setattr(dag_module, "_this_run", this_run)
+    return dag_module._run("extract", extract_step)[1]
 
 
 def test_a_missing_source_file_fails_the_task_at_once(dag_module, monkeypatch):
@@ -558,11 +559,14 @@ def test_two_months_through_airflow_match_the_golden_case_and_the_cli(
     assert report.is_file() and "2026-02" in report.read_text()
 
     # the same months through the CLI's backfill give the same reporting tables
-    from pipeline import runner
     from pipeline.config import load_config
+    from pipeline.run import backfill
 
     cli_config = basics_config(tmp_path / "cli", golden)
-    assert [r.status for r in runner.backfill(load_config(cli_config), "2026-01", "2026-02")] == [
+    assert [
+        r.status
+        for r in backfill.backfill(load_config(cli_config), date(2026, 1, 1), date(2026, 2, 1))
+    ] == [
         "loaded",
         "loaded",
     ]
@@ -656,10 +660,11 @@ def test_month_whose_history_an_active_run_holds_is_retried(airflow_home, golden
 
 @pytest.mark.slow
 def test_cascade_param_recomputes_the_later_months(airflow_home, golden, tmp_path):
-    from pipeline import runner
+    from pipeline.config import load_config
+    from pipeline.run import backfill
 
     config_file = basics_config(tmp_path, golden)
-    assert [r.status for r in runner.backfill(str(config_file), "2026-01", "2026-02")] == [
+    assert [r.status for r in backfill.backfill(load_config(config_file), JAN, FEB)] == [
         "loaded",
         "loaded",
     ]
@@ -705,10 +710,11 @@ def test_a_run_asked_for_no_report_draws_none_and_publishes(airflow_home, golden
 
 @pytest.mark.slow
 def test_failing_gate_fails_the_run_at_once_and_loads_nothing(airflow_home, golden, tmp_path):
-    from pipeline import runner
+    from pipeline.config import load_config
+    from pipeline.run import steps
 
     config_file = basics_config(tmp_path, golden)
-    runner.extract_step(str(config_file), "2026-01", "earlier-extract")  # the lake as it stands
+    steps.extract_step(load_config(config_file), JAN, "earlier-extract")  # the lake as it stands
     # The operator overrides the currency and clears the run from raw_gate on, keeping the
     # extract: the raw gate finds EUR rows in a lake that should hold USD.
     result, output = af.dag_test(

@@ -32,7 +32,6 @@ import pyarrow.parquet as pq
 import pytest
 from psycopg import sql as psql
 
-from pipeline import runner
 from pipeline.lake.partition import (
     derived_file,
     extracted_months,
@@ -41,6 +40,7 @@ from pipeline.lake.partition import (
     read_manifest,
 )
 from pipeline.months import parse_month
+from pipeline.run import backfill
 from pipeline.schema.tables import TABLES
 from pipeline.warehouse import open_warehouse
 
@@ -86,7 +86,7 @@ def loaded_case(folder: Path, **config):
     folder.mkdir(parents=True, exist_ok=True)
     source = write_payments(folder / "p.csv", payments())
     cfg = csv_config(folder, source, **config)
-    results = runner.backfill(cfg, JAN, FEB)
+    results = backfill.backfill(cfg, JAN, FEB)
     assert [r.status for r in results] == ["loaded", "loaded"], [r.error for r in results]
     write_payments(source, payments(extra=[("p999", "c1", "2026-02-27", "5000.00", "EUR")]))
     return cfg

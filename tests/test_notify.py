@@ -19,11 +19,12 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 from typer.testing import CliRunner
 
-from pipeline.call_list import history_months
 from pipeline.cli import app
+from pipeline.deliver.call_list import history_months
+from pipeline.deliver.notify import CSV_COLUMNS, NotifyError, ledger_path, send_month
 from pipeline.errors import PERMANENT, TRANSIENT, classify
 from pipeline.months import format_month
-from pipeline.notify import CSV_COLUMNS, NotifyError, ledger_path, notify_step, send_month
+from pipeline.run.steps import notify_step
 from pipeline.warehouse import open_warehouse
 
 from month_support import FULL_LAST, reconfigured

@@ -17,11 +17,13 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import notify, report, runner, storage
+from pipeline import storage
 from pipeline.config import load_config
+from pipeline.deliver import notify, report
 from pipeline.lake.extract import extract
 from pipeline.lake.partition import derived_file, month_files, read_manifest, read_month
 from pipeline.months import months_between
+from pipeline.run import backfill, state, steps
 from pipeline.schema.tables import TABLES
 
 from s3_support import list_keys, moto_server, new_bucket, s3_environment
@@ -109,7 +111,7 @@ def test_golden_case_with_lake_and_runs_on_s3(golden, tmp_path, bucket, s3_endpo
     assert f"runs/{run_id}/month={last}/tables/customer_segment.parquet" in keys
     assert f"runs/{run_id}/month={last}/gates/raw.json" in keys
     # the report step and a page drawn again write into the bucket as well
-    written = report.report_step(cfg, last, run_id)
+    written = steps.report_step(cfg, date.fromisoformat(last + "-01"), run_id)
     assert written["report"] == f"s3://{bucket}/runs/{run_id}/month={last}/report.html"
     path, metric, _ = report.write_report(cfg, date.fromisoformat(last + "-01"))
     assert str(path) == f"s3://{bucket}/runs/reports/{last}-{metric}.html"
@@ -122,17 +124,18 @@ def test_golden_case_with_lake_and_runs_on_s3(golden, tmp_path, bucket, s3_endpo
 
 STEPS = """
 import sys, tempfile
-from pipeline import runner
+from pipeline.config import load_config
+from pipeline.run import steps
 from pipeline.months import months_between
 from datetime import date
 
-config, run_id, part = sys.argv[1:4]
+config, run_id, part = load_config(sys.argv[1]), *sys.argv[2:4]
 months = months_between(date(2026, 1, 1), date(2026, 3, 1))
 for month in months:
     if part == "extract":
-        runner.extract_step(config, month, run_id)
+        steps.extract_step(config, month, run_id)
     else:
-        for step in runner.MONTH_STEPS:
+        for step in steps.MONTH_STEPS:
             step(config, month, run_id)
 print(tempfile.gettempdir())
 """
@@ -145,13 +148,13 @@ def test_extract_and_compute_in_two_processes_share_only_the_bucket(
     source = golden / "basics" / "payments.csv"
     (tmp_path / "local").mkdir()
     local = csv_config(tmp_path / "local", source)
-    runner.backfill(local, "2026-01", "2026-03")
+    backfill.backfill(local, date(2026, 1, 1), date(2026, 3, 1))
 
     (tmp_path / "remote").mkdir()
     remote = csv_config(tmp_path / "remote", source, **on_s3(bucket))
     script = tmp_path / "steps.py"
     script.write_text(STEPS)
-    run_id = runner.new_run_id()
+    run_id = state.new_run_id()
     scratches = []
     for part in ("extract", "compute_and_load"):
         temp = tmp_path / f"tmp-{part}"

@@ -11,9 +11,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import runner
 from pipeline.compute.models import MONTH_ORDER
 from pipeline.config import load_config
+from pipeline.run import backfill, steps
 from pipeline.schema.tables import TABLES, month_tables
 from pipeline.sql import SQL_DIR
 
@@ -73,17 +73,17 @@ def test_backfill_in_parallel_gives_the_same_warehouse(golden, tmp_path) -> None
             csv_config(tmp_path / name, source, timezone="Europe/Oslo", history_start="2025-01")
         )
     serial, parallel = configs
-    runner.backfill(serial, "2025-01", "2025-08", jobs=1)
-    results = runner.backfill(parallel, "2025-01", "2025-08", jobs=2)
+    backfill.backfill(serial, date(2025, 1, 1), date(2025, 8, 1), jobs=1)
+    results = backfill.backfill(parallel, date(2025, 1, 1), date(2025, 8, 1), jobs=2)
     assert [r.status for r in results] == ["loaded"] * 8
     assert _snapshot(serial) == _snapshot(parallel)
 
 
 def test_running_a_month_twice_gives_identical_tables(golden, tmp_path) -> None:
     cfg = csv_config(tmp_path, golden / "basics" / "payments.csv")
-    runner.backfill(cfg, "2026-01", "2026-03")
+    backfill.backfill(cfg, date(2026, 1, 1), date(2026, 3, 1))
     before = _snapshot(cfg)
-    runner.run_month(cfg, "2026-02")
+    backfill.run_month(cfg, date(2026, 2, 1))
     assert _snapshot(cfg) == before
     runs = warehouse_rows(cfg, "pipeline_run").to_pylist()
     assert [r["month"] for r in runs].count(date(2026, 2, 1)) == 2  # both runs are recorded
@@ -96,7 +96,7 @@ def test_a_bad_month_loads_nothing_and_is_recorded(tmp_path) -> None:
         "p1,c1,2026-01-05,10.00,EUR\np2,c1,2026-02-05,ten,EUR\n"
     )
     cfg = csv_config(tmp_path, source)
-    results = runner.backfill(cfg, "2026-01", "2026-02")
+    results = backfill.backfill(cfg, date(2026, 1, 1), date(2026, 2, 1))
     assert [r.status for r in results] == ["loaded", "failed"]
     assert "unparseable amount" in results[1].error
     months = set(warehouse_rows(cfg, "customer_month").column("month").to_pylist())
@@ -110,17 +110,17 @@ def test_cascade_recomputes_the_months_that_read_a_restated_month(golden, tmp_pa
     source = tmp_path / "p.csv"
     source.write_text((golden / "basics" / "payments.csv").read_text())
     cfg = csv_config(tmp_path, source)
-    runner.backfill(cfg, "2026-01", "2026-03")
-    assert runner.months_reading(cfg, date(2026, 1, 1)) == [
+    backfill.backfill(cfg, date(2026, 1, 1), date(2026, 3, 1))
+    assert backfill.months_reading(cfg, date(2026, 1, 1)) == [
         date(2026, 1, 1),
         date(2026, 2, 1),
         date(2026, 3, 1),
     ]
     # a late payment of January makes c07 the biggest customer of the quarter
     source.write_text(source.read_text() + "p999,c07,2026-01-28T10:00:00Z,5000.00,EUR\n")
-    runner.run_month(cfg, "2026-01")
-    for month in runner.months_reading(cfg, date(2026, 1, 1))[1:]:
-        runner.run_month(cfg, month, extract=False)
+    backfill.run_month(cfg, date(2026, 1, 1))
+    for month in backfill.months_reading(cfg, date(2026, 1, 1))[1:]:
+        backfill.run_month(cfg, month, extract=False)
     rows = warehouse_rows(cfg, "customer_abc").to_pylist()
     march = [
         r
@@ -135,14 +135,16 @@ def test_cascade_recomputes_the_months_that_read_a_restated_month(golden, tmp_pa
 
 LOAD_KILLER = """
 import os, signal, sys
-from pipeline import runner
+from datetime import date
+from pipeline.config import load_config
+from pipeline.run import backfill
 from pipeline.warehouse.duckdb import DuckDBWarehouse
 
 real = DuckDBWarehouse._insert_run
 def die(self, run):  # every table of the month deleted and inserted, not committed
     os.kill(os.getpid(), signal.SIGKILL)
 DuckDBWarehouse._insert_run = die
-runner.run_month(sys.argv[1], "2026-02", extract=False)
+backfill.run_month(load_config(sys.argv[1]), date(2026, 2, 1), extract=False)
 """
 
 
@@ -150,10 +152,10 @@ def test_a_load_killed_mid_transaction_leaves_the_previous_month(golden, tmp_pat
     source = tmp_path / "p.csv"
     source.write_text((golden / "basics" / "payments.csv").read_text())
     cfg = csv_config(tmp_path, source)
-    runner.backfill(cfg, "2026-01", "2026-03")
+    backfill.backfill(cfg, date(2026, 1, 1), date(2026, 3, 1))
     before = _snapshot(cfg)
     source.write_text(source.read_text() + "p999,c07,2026-02-28T10:00:00Z,5000.00,EUR\n")
-    runner.extract_step(cfg, "2026-02", "restatement")
+    steps.extract_step(cfg, date(2026, 2, 1), "restatement")
     script = tmp_path / "kill_load.py"
     script.write_text(LOAD_KILLER)
     done = subprocess.run(
@@ -163,7 +165,7 @@ def test_a_load_killed_mid_transaction_leaves_the_previous_month(golden, tmp_pat
     )
     assert done.returncode == -signal.SIGKILL, done.stderr.decode()
     assert _snapshot(cfg) == before
-    runner.run_month(cfg, "2026-02", extract=False)
+    backfill.run_month(cfg, date(2026, 2, 1), extract=False)
     february = [
         r
         for r in warehouse_rows(cfg, "customer_month").to_pylist()

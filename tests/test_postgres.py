@@ -38,6 +38,7 @@ from pipeline.errors import (
 )
 from pipeline.lake.extract import extract, extract_months
 from pipeline.lake.partition import read_manifest, read_month
+from pipeline.months import parse_month
 from pipeline.pg import redact_dsn
 from pipeline.schema.descriptions import DESCRIPTIONS
 from pipeline.schema.tables import PIPELINE_RUN, TABLES, WAREHOUSE_TABLES
@@ -1091,7 +1092,7 @@ def test_a_role_with_more_rights_is_not_made_the_bi_role(pg, pg_dsn, pg_schema, 
 def test_golden_case_from_a_postgres_source_into_a_postgres_warehouse(
     golden, pg, pg_dsn, pg_schema, source_schema, tmp_path, case
 ) -> None:
-    from pipeline import runner
+    from pipeline.run import backfill
     from pipeline.warehouse import open_warehouse
 
     zone, start, last = GOLDEN_CASES[case]
@@ -1112,7 +1113,7 @@ def test_golden_case_from_a_postgres_source_into_a_postgres_warehouse(
         },
     )
     cfg = load_config(path, environ={"TIERS__SOURCE__DSN": pg_dsn})
-    results = runner.backfill(cfg, start, last)
+    results = backfill.backfill(cfg, parse_month(start), parse_month(last))
     assert {r.status for r in results} == {"loaded"}, [r.error for r in results]
     warehouse = open_warehouse(cfg)
     assert isinstance(warehouse, PostgresWarehouse)
@@ -1120,7 +1121,7 @@ def test_golden_case_from_a_postgres_source_into_a_postgres_warehouse(
     reference_cfg = csv_config(
         tmp_path / "duckdb", golden / case / "payments.csv", timezone=zone, history_start=start
     )
-    reference_results = runner.backfill(reference_cfg, start, last)
+    reference_results = backfill.backfill(reference_cfg, parse_month(start), parse_month(last))
     assert {r.status for r in reference_results} == {"loaded"}
     reference = open_warehouse(reference_cfg)
     try:

@@ -1,6 +1,6 @@
 """Warm tasks under the LocalExecutor: the scheduler imports what the tasks import.
 
-``pipeline/preload.py`` does the importing; the plugin ``dags/plugins/tiers_preload.py``
+``pipeline/run/preload.py`` does the importing; the plugin ``dags/plugins/tiers_preload.py``
 calls it in ``airflow scheduler`` only. The real scheduler test
 (``test_airflow_scheduler.py``) checks that its scheduler preloaded.
 """
@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from pipeline import preload
+from pipeline.run import preload
 
 import airflow_support as af
 
@@ -62,7 +62,7 @@ def test_preloading_can_be_switched_off():
 
 def test_a_module_that_fails_to_preload_is_logged_not_raised(caplog, monkeypatch):
     monkeypatch.setattr(preload, "_preloaded", False)
-    with caplog.at_level("WARNING", logger="pipeline.preload"):
+    with caplog.at_level("WARNING", logger="pipeline.run.preload"):
         seconds = preload.preload(("pipeline.months", "pipeline.no_such_module"))
     assert list(seconds) == ["pipeline.months"]
     assert preload.preload() == {}  # once per process
@@ -72,13 +72,16 @@ def test_a_module_that_fails_to_preload_is_logged_not_raised(caplog, monkeypatch
 
 FORKED = r"""
 import json, os, sys, time
-from pipeline import preload
+from pipeline.run import preload
 seconds = preload.preload()
 read, write = os.pipe()
 pid = os.fork()
 if pid == 0:  # the task process, as the supervisor forks it
     started = time.perf_counter()
-    from pipeline import gates, report, runner  # noqa: F401
+    from pipeline import gates  # noqa: F401
+    from pipeline.deliver import report  # noqa: F401
+    from pipeline.run import steps  # noqa: F401
+
     gates.preload_gx()
     bundle = report.vega_bundle()
     assert preload.preload() == {}  # the task, forked, does not preload again

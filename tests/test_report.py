@@ -13,9 +13,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from pipeline.deliver.report import SECTIONS, default_report_path, write_report
+from pipeline.errors import ReportError
 from pipeline.months import add_months
-from pipeline.report import SECTIONS, ReportError, default_report_path, report_step, write_report
-from pipeline.runner import run_dir
+from pipeline.run.state import run_dir
+from pipeline.run.steps import report_step
 from pipeline.warehouse import open_warehouse
 
 from golden import GOLDEN
@@ -197,12 +199,12 @@ def last_payment_days(month: date) -> dict[str, date]:
 
 
 def test_a_month_loaded_before_customer_call_renders_as_before(loaded, tmp_path, monkeypatch):
-    from pipeline import report
-    from pipeline.call_list import build_calls
+    from pipeline.deliver import report_data
+    from pipeline.deliver.call_list import build_calls
 
     cfg, month = loaded, FULL_LAST
     # a month without customer_call rows: build_calls gets none to order by
-    monkeypatch.setattr(report, "build_calls", lambda *args: build_calls(*args[:6]))
+    monkeypatch.setattr(report_data, "build_calls", lambda *args: build_calls(*args[:6]))
     path, _, _ = write_report(cfg, month, tmp_path / "before.html")
     html = path.read_text()
     assert "<details" not in html and 'id="watch-list"' not in html

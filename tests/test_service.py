@@ -15,12 +15,13 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from pipeline import runner
 from pipeline.compute.month import compute_month, write_month
 from pipeline.config import load_config
 from pipeline.errors import BadInputError, MissingMonthError
 from pipeline.lake.extract import extract
 from pipeline.lake.partition import ACTIVITIES
+from pipeline.months import parse_month
+from pipeline.run import backfill
 from pipeline.schema.tables import TABLES
 
 from golden import GOLDEN, table_differences
@@ -174,7 +175,7 @@ def test_a_month_with_payments_and_no_activity_source_is_as_before(tmp_path):
     assert "customer_service" not in files and "customer_service_profile" not in files
     tier = files["customer_tier"]
     assert "cost_to_serve" not in duckdb.sql(f"select * from '{tier}'").columns
-    result = runner.run_month(cfg, "2026-01", extract=False)
+    result = backfill.run_month(cfg, date(2026, 1, 1), extract=False)
     assert result.status == "loaded"
     loaded = warehouse_rows(cfg, "customer_tier").to_pylist()
     assert {r["customer_id"]: r["tier"] for r in loaded} == {"a": 1, "b": 4}
@@ -192,10 +193,10 @@ def test_a_month_loaded_again_without_service_replaces_its_service_rows(tmp_path
     payments = [("p1", "a", "2026-01-05", "100.00", "EUR", 1, "40.00")]
     activities = [("x1", "a", "2026-01-07", "visit", "1.00", "10.00")]
     cfg = served(tmp_path, payments, activities, ["2026-01"])
-    assert runner.run_month(cfg, "2026-01", extract=False).status == "loaded"
+    assert backfill.run_month(cfg, date(2026, 1, 1), extract=False).status == "loaded"
     assert warehouse_rows(cfg, "customer_service").num_rows == 1
     plain = csv_config(tmp_path, tmp_path / "payments.csv")
-    assert runner.run_month(plain, "2026-01", extract=False).status == "loaded"
+    assert backfill.run_month(plain, date(2026, 1, 1), extract=False).status == "loaded"
     assert warehouse_rows(plain, "customer_service").num_rows == 0
     (tier,) = warehouse_rows(plain, "customer_tier").to_pylist()
     assert (tier["customer_id"], tier["cost_to_serve"]) == ("a", None)
@@ -258,7 +259,9 @@ def test_a_re_extract_with_cascade_recomputes_the_months_that_read_it(tmp_path):
     payments = [(f"p{m}", "a", f"2026-0{m}-05", "100.00", "EUR", 1, "40.00") for m in (1, 2, 3)]
     activities = [("x1", "a", "2026-01-07", "visit", "1.00", "10.00")]
     cfg = served(tmp_path, payments, activities, [])
-    assert {r.status for r in runner.backfill(cfg, "2026-01", "2026-03")} == {"loaded"}
+    assert {r.status for r in backfill.backfill(cfg, date(2026, 1, 1), date(2026, 3, 1))} == {
+        "loaded"
+    }
     march = by_customer(warehouse_rows(cfg, "customer_tier").to_pylist())
     assert march["a"]["cost_to_serve"] == Decimal("10.00")
     # January's activities are corrected at the source: the visit cost 70
@@ -318,7 +321,7 @@ def _backfilled(folder: Path, service: dict, environ=None, warehouse=None) -> di
     if warehouse:
         sections["warehouse"] = warehouse
     cfg = load_config(write_config(folder, sections), environ=environ)
-    results = runner.backfill(cfg, *KIND_MONTHS)
+    results = backfill.backfill(cfg, *map(parse_month, KIND_MONTHS))
     assert {r.status for r in results} == {"loaded"}, [r.error for r in results]
     months = {r.month for r in results}
     tables = {name: warehouse_rows(cfg, name) for name in TABLES}
@@ -423,7 +426,7 @@ def test_the_cost_to_serve_section_in_a_browser(tmp_path):
     troublesome money loser in June) strategic: the section draws, lists the troublesome and
     the costliest Tier 4 customers as the warehouse says, and shows k00001 in the strategic
     box only, never in a move-away list. The BI views answer the two questions."""
-    from pipeline.report import write_report
+    from pipeline.deliver.report import write_report
     from pipeline.warehouse import open_warehouse
 
     from month_support import browser_page
@@ -443,7 +446,9 @@ def test_the_cost_to_serve_section_in_a_browser(tmp_path):
         )
     )
     june = date(2025, 6, 1)
-    assert {r.status for r in runner.backfill(cfg, "2025-01", "2025-06")} == {"loaded"}
+    assert {r.status for r in backfill.backfill(cfg, date(2025, 1, 1), date(2025, 6, 1))} == {
+        "loaded"
+    }
     profile = rows_of({"p": warehouse_rows(cfg, "customer_service_profile")}, "p", month=june)
     tiers = {
         r["customer_id"]: r

@@ -2,7 +2,7 @@
 
 Run ids name the moment a run may start (``backfill__2025-07-31T22:00:00+00:00`` is month
 2025-07 for an Oslo business), so the scheduler writes "Business month YYYY-MM" into the
-run's note when the run starts, by the same rules the tasks use (``pipeline.schedule``).
+run's note when the run starts, by the same rules the tasks use (``pipeline.run.schedule``).
 A note given at trigger time is kept, after the month. A run whose month is refused says
 why.
 
@@ -17,7 +17,7 @@ import logging
 from airflow.listeners import hookimpl
 from airflow.plugins_manager import AirflowPlugin
 
-from pipeline.schedule import DAG_ID, MONTH_PARAM, ScheduleError, run_month, schedule_timezone
+from pipeline.run.schedule import DAG_ID, MONTH_PARAM, ScheduleError, run_month, schedule_timezone
 
 log = logging.getLogger(__name__)
 NOTE_PREFIX = "Business month"

@@ -3,7 +3,7 @@
 With the LocalExecutor, every task process is forked from the scheduler (through the
 executor's worker and the task's supervisor), so the modules the scheduler holds are
 already imported in each task: DuckDB, Arrow, Great Expectations with the gates'
-context, the pipeline and Vega's bundle for the report (``pipeline/preload.py`` says
+context, the pipeline and Vega's bundle for the report (``pipeline/run/preload.py`` says
 how and why). This saves seconds of CPU per task; what a task does is unchanged.
 
 The listener runs when a job starts (``on_starting``, before the scheduler starts its
@@ -35,7 +35,7 @@ class PreloadForTasks:
     def on_starting(self, component) -> None:
         from airflow.configuration import conf
 
-        from pipeline import preload
+        from pipeline.run import preload
 
         executor = conf.get("core", "executor")
         if preload.enabled() and runs_local_tasks(component, sys.argv, executor):

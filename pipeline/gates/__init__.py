@@ -1,6 +1,6 @@
 """Quality gates: Great Expectations suites, defined in code, that stop a bad month.
 
-Four gates run in a month's pipeline (``pipeline.runner``):
+Four gates run in a month's pipeline (``pipeline.run.steps``):
 
 * ``raw``: the month's lake partition (schema, required values, paid_at inside the
   month, currency, signs, row count and exact amount sum against the manifest);

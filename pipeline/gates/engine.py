@@ -45,7 +45,7 @@ def warm_up() -> None:
 
 def preload_gx() -> None:
     """Import Great Expectations and set up the gates' context now, in this process (the
-    Airflow scheduler, before it forks the processes of the tasks: ``pipeline.preload``)."""
+    Airflow scheduler, before it forks the processes of the tasks: ``pipeline.run.preload``)."""
     _gx()
 
 

@@ -258,7 +258,7 @@ def hold_months(cfg: Config, months: list[date], run_id: str) -> Iterator[None]:
     seconds), saying which run it waits for. Months are taken in order, so two runs whose
     ranges overlap never wait for each other in a circle. Runs on other machines, and the
     steps of Airflow's runs, are kept apart by the partition's kept files and the load's
-    check that its month was not extracted again (``runner.load_step``)."""
+    check that its month was not extracted again (``run.steps.load_step``)."""
     folder = _lock_folder(cfg)
     with ExitStack() as held:
         for month in sorted(set(months)):

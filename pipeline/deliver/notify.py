@@ -16,7 +16,8 @@ A message the server accepted just before a crash may be sent again (at least on
 The SMTP password comes only from the environment variable named by
 ``notify.password_env``; it never appears in files, messages or logs. A failing server
 raises ``NotifyError`` naming host:port, the cause and the fix; the month stays loaded
-(delivery never touches the warehouse).
+(delivery never touches the warehouse). The run's step that calls it is
+``pipeline.run.steps.notify_step``.
 """
 
 from __future__ import annotations
@@ -38,18 +39,20 @@ from email.utils import formatdate, make_msgid
 from pathlib import Path
 from typing import Any
 
-from pipeline.call_list import (
+from pipeline.config import Config
+from pipeline.config.sections import NotifyConfig
+from pipeline.deliver.call_list import (
     Call,
     build_calls,
     history_months,
     last_payment_dates,
     read_history,
 )
-from pipeline.config import Config, load_config
-from pipeline.config.sections import NotifyConfig
-from pipeline.errors import NotifyError, NotifyServerError
+from pipeline.deliver.report import template_environment
+from pipeline.deliver.report_data import choose_metric
+from pipeline.errors import NotifyError, NotifyServerError, ReportError
 from pipeline.files import atomic_write
-from pipeline.months import format_month, parse_month
+from pipeline.months import format_month
 from pipeline.schema.inputs import ALL_METRICS
 from pipeline.storage import location, scratch
 
@@ -106,27 +109,6 @@ class Outcome:
         }
 
 
-def notify_step(cfg: Config | str | Path, month: str | date, run_id: str) -> dict[str, Any]:
-    """The runner's step after ``load`` (and ``report``): deliver the month's call list.
-
-    Does nothing when ``[notify]`` is not configured. A failure is recorded in the run's
-    ``run.json`` and raised; the month's load and its ``pipeline_run`` row are untouched."""
-    from pipeline.runner import run_dir, update_run_state
-
-    cfg = cfg if isinstance(cfg, Config) else load_config(cfg)
-    month = parse_month(month)
-    folder = run_dir(cfg, month, run_id)
-    if cfg.notify is None:
-        return {"month": format_month(month), "notify": "not configured"}
-    try:
-        outcome = send_month(cfg, month)
-    except NotifyError as exc:
-        update_run_state(folder, notify_error=str(exc))
-        raise
-    update_run_state(folder, notify=outcome.to_dict(), notify_error=None)
-    return outcome.to_dict()
-
-
 def ledger_path(cfg: Config, month: date) -> Path:
     return location(cfg.runs.root) / "notify" / f"month={format_month(month)}.json"
 
@@ -139,7 +121,6 @@ def read_ledger(cfg: Config, month: date) -> dict[str, dict]:
 def plan(cfg: Config, month: date) -> tuple[str, dict[str, list[Call]], dict[str, str]]:
     """The metric, per recipient the calls of the month that concern them, and the
     customers whose routing value is not an address (their calls go to the defaults)."""
-    from pipeline.report import ReportError, choose_metric
     from pipeline.sources.customers import attributes_by_customer, read_customers
     from pipeline.warehouse import open_warehouse
 
@@ -346,8 +327,6 @@ def call_list_csv(month: date, calls: list[Call]) -> str:
 
 
 def compose(cfg: Config, month: date, metric: str, recipient: str, calls: list[Call]):
-    from pipeline.report import template_environment
-
     notify = _settings(cfg)
     env = template_environment()
     integer = metric in ("payments", "units")

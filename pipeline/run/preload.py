@@ -34,13 +34,14 @@ _preloaded = False  # inherited by forked processes: a task does not preload aga
 # the modules the steps of the DAG import, in the order they need them
 TASK_MODULES = (
     "pipeline.config",
-    "pipeline.runner",
+    "pipeline.run.steps",
+    "pipeline.run.backfill",
     "pipeline.lake.extract",
     "pipeline.gates",
     "pipeline.compute.month",
     "pipeline.warehouse",
-    "pipeline.report",
-    "pipeline.notify",
+    "pipeline.deliver.report",
+    "pipeline.deliver.notify",
     "altair",  # the report's charts (imported when drawn: 0.6 s at every report)
 )
 
@@ -77,17 +78,20 @@ def preload(modules: tuple[str, ...] = TASK_MODULES) -> dict[str, float]:
     if "pipeline.compute.month" in seconds:
         # the call list's model (pymc-marketing, pymc, pytensor: ~4 s of imports in compute)
         timed("pymc_marketing", sys.modules["pipeline.compute.call_score"].import_model)
-    if "pipeline.report" in seconds:
+    if "pipeline.deliver.report" in seconds:
         timed("vega_bundle", _preload_vega_bundle)
     log.info("tiers preload (seconds): %s", seconds)
     return seconds
 
 
 def _preload_vega_bundle() -> None:
-    from pipeline import report
+    from pipeline.deliver import report_charts
 
-    script = "import sys, pipeline.report as r; sys.stdout.buffer.write(r.vega_bundle().encode())"
+    script = (
+        "import sys, pipeline.deliver.report_charts as r; "
+        "sys.stdout.buffer.write(r.vega_bundle().encode())"
+    )
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, timeout=300, check=True
     )
-    report.set_vega_bundle(done.stdout.decode())
+    report_charts.set_vega_bundle(done.stdout.decode())
