@@ -8,7 +8,7 @@ export GX_ANALYTICS_ENABLED := false
 
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: demo test lint bench clean compose-tools browser-tools airflow
+.PHONY: demo test test-fast lint bench clean compose-tools browser-tools airflow
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -29,6 +29,11 @@ demo: $(VENV)/.synced
 test: $(VENV)/.synced compose-tools browser-tools
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -n 2 --dist loadfile
+
+# what needs no server (no PostgreSQL, Airflow, S3, SMTP or browser) and is not slow:
+# a few minutes, for the edit-test loop; `make test` runs everything
+test-fast: $(VENV)/.synced
+	$(VENV)/bin/pytest -n 2 --dist loadfile -m "not services and not postgres and not slow"
 
 lint: $(VENV)/.synced
 	$(VENV)/bin/ruff check .

@@ -32,7 +32,7 @@ from pipeline.config import Config, load_config  # noqa: E402
 from pipeline.config.sections import ChecksConfig  # noqa: E402
 from pipeline.lake.extract import extract_months  # noqa: E402
 from pipeline.lake.partition import read_manifest  # noqa: E402
-from pipeline.months import add_months, months_between  # noqa: E402
+from pipeline.months import add_months, months_between, parse_month  # noqa: E402
 from pipeline.run import backfill  # noqa: E402
 from pipeline.run.state import run_dir  # noqa: E402
 
@@ -56,7 +56,7 @@ def raw_gate_child(config: str, month: str, batch_rows: int) -> None:
     cfg = load_config(config)
     cfg = cfg.model_copy(update={"checks": ChecksConfig(batch_rows=batch_rows)})
     started = time.perf_counter()
-    report = gates.gate_raw(cfg, month, Path(config).parent / "memory")
+    report = gates.gate_raw(cfg, parse_month(month), Path(config).parent / "memory")
     seconds = time.perf_counter() - started
     assert report.passed, report.summary()
     growth = _peak_rss_kib() - before

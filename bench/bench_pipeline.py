@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline import demo  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
-from pipeline.months import format_month  # noqa: E402
+from pipeline.months import format_month, parse_month  # noqa: E402
 from pipeline.run import backfill, steps  # noqa: E402
 
 STEPS = [
@@ -35,7 +35,7 @@ STEPS = [
 
 
 def time_month(config: Path, month: str, run_id: str) -> dict[str, float]:
-    cfg = load_config(config)
+    cfg, month = load_config(config), parse_month(month)
     seconds = {}
     for name, step in STEPS:
         started = time.perf_counter()

@@ -12,6 +12,19 @@ pytest.register_assert_rewrite("pg_support")
 
 from golden import GOLDEN  # noqa: E402
 
+# Each folder of tests is a marker (README "Tests"): `make test-fast` runs what needs no
+# server. A test that uses PostgreSQL is marked `postgres` by its fixture, wherever it is.
+FOLDERS = ("unit", "sql", "integration", "services")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        folder = item.path.parent.name
+        if folder in FOLDERS:
+            item.add_marker(folder)
+        if "pg_dsn" in item.fixturenames:
+            item.add_marker("postgres")
+
 
 @pytest.fixture(scope="session")
 def golden() -> Path:

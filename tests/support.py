@@ -86,11 +86,12 @@ def files_of(folder: Path) -> dict[str, str]:
 def extracted(folder: Path, rows: Iterable[Iterable[Any]], months: Iterable[str], **config):
     """Write ``rows`` as the CSV source, extract ``months`` and return the configuration."""
     from pipeline.lake.extract import extract
+    from pipeline.months import parse_month
 
     source = write_payments(folder / "payments.csv", rows)
     cfg = csv_config(folder, source, **config)
     for month in months:
-        extract(cfg, month)
+        extract(cfg, parse_month(month))
     return cfg
 
 

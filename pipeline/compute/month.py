@@ -23,7 +23,7 @@ from pipeline.config import Config
 from pipeline.errors import ComputeError
 from pipeline.lake.derived import MONTHLY_RANKING_SCHEMA
 from pipeline.lake.partition import ACTIVITIES, derived_file, month_files, read_manifest
-from pipeline.months import add_months, format_month, parse_month
+from pipeline.months import add_months, format_month
 from pipeline.schema.inputs import ALL_METRICS, metrics_available
 from pipeline.schema.tables import Table, month_tables
 from pipeline.sources.customers import read_customers
@@ -55,7 +55,6 @@ class MonthPlan:
 
 
 def plan_month(cfg: Config, month: date) -> MonthPlan:
-    month = parse_month(month)
     if refused := cfg.business.before_start(month):
         raise ComputeError(refused)
     months = tuple(cfg.months_read(month))

@@ -32,7 +32,6 @@ from pipeline.gates.rules import (
     share,
 )
 from pipeline.lake.partition import ACTIVITIES, month_files
-from pipeline.months import parse_month
 from pipeline.schema.tables import TABLES, month_tables
 
 SEGMENTS = ("vip", "good", "regular")
@@ -49,7 +48,6 @@ def gate_customer_month(
     cfg: Config, month: date, tables: dict[str, data.Rows], out_dir: Path
 ) -> GateReport:
     """Validate customer_month against the month's lake partition."""
-    month = parse_month(month)
     if not cfg.checks.enabled:
         return disabled("customer_month", month, out_dir)
     started = time.perf_counter()
@@ -106,7 +104,6 @@ def gate_outputs(
     cfg: Config, month: date, tables: dict[str, data.Rows], out_dir: Path
 ) -> GateReport:
     """Validate the reporting tables computed for ``month`` (customer_month aside)."""
-    month = parse_month(month)
     if not cfg.checks.enabled:
         return disabled("outputs", month, out_dir)
     started = time.perf_counter()
@@ -290,7 +287,6 @@ def gate_before_load(
     out_dir: Path,
 ) -> GateReport:
     """Validate the rows about to be loaded: counts as computed, unique keys."""
-    month = parse_month(month)
     if not cfg.checks.enabled:
         return disabled("before_load", month, out_dir)
     started = time.perf_counter()

@@ -29,7 +29,7 @@ from pipeline.lake.partition import (
     month_files,
     read_manifest,
 )
-from pipeline.months import format_month, month_bounds, parse_month
+from pipeline.months import format_month, month_bounds
 from pipeline.schema.inputs import (
     CANONICAL_COLUMNS,
     REQUIRED_COLUMNS,
@@ -40,7 +40,6 @@ from pipeline.schema.inputs import (
 
 def gate_raw(cfg: Config, month: date, out_dir: Path) -> GateReport:
     """Validate the lake partition of ``month`` against the canonical schema and its manifest."""
-    month = parse_month(month)
     if not cfg.checks.enabled:
         return disabled("raw", month, out_dir)
     started = time.perf_counter()
@@ -155,7 +154,6 @@ def gate_raw_activities(cfg: Config, month: date, out_dir: Path) -> GateReport:
     """Validate the activity partition of ``month`` (a [service] source) against the
     canonical schema and its manifest, as gate_raw validates the payments (no volume rule:
     a month may hold no activity)."""
-    month = parse_month(month)
     if not cfg.checks.enabled:
         return disabled("raw_activities", month, out_dir)
     started = time.perf_counter()

@@ -27,7 +27,7 @@ from pipeline.lake.delivery import (
 from pipeline.lake.derived import activity_tables, payment_tables
 from pipeline.lake.partition import PAYMENTS, Dataset, Manifest, partition_dir
 from pipeline.lake.publish import publish_partition, publish_table
-from pipeline.months import format_month, month_bounds, parse_month
+from pipeline.months import format_month, month_bounds
 from pipeline.sources import SourceRows, open_months
 from pipeline.sources.files import csv_parse_error
 from pipeline.sql import bounded_connection, run_sql
@@ -43,7 +43,7 @@ def extract(
 ) -> Manifest:
     """Read month ``month`` from the source into its lake partition (atomically)."""
     ((_, outcome),) = extract_months(
-        cfg, [parse_month(month)], quarantine=quarantine, provisional=provisional, dataset=dataset
+        cfg, [month], quarantine=quarantine, provisional=provisional, dataset=dataset
     )
     if isinstance(outcome, Exception):
         raise outcome
@@ -66,7 +66,7 @@ def extract_months(
     not ended in the business time zone is refused unless ``provisional``: then it is
     extracted and its manifest marked provisional.
     """
-    months = sorted(parse_month(m) for m in months)
+    months = sorted(months)
     while months and (refused := cfg.business.before_start(months[0])):
         yield months.pop(0), BadInputError(refused)  # without reading the source
     if not months:

@@ -70,7 +70,7 @@ from support import (
 pytestmark = pytest.mark.postgres
 pytest_plugins = ["pg_support"]  # fixtures: pg_dsn, pg, pg_schema, source_schema, pg_role
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 JAN, FEB, MAR = date(2026, 1, 1), date(2026, 2, 1), date(2026, 3, 1)
 GOLDEN_CASES = {
     # case: (business time zone, history_start, last month)

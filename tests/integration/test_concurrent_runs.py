@@ -90,11 +90,12 @@ def test_with_no_grace_a_replaced_partition_keeps_nothing(tmp_path) -> None:
 
 WRITER = """
 import sys
+from datetime import date
 from pipeline.config import load_config
 from pipeline.lake.extract import extract
 cfg = load_config(sys.argv[1])
 for _ in range(int(sys.argv[2])):
-    extract(cfg, "2026-01")
+    extract(cfg, date(2026, 1, 1))
 """
 
 READER = """

@@ -26,7 +26,7 @@ from support import csv_config
 
 pytest_plugins = ["pg_support"]  # fixtures: pg_dsn, pg_schema
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CASE, ZONE, START = "full", "Europe/Oslo", "2025-01"
 FIRST, LAST = date(2025, 1, 1), date(2025, 12, 1)
 

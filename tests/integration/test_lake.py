@@ -585,6 +585,7 @@ import os, signal, sys
 import pipeline.lake.publish as publish
 from pipeline.config import load_config
 from pipeline.lake.extract import extract
+from pipeline.months import parse_month
 
 where = sys.argv[2]
 if where == "manifest":  # data file written, manifest not yet swapped
@@ -599,7 +600,7 @@ else:  # in the middle of writing the data file
             handle.write(b"PAR1 truncated")
         os.kill(os.getpid(), signal.SIGKILL)
     publish.pq.write_table = die
-extract(load_config(sys.argv[1]), "2026-01")
+extract(load_config(sys.argv[1]), parse_month("2026-01"))
 """
 
 
@@ -624,7 +625,7 @@ def test_extract_killed_midway_leaves_the_partition_intact(tmp_path, where) -> N
     script.write_text(KILLER)
     done = subprocess.run(
         [sys.executable, str(script), str(tmp_path / "tiers.toml"), where],
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=Path(__file__).resolve().parents[2],
         capture_output=True,
     )
     assert done.returncode == -signal.SIGKILL, done.stderr.decode()

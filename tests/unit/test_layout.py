@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-PIPELINE = Path(__file__).resolve().parents[1] / "pipeline"
+PIPELINE = Path(__file__).resolve().parents[2] / "pipeline"
 
 # The layers, bottom to top. A module may import its own package and anything ranked lower;
 # the packages of one layer do not import each other, while the single modules of the base

@@ -13,7 +13,7 @@ from pipeline.compute.month import compute_month
 from pipeline.errors import ComputeError, MissingMonthError
 from pipeline.lake.extract import extract
 from pipeline.lake.partition import partition_dir
-from pipeline.months import months_between
+from pipeline.months import months_between, parse_month
 
 from support import csv_config, extracted, write_payments
 
@@ -241,7 +241,7 @@ def test_tiers_and_margin_erosion(tmp_path) -> None:
     source = write_payments(tmp_path / "p.csv", rows, header=header)
     cfg = csv_config(tmp_path, source)
     for month in ("2026-01", "2026-02", "2026-03"):
-        extract(cfg, month)
+        extract(cfg, parse_month(month))
     tables = compute_month(cfg, MAR)
     tiers = {r["customer_id"]: r for r in rows_of(tables, "customer_tier")}
     assert {c: t["tier"] for c, t in tiers.items()} == {
@@ -276,7 +276,7 @@ def test_margin_erosion_needs_strictly_more_than_the_threshold(tmp_path, march_c
     ]
     cfg = csv_config(tmp_path, write_payments(tmp_path / "p.csv", rows, header=header))
     for month in ("2026-01", "2026-02", "2026-03"):
-        extract(cfg, month)
+        extract(cfg, parse_month(month))
     erosion = [
         a
         for a in compute_month(cfg, MAR)["customer_alert"].to_pylist()

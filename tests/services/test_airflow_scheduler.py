@@ -214,13 +214,14 @@ def test_runs_under_a_real_scheduler_load_exactly_the_months_asked_for(golden, t
             (FEB, this_run + "-cascade", "loaded"),
             (MAR, this_run + "-cascade", "loaded"),
         } <= records(config_file)
+        from pipeline.config import load_config
         from pipeline.run import backfill
 
         cli_payments = tmp_path / "cli" / "payments.csv"
         cli_payments.parent.mkdir()
         cli_payments.write_text(restated)
         cli_config = config(tmp_path / "cli", cli_payments)
-        results = backfill.backfill(str(cli_config), date(2026, 1, 1), date(2026, 3, 1))
+        results = backfill.backfill(load_config(cli_config), date(2026, 1, 1), date(2026, 3, 1))
         assert [r.status for r in results] == ["loaded"] * 3
         for name in TABLES:
             if name != "pipeline_run":

@@ -35,7 +35,7 @@ from support import (
     write_payments,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 GOLDEN_CASES = {
     "basics": ("UTC", "2026-01", "2026-03"),
     "full": ("Europe/Oslo", "2025-01", "2026-03"),
@@ -185,6 +185,7 @@ import os, signal, sys
 from pipeline import storage
 from pipeline.config import load_config
 from pipeline.lake.extract import extract
+from pipeline.months import parse_month
 
 real_upload = storage.upload
 if sys.argv[2] == "data":  # half of the new data file sent, then killed
@@ -202,7 +203,7 @@ else:  # every data file uploaded, the manifest not yet written
             os.kill(os.getpid(), signal.SIGKILL)
         return real_write(self, text, encoding)
     storage.RemotePath.write_text = write_text
-extract(load_config(sys.argv[1]), "2026-01")
+extract(load_config(sys.argv[1]), parse_month("2026-01"))
 """
 
 
@@ -263,7 +264,8 @@ WRITER = """
 import sys
 from pipeline.config import load_config
 from pipeline.lake.extract import extract
-extract(load_config(sys.argv[1]), "2026-01")
+from pipeline.months import parse_month
+extract(load_config(sys.argv[1]), parse_month("2026-01"))
 """
 
 

@@ -160,7 +160,7 @@ def test_a_load_killed_mid_transaction_leaves_the_previous_month(golden, tmp_pat
     script.write_text(LOAD_KILLER)
     done = subprocess.run(
         [sys.executable, str(script), str(tmp_path / "tiers.toml")],
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=Path(__file__).resolve().parents[2],
         capture_output=True,
     )
     assert done.returncode == -signal.SIGKILL, done.stderr.decode()

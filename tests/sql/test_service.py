@@ -49,7 +49,7 @@ def served(tmp_path: Path, payments, activities, months, *, header=ACTIVITY_HEAD
     act = write_activities(tmp_path / "activities.csv", activities, header)
     service = {"kind": "csv", "path": str(act)} | config.pop("service", {})
     cfg = csv_config(tmp_path, pay, service=service, **config)
-    for month in months:
+    for month in map(parse_month, months):
         extract(cfg, month)
         extract(cfg, month, dataset=ACTIVITIES)
     return cfg
@@ -170,7 +170,7 @@ def test_a_month_with_payments_and_no_activity_source_is_as_before(tmp_path):
     ]
     source = write_payments(tmp_path / "payments.csv", payments, header=COSTED)
     cfg = csv_config(tmp_path, source)
-    extract(cfg, "2026-01")
+    extract(cfg, date(2026, 1, 1))
     files = write_month(cfg, JAN, tmp_path / "tables")
     assert "customer_service" not in files and "customer_service_profile" not in files
     tier = files["customer_tier"]
@@ -211,12 +211,12 @@ def test_a_month_is_computed_only_once_its_activity_history_was_extracted(tmp_pa
     activities = [("x1", "a", "2026-01-07", "visit", "1.00", "10.00")]  # none in Feb, Mar
     cfg = served(tmp_path, payments, activities, [])
     for month in ("2026-01", "2026-02", "2026-03"):
-        extract(cfg, month)
-    extract(cfg, "2026-03", dataset=ACTIVITIES)
-    extract(cfg, "2026-01", dataset=ACTIVITIES)
+        extract(cfg, parse_month(month))
+    extract(cfg, date(2026, 3, 1), dataset=ACTIVITIES)
+    extract(cfg, date(2026, 1, 1), dataset=ACTIVITIES)
     with pytest.raises(MissingMonthError, match="activities of month 2026-02 are not in the lake"):
         compute_month(cfg, MAR)
-    manifest = extract(cfg, "2026-02", dataset=ACTIVITIES)  # a partition with no activity
+    manifest = extract(cfg, date(2026, 2, 1), dataset=ACTIVITIES)  # a partition with no activity
     assert manifest.rows_written == 0
     tier = by_customer(rows_of(compute_month(cfg, MAR), "customer_tier"))["a"]
     assert tier["cost_to_serve"] == Decimal("10.00")  # January's, in the 3-month window
@@ -231,14 +231,14 @@ def test_activities_are_judged_deduplicated_and_quarantined_like_payments(tmp_pa
         ("x3", "a", "2026-01-08", "visit", "1.00", "1.234"),  # more than 2 decimals
     ]
     cfg = served(tmp_path, payments, activities, [])
-    extract(cfg, "2026-01")
+    extract(cfg, date(2026, 1, 1))
     with pytest.raises(BadInputError) as caught:
-        extract(cfg, "2026-01", dataset=ACTIVITIES)
+        extract(cfg, date(2026, 1, 1), dataset=ACTIVITIES)
     told = str(caught.value)
     assert "month 2026-01 has 2 bad row(s)" in told
     assert "negative hours: 1 row(s)" in told and "cost with more than 2 decimals" in told
     assert "activity_id='x2'" in told
-    manifest = extract(cfg, "2026-01", quarantine=True, dataset=ACTIVITIES)
+    manifest = extract(cfg, date(2026, 1, 1), quarantine=True, dataset=ACTIVITIES)
     assert (manifest.rows_read, manifest.rows_duplicate, manifest.rows_written) == (4, 1, 1)
     assert manifest.rows_quarantined == 2
     assert (tmp_path / "lake/quarantine/activities/month=2026-01/bad-rows.parquet").exists()
@@ -252,7 +252,7 @@ def test_an_activity_id_given_again_in_another_month_is_refused(tmp_path):
     ]
     cfg = served(tmp_path, payments, activities, [])
     with pytest.raises(BadInputError, match="activity_id the source gives again"):
-        extract(cfg, "2026-01", dataset=ACTIVITIES)
+        extract(cfg, date(2026, 1, 1), dataset=ACTIVITIES)
 
 
 def test_a_re_extract_with_cascade_recomputes_the_months_that_read_it(tmp_path):

@@ -17,7 +17,7 @@ import pipeline
 from pipeline import errors
 from pipeline.errors import FORESEEN, KINDS, PERMANENT, TRANSIENT, classify
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _pipeline_modules() -> list:

@@ -49,7 +49,7 @@ from support import csv_config, files_of, write_payments
 
 pytest_plugins = ["pg_support"]  # fixtures: pg_dsn, pg, pg_schema
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TIERS = str(Path(sys.executable).with_name("tiers"))
 JAN, FEB = parse_month("2026-01"), parse_month("2026-02")
 

@@ -31,7 +31,7 @@ pytest_plugins = ["pg_support"]  # fixtures: pg_dsn, pg_schema
 
 JAN, FEB, MAR = date(2025, 1, 1), date(2025, 2, 1), date(2025, 3, 1)
 FULL_MONTHS = [date(2025 + (m // 12), m % 12 + 1, 1) for m in range(15)]  # 2025-01..2026-03
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def golden_tables(month: date) -> dict[str, pa.Table]:
@@ -244,7 +244,7 @@ def test_the_bi_views_answer_the_analysts_questions_in_one_query(warehouse) -> N
 
 LOADER = """
 import sys
-sys.path.insert(0, "tests")
+sys.path[:0] = ["tests", "tests/integration"]
 from datetime import date
 from pipeline.warehouse.duckdb import DuckDBWarehouse
 from test_warehouse import golden_tables, run
