@@ -18,7 +18,15 @@ import pyarrow as pa
 from pipeline.config import Config
 from pipeline.config.sections import CustomersConfig
 from pipeline.errors import CustomersError, SourceConnectionError
-from pipeline.pg import qualified_table, redact_dsn, session_lost
+from pipeline.pg import (
+    first_line,
+    qualified_table,
+    quote_ident,
+    redact_dsn,
+    redact_message,
+    session_lost,
+    with_connect_timeout,
+)
 from pipeline.schema.inputs import CUSTOMER_COLUMNS
 from pipeline.sources.files import read_csv_text
 
@@ -103,24 +111,28 @@ def _existing(path: str | None) -> Path:
 
 
 def _read_postgres(source: CustomersConfig) -> tuple[pa.Table, str]:
-    import psycopg
+    """The source's rows through ADBC, as the payments are read, every column as
+    PostgreSQL's own text of its values (as the file kinds read them as text)."""
+    import adbc_driver_postgresql.dbapi as adbc  # only for this kind of source
 
     relation = f"({source.query}) as customers" if source.query else qualified_table(source.table)
     label = f"postgres {source.table or 'query'} at {redact_dsn(source.dsn)}"
     try:
-        with psycopg.connect(source.dsn) as connection, connection.cursor() as cur:
-            cur.execute(f"SELECT * FROM {relation}")
-            names = [d.name for d in cur.description]
-            rows = cur.fetchall()
-    except psycopg.Error as exc:
-        message = str(exc).replace(source.dsn or "", redact_dsn(source.dsn))
+        with (
+            adbc.connect(with_connect_timeout(source.dsn), autocommit=True) as connection,
+            connection.cursor() as cur,
+        ):
+            cur.execute(f"SELECT * FROM {relation} LIMIT 0")
+            names = cur.fetch_arrow_table().schema.names
+            if not names:
+                return pa.table({}), label
+            as_text = ", ".join(f"{quote_ident(n)}::text AS {quote_ident(n)}" for n in names)
+            cur.execute(f"SELECT {as_text} FROM {relation}")
+            return cur.fetch_arrow_table(), label
+    except adbc.Error as exc:
+        message = first_line(redact_message(str(exc), source.dsn or ""))
         kind = SourceConnectionError if session_lost(exc) else CustomersError
         raise kind(f"{label}: {message}") from None
-    columns = {
-        name: pa.array([None if r[i] is None else str(r[i]) for r in rows], pa.string())
-        for i, name in enumerate(names)
-    }
-    return pa.table(columns) if names else pa.table({}), label
 
 
 def _canonical(raw: pa.Table, source: CustomersConfig, label: str) -> pa.Table:

@@ -24,13 +24,14 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from pipeline.config import load_config
+from pipeline.config import Config, load_config
 from pipeline.config.sections import SourceConfig
 from pipeline.errors import (
     PERMANENT,
     TRANSIENT,
     BadInputError,
     ConfigError,
+    CustomersError,
     SourceConnectionError,
     SourceError,
     WarehouseSchemaError,
@@ -43,6 +44,7 @@ from pipeline.pg import redact_dsn
 from pipeline.schema.descriptions import DESCRIPTIONS
 from pipeline.schema.tables import PIPELINE_RUN, TABLES, WAREHOUSE_TABLES
 from pipeline.sources import open_months
+from pipeline.sources.customers import read_customers
 from pipeline.sources.postgres import read_source_month
 from pipeline.sql import connect
 from pipeline.warehouse.duckdb import DuckDBWarehouse
@@ -65,6 +67,7 @@ from support import (
     csv_config,
     float_case_values,
     write_config,
+    write_payments,
 )
 
 pytestmark = pytest.mark.postgres
@@ -515,6 +518,76 @@ def test_hostile_column_names_are_quoted(pg, pg_dsn, source_schema) -> None:
     ]
     victim = pg.execute("SELECT to_regclass(%s)", [f'"{source_schema}".victim']).fetchone()[0]
     assert victim is not None
+
+
+# --- the customers source ------------------------------------------------------------------
+
+
+CRM_CSV = (
+    "id,display_name,account_manager,strategic,since,credit\n"
+    "c2,Beta,b@example.com,true,2024-03-01,1500.50\n"
+    "c1,Alpha,,false,,0.00\n"
+)
+CRM_MAPPING = {"customer_id": "id", "name": "display_name", "owner_email": "account_manager"}
+
+
+def customers_config(tmp_path: Path, customers: dict) -> Config:
+    payments = write_payments(tmp_path / "payments.csv", [])
+    return csv_config(tmp_path, payments, customers=customers | {"columns": CRM_MAPPING})
+
+
+def test_customers_from_postgres_are_the_rows_their_csv_gives(
+    pg, pg_dsn, source_schema, tmp_path
+) -> None:
+    """Read through ADBC like the payments, every value as PostgreSQL's own text: a
+    boolean, a date, a NULL and a numeric come out as the CSV of the same table has them."""
+    crm = sql.Identifier(source_schema, "crm")
+    pg.execute(
+        sql.SQL(
+            "CREATE TABLE {} (id text, display_name text, account_manager text, "
+            "strategic boolean, since date, credit numeric(12, 2))"
+        ).format(crm)
+    )
+    pg.execute(
+        sql.SQL(
+            "INSERT INTO {} VALUES ('c2', 'Beta', 'b@example.com', true, '2024-03-01', 1500.5),"
+            " ('c1', 'Alpha', NULL, false, NULL, 0)"
+        ).format(crm)
+    )
+    (tmp_path / "crm.csv").write_text(CRM_CSV)
+    table = {"kind": "postgres", "dsn": pg_dsn, "table": f"{source_schema}.crm"}
+    from_pg = read_customers(customers_config(tmp_path, table))
+    from_csv = read_customers(customers_config(tmp_path, {"kind": "csv", "path": "crm.csv"}))
+    assert from_pg.to_pylist() == from_csv.to_pylist()
+    assert from_pg.to_pylist() == [
+        {
+            "customer_id": "c1",
+            "name": "Alpha",
+            "owner_email": None,
+            "strategic": "false",
+            "since": None,
+            "credit": "0.00",
+        },
+        {
+            "customer_id": "c2",
+            "name": "Beta",
+            "owner_email": "b@example.com",
+            "strategic": "true",
+            "since": "2024-03-01",
+            "credit": "1500.50",
+        },
+    ]
+    query = {"kind": "postgres", "dsn": pg_dsn, "query": f"SELECT * FROM {crm.as_string(pg)}"}
+    assert read_customers(customers_config(tmp_path, query)).to_pylist() == from_pg.to_pylist()
+
+
+def test_a_customers_table_not_there_or_a_server_down_is_told(pg_dsn, source_schema, tmp_path):
+    missing = {"kind": "postgres", "dsn": pg_dsn, "table": f"{source_schema}.nobody"}
+    with pytest.raises(CustomersError, match=rf"postgres {source_schema}\.nobody at .*nobody"):
+        read_customers(customers_config(tmp_path, missing))
+    down = {"kind": "postgres", "dsn": "postgresql://postgres@127.0.0.1:1/test", "table": "crm"}
+    with pytest.raises(SourceConnectionError, match="postgres crm at postgresql://"):
+        read_customers(customers_config(tmp_path, down))
 
 
 # --- a large month ------------------------------------------------------------------------
