@@ -113,12 +113,17 @@ def import_model():
     return BetaGeoModel
 
 
-def warm_up() -> None:
+def warm_up(after: threading.Thread | None = None) -> None:
     """Import the model in a background thread, so that its seconds of importing overlap
-    with the month's extract and gates (DuckDB releases the GIL) instead of delaying the
-    computation, which waits for it (Python's import lock); a failure shows there."""
+    with the month's extract, gates and SQL (DuckDB releases the GIL) instead of delaying
+    the fit at the end of the computation, which waits for it (Python's import lock); a
+    failure shows there. ``after``: a thread to let finish first (the gates' import, which
+    the raw gate needs sooner; two imports at once hold the GIL in turns and both finish
+    late)."""
 
     def load() -> None:
+        if after is not None:
+            after.join()
         with contextlib.suppress(Exception):
             import_model()
 

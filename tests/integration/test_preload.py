@@ -12,6 +12,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+from types import SimpleNamespace
 
 import pytest
 
@@ -121,3 +123,40 @@ def test_a_task_forked_after_preloading_finds_everything_imported():
     assert child["gx"] and child["model"]
     assert child["took"] < 0.5  # GX alone takes seconds to import and set up
     assert child["size"] > 100_000  # Vega, Vega-Lite and Vega-Embed, made by the scheduler
+
+
+def test_the_model_is_imported_after_great_expectations_not_beside_it(monkeypatch) -> None:
+    """``tiers run`` imports in the background, GX first (the raw gate needs it within
+    seconds), then the model (needed at the end of the computation): two imports at once
+    hold the GIL in turns, and the raw gate waited for both (README "Performance")."""
+    from pipeline import gates
+    from pipeline.compute import call_score
+    from pipeline.run import backfill
+
+    order: list[str] = []
+    gx_may_finish = threading.Event()
+
+    def gx() -> None:
+        gx_may_finish.wait(timeout=10)
+        order.append("great_expectations")
+
+    model_imported = threading.Event()
+
+    def model() -> None:
+        order.append("model")
+        model_imported.set()
+
+    monkeypatch.setattr(gates.engine, "_gx", gx)
+    monkeypatch.setattr(call_score, "import_model", model)
+    cfg = SimpleNamespace(checks=SimpleNamespace(enabled=True))
+    backfill._warm_up(cfg)
+    assert not model_imported.wait(timeout=0.5)  # waits for GX, which has not finished
+    gx_may_finish.set()
+    assert model_imported.wait(timeout=10)
+    assert order == ["great_expectations", "model"]
+    # without the gates, the model does not wait for anything
+    order.clear()
+    model_imported.clear()
+    backfill._warm_up(SimpleNamespace(checks=SimpleNamespace(enabled=False)))
+    assert model_imported.wait(timeout=10)
+    assert order == ["model"]
