@@ -17,16 +17,8 @@ import pyarrow as pa
 
 from pipeline.config import Config
 from pipeline.config.sections import CustomersConfig
-from pipeline.errors import CustomersError, SourceConnectionError
-from pipeline.pg import (
-    first_line,
-    qualified_table,
-    quote_ident,
-    redact_dsn,
-    redact_message,
-    session_lost,
-    with_connect_timeout,
-)
+from pipeline.errors import CustomersError, SourceConnectionError, SourceError
+from pipeline.pg import first_line, quote_ident, redact_message, session_lost, with_connect_timeout
 from pipeline.schema.inputs import CUSTOMER_COLUMNS
 from pipeline.sources.files import read_csv_text
 
@@ -115,8 +107,13 @@ def _read_postgres(source: CustomersConfig) -> tuple[pa.Table, str]:
     PostgreSQL's own text of its values (as the file kinds read them as text)."""
     import adbc_driver_postgresql.dbapi as adbc  # only for this kind of source
 
-    relation = f"({source.query}) as customers" if source.query else qualified_table(source.table)
-    label = f"postgres {source.table or 'query'} at {redact_dsn(source.dsn)}"
+    from pipeline.sources.postgres import source_label, source_relation_sql
+
+    label = source_label(source)
+    try:  # the table checked and quoted, or the query as the payments source takes it
+        relation = source_relation_sql(source)
+    except SourceError as exc:
+        raise CustomersError(f"{label}: {exc}") from None
     try:
         with (
             adbc.connect(with_connect_timeout(source.dsn), autocommit=True) as connection,

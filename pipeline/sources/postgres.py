@@ -17,7 +17,7 @@ import adbc_driver_postgresql.dbapi as adbc
 import duckdb
 import pyarrow as pa
 
-from pipeline.config.sections import SourceConfig
+from pipeline.config.sections import CustomersConfig, SourceConfig
 from pipeline.errors import SourceConnectionError, SourceError
 from pipeline.months import month_bounds
 from pipeline.pg import (
@@ -69,13 +69,14 @@ def source_dsn(source: SourceConfig) -> str:
     return source.dsn
 
 
-def source_label(source: SourceConfig) -> str:
+def source_label(source: SourceConfig | CustomersConfig) -> str:
     what = f"table {source.table}" if source.table else "query"
     return f"postgres {what} at {redact_dsn(source.dsn)}"
 
 
-def source_relation_sql(source: SourceConfig) -> str:
-    """The FROM item of the source, aliased ``q``: the table, or the query as a subquery."""
+def source_relation_sql(source: SourceConfig | CustomersConfig) -> str:
+    """The FROM item of the source (payments, activities or customers), aliased ``q``: the
+    table, or the query as a subquery."""
     if source.table:
         try:
             return f"{qualified_table(source.table)} AS q"

@@ -577,16 +577,23 @@ def test_customers_from_postgres_are_the_rows_their_csv_gives(
             "credit": "1500.50",
         },
     ]
-    query = {"kind": "postgres", "dsn": pg_dsn, "query": f"SELECT * FROM {crm.as_string(pg)}"}
+    # a query as the payments source takes one, ending in a line comment
+    text = f"SELECT * FROM {crm.as_string(pg)} -- every customer"
+    query = {"kind": "postgres", "dsn": pg_dsn, "query": text}
     assert read_customers(customers_config(tmp_path, query)).to_pylist() == from_pg.to_pylist()
 
 
 def test_a_customers_table_not_there_or_a_server_down_is_told(pg_dsn, source_schema, tmp_path):
     missing = {"kind": "postgres", "dsn": pg_dsn, "table": f"{source_schema}.nobody"}
-    with pytest.raises(CustomersError, match=rf"postgres {source_schema}\.nobody at .*nobody"):
+    with pytest.raises(
+        CustomersError, match=rf"postgres table {source_schema}\.nobody at .*nobody"
+    ):
         read_customers(customers_config(tmp_path, missing))
+    three_parts = {"kind": "postgres", "dsn": pg_dsn, "table": "db.crm.customers"}
+    with pytest.raises(CustomersError, match=r"customers\.table: .*schema\.table"):
+        read_customers(customers_config(tmp_path, three_parts))
     down = {"kind": "postgres", "dsn": "postgresql://postgres@127.0.0.1:1/test", "table": "crm"}
-    with pytest.raises(SourceConnectionError, match="postgres crm at postgresql://"):
+    with pytest.raises(SourceConnectionError, match="postgres table crm at postgresql://"):
         read_customers(customers_config(tmp_path, down))
 
 
