@@ -18,7 +18,7 @@ import pyarrow as pa
 from pipeline.config import Config
 from pipeline.config.sections import CustomersConfig
 from pipeline.errors import CustomersError, SourceConnectionError, SourceError
-from pipeline.pg import first_line, quote_ident, redact_message, session_lost, with_connect_timeout
+from pipeline.pg import quote_ident, redact_message
 from pipeline.schema.inputs import CUSTOMER_COLUMNS
 from pipeline.sources.files import read_csv_text
 
@@ -103,33 +103,45 @@ def _existing(path: str | None) -> Path:
 
 
 def _read_postgres(source: CustomersConfig) -> tuple[pa.Table, str]:
-    """The source's rows through ADBC, as the payments are read, every column as
-    PostgreSQL's own text of its values (as the file kinds read them as text)."""
+    """The source's rows through ADBC, as the payments are read (the same relation, probe
+    and connection), every column as PostgreSQL's own text of its values (as the file kinds
+    read them as text)."""
     import adbc_driver_postgresql.dbapi as adbc  # only for this kind of source
 
-    from pipeline.sources.postgres import source_label, source_relation_sql
+    from pipeline.sources import postgres
 
-    label = source_label(source)
+    label = postgres.source_label(source)
+    dsn = source.dsn or ""  # required for this kind (CustomersConfig)
     try:  # the table checked and quoted, or the query as the payments source takes it
-        relation = source_relation_sql(source)
+        relation = postgres.source_relation_sql(source)
     except SourceError as exc:
         raise CustomersError(f"{label}: {exc}") from None
     try:
-        with (
-            adbc.connect(with_connect_timeout(source.dsn), autocommit=True) as connection,
-            connection.cursor() as cur,
-        ):
-            cur.execute(f"SELECT * FROM {relation} LIMIT 0")
-            names = cur.fetch_arrow_table().schema.names
-            if not names:
-                return pa.table({}), label
-            as_text = ", ".join(f"{quote_ident(n)}::text AS {quote_ident(n)}" for n in names)
-            cur.execute(f"SELECT {as_text} FROM {relation}")
-            return cur.fetch_arrow_table(), label
+        schema = postgres.probe_columns(dsn, relation, label, source.section, outcome=_UNREAD)
+    except SourceConnectionError:
+        raise  # transient: a server that restarts
+    except SourceError as exc:  # labelled already
+        raise CustomersError(str(exc)) from None
+    if not schema.names:
+        return pa.table({}), label
+    as_text = ", ".join(f"{quote_ident(n)}::text AS {quote_ident(n)}" for n in schema.names)
+    connection = postgres.connect_source(
+        dsn, label, source.section, autocommit=True, outcome=_UNREAD
+    )
+    try:
+        cursor = connection.cursor()
+        cursor.execute(f"SELECT {as_text} FROM {relation}")
+        return cursor.fetch_arrow_table(), label
     except adbc.Error as exc:
-        message = first_line(redact_message(str(exc), source.dsn or ""))
-        kind = SourceConnectionError if session_lost(exc) else CustomersError
-        raise kind(f"{label}: {message}") from None
+        error = postgres.read_error(exc, f"{label}: cannot read: {redact_message(str(exc), dsn)}")
+        if isinstance(error, SourceConnectionError):
+            raise error from None
+        raise CustomersError(str(error)) from None
+    finally:
+        connection.close()
+
+
+_UNREAD = "no customer attributes were read"
 
 
 def _canonical(raw: pa.Table, source: CustomersConfig, label: str) -> pa.Table:

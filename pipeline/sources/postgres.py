@@ -102,7 +102,7 @@ def read_source_month(
     """
     dsn, label = source_dsn(source), source_label(source)
     relation = source_relation_sql(source)
-    schema = _probe(dsn, relation, label)
+    schema = probe_columns(dsn, relation, label, source.section)
     paid_at = source.source_column(source.time_column)  # occurred_at for [service]
     if paid_at not in schema.names:  # the caller names the missing column
         return con.from_arrow(schema.empty_table()), label
@@ -137,36 +137,47 @@ def read_source_month(
             )
     read_schema = pa.schema([_read_field(field) for field in schema])
     log.info("%s: reading %s..%s", label, first, last)
-    batches = _month_batches(dsn, query, bounds, read_schema, label)
+    batches = _month_batches(dsn, query, bounds, read_schema, label, source.section)
     return con.from_arrow(pa.RecordBatchReader.from_batches(read_schema, batches)), label
 
 
-def _connect_source(dsn: str, label: str, *, autocommit: bool) -> adbc.Connection:
+# what became of a step that could not reach its source (the extract, by default)
+EXTRACTED_NOTHING = "nothing was extracted"
+
+
+def connect_source(
+    dsn: str, label: str, section: str, *, autocommit: bool, outcome: str = EXTRACTED_NOTHING
+) -> adbc.Connection:
+    """A connection to the PostgreSQL source of ``[section]``; a server that cannot be
+    reached is a SourceConnectionError (transient) naming the setting that gives its DSN and
+    ``outcome``, what became of the step."""
     try:
         return adbc.connect(with_connect_timeout(dsn), autocommit=autocommit)
     except adbc.Error as exc:
         raise SourceConnectionError(
             f"{label}: cannot connect: {first_line(redact_message(str(exc), dsn))}. Check that "
-            "the PostgreSQL server is running and that source.dsn (or TIERS__SOURCE__DSN) names "
-            "its host, port, database and user; nothing was extracted."
+            f"the PostgreSQL server is running and that {section}.dsn (or "
+            f"TIERS__{section.upper()}__DSN) names its host, port, database and user; {outcome}."
         ) from None
 
 
-def _probe(dsn: str, relation: str, label: str) -> pa.Schema:
+def probe_columns(
+    dsn: str, relation: str, label: str, section: str, *, outcome: str = EXTRACTED_NOTHING
+) -> pa.Schema:
     """The source's columns and their Arrow types, from a query that returns no row."""
-    connection = _connect_source(dsn, label, autocommit=True)
+    connection = connect_source(dsn, label, section, autocommit=True, outcome=outcome)
     try:
         cursor = connection.cursor()
         cursor.execute(f"SELECT * FROM {relation} LIMIT 0")
         return cursor.fetch_arrow_table().schema
     except adbc.Error as exc:
         message = f"{label}: cannot read: {redact_message(str(exc), dsn)}"
-        raise _read_error(exc, message) from None
+        raise read_error(exc, message) from None
     finally:
         connection.close()
 
 
-def _read_error(exc: adbc.Error, message: str) -> SourceError:
+def read_error(exc: adbc.Error, message: str) -> SourceError:
     """A failed read of the source: a SourceConnectionError when the session is gone, else
     the query's fault (a SourceError)."""
     return (SourceConnectionError if session_lost(exc) else SourceError)(message)
@@ -213,14 +224,14 @@ def _typed_bounds(kind: pa.DataType, first: date, last: date, timezone: str) -> 
 
 
 def _month_batches(
-    dsn: str, query: str, bounds: tuple | None, schema: pa.Schema, label: str
+    dsn: str, query: str, bounds: tuple | None, schema: pa.Schema, label: str, section: str
 ) -> Iterator[pa.RecordBatch]:
     """Batches of the query's rows, fetched from a server-side cursor as DuckDB pulls.
 
     The connection opens when the first batch is wanted and closes when the stream is
     exhausted, fails or is dropped.
     """
-    connection = _connect_source(dsn, label, autocommit=False)
+    connection = connect_source(dsn, label, section, autocommit=False)
     try:
         declare = connection.cursor()
         # A query with bound parameters is not streamed by ADBC (no COPY); a cursor is.
@@ -235,7 +246,7 @@ def _month_batches(
             yield from _as_read_schema(chunk, schema, label).to_batches()
     except adbc.Error as exc:
         message = f"{label}: read failed: {redact_message(str(exc), dsn)}"
-        raise _read_error(exc, message) from None
+        raise read_error(exc, message) from None
     finally:
         connection.close()
 

@@ -25,7 +25,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from pipeline.config import Config, load_config
-from pipeline.config.sections import SourceConfig
+from pipeline.config.sections import ServiceConfig, SourceConfig
 from pipeline.errors import (
     PERMANENT,
     TRANSIENT,
@@ -150,6 +150,14 @@ def test_a_source_server_that_cannot_be_reached_is_transient_a_missing_table_is_
     with pytest.raises(SourceConnectionError, match="cannot connect") as info:
         read_source_month(connect("UTC"), unreachable, FEB, FEB, "UTC")
     assert classify(info.value) == TRANSIENT  # a server restarts: the DAG retries
+    assert "source.dsn (or TIERS__SOURCE__DSN)" in str(info.value)
+    # the activities' server names the [service] setting, not the payments'
+    activities = ServiceConfig(
+        kind="postgres", dsn="postgresql://tiers@127.0.0.1:1/desk", table="tickets"
+    )
+    with pytest.raises(SourceConnectionError, match="service.dsn .or TIERS__SERVICE__DSN.") as info:
+        read_source_month(connect("UTC"), activities, FEB, FEB, "UTC")
+    assert "source.dsn" not in str(info.value)
     missing = source_config(pg_dsn, table="public.no_such_payments")
     with pytest.raises(SourceError, match="no_such_payments") as info:
         read_source_month(connect("UTC"), missing, FEB, FEB, "UTC")
@@ -593,8 +601,11 @@ def test_a_customers_table_not_there_or_a_server_down_is_told(pg_dsn, source_sch
     with pytest.raises(CustomersError, match=r"customers\.table: .*schema\.table"):
         read_customers(customers_config(tmp_path, three_parts))
     down = {"kind": "postgres", "dsn": "postgresql://postgres@127.0.0.1:1/test", "table": "crm"}
-    with pytest.raises(SourceConnectionError, match="postgres table crm at postgresql://"):
+    with pytest.raises(SourceConnectionError, match="postgres table crm at postgresql://") as info:
         read_customers(customers_config(tmp_path, down))
+    # the setting to fix is the customers' own, and nothing is said to be extracted
+    assert "customers.dsn (or TIERS__CUSTOMERS__DSN)" in str(info.value)
+    assert "no customer attributes were read" in str(info.value)
 
 
 # --- a large month ------------------------------------------------------------------------
